@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Start or stop a local MLflow tracking server for tests, the demo and benchmarks:
+# SQLite backend, proxied artifacts, webhooks enabled for loopback (SPEC §1).
+#
+#   scripts/mlflow-server.sh start DIR [PORT]   # prints the URL; PID in DIR/pid, URL in DIR/url
+#   scripts/mlflow-server.sh stop DIR           # stops it (its whole process group) by PID
+#
+# Restarting with the same DIR (and PORT) keeps the database, artifacts and webhook key.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cmd=${1:?start|stop}; dir=${2:?DIR}
+mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
+
+stop() {
+  [ -f "$dir/pid" ] || return 0
+  pid=$(cat "$dir/pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$dir/pid"
+}
+
+case "$cmd" in
+  stop) stop ;;
+  start)
+    venv=${STAGEGATE_VENV:-$("$root/scripts/setup.sh")}
+    port=${3:-$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+    [ -f "$dir/fernet" ] || "$venv/bin/python" -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' > "$dir/fernet"
+    url="http://127.0.0.1:$port"
+    # setsid: the server and its workers form one process group, stopped together.
+    MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https \
+    MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true \
+    MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=$(cat "$dir/fernet") \
+    MLFLOW_TRACKING_URI= \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+      setsid "$venv/bin/mlflow" server --host 127.0.0.1 --port "$port" \
+        --backend-store-uri "sqlite:///$dir/mlflow.db" \
+        --artifacts-destination "$dir/artifacts" --serve-artifacts \
+        --workers "${STAGEGATE_MLFLOW_WORKERS:-2}" \
+        >>"$dir/server.log" 2>&1 < /dev/null &
+    echo $! > "$dir/pid"
+    echo "$url" > "$dir/url"
+    for _ in $(seq 600); do
+      if curl -fsS "$url/health" >/dev/null 2>&1; then echo "$url"; exit 0; fi
+      kill -0 "$(cat "$dir/pid")" 2>/dev/null || { echo "mlflow server exited; log:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
+      sleep 0.1
+    done
+    echo "mlflow server did not answer /health within 60 s; log:" >&2; tail -20 "$dir/server.log" >&2
+    stop; exit 1 ;;
+  *) echo "usage: $0 start|stop DIR [PORT]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything the demo, tests and benchmarks need, idempotently:
+#   - the Python venv (pinned mlflow, scikit-learn…), cached outside the clone and keyed by
+#     the hash of requirements.txt, so reruns take a second;
+#   - Debian packages the benchmarks use, when apt is available and they are missing.
+# Prints nothing on stdout but the venv path (so callers can VENV=$(scripts/setup.sh)).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+hash=$(sha256sum "$root/requirements.txt" | cut -c1-12)
+cache=${STAGEGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stagegate}
+venv="$cache/venv-$hash"
+if [ ! -f "$venv/.complete" ]; then
+  echo "setup: creating Python venv $venv (mlflow and friends; about a minute)" >&2
+  rm -rf "$venv"
+  mkdir -p "$cache"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip >&2
+  "$venv/bin/pip" install --quiet -r "$root/requirements.txt" >&2
+  touch "$venv/.complete"
+fi
+# Debian packages (optional tools for benchmarks). Missing ones are installed when possible.
+if [ "${STAGEGATE_SKIP_APT:-}" != 1 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for pkg in ${STAGEGATE_APT_PACKAGES:-}; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq >&2 && $SUDO apt-get install -y -qq "${missing[@]}" >&2
+  fi
+fi
+echo "$venv"

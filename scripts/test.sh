@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this and nothing else):
+# set up the Python venv, check formatting and lints, start a real MLflow server on a free
+# loopback port, run every Rust test against it, and stop the server by PID at the end.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+export STAGEGATE_VENV=$(scripts/setup.sh)
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+echo "== format and lints" >&2
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "== build" >&2
+cargo build --all-targets --quiet
+
+work=$(mktemp -d -t stagegate-test.XXXXXX)
+cleanup() { scripts/mlflow-server.sh stop "$work/mlflow" || true; rm -rf "$work"; }
+trap cleanup EXIT
+echo "== starting MLflow $(\"$STAGEGATE_VENV/bin/python\" -c 'import mlflow; print(mlflow.__version__)')" >&2
+export STAGEGATE_TEST_MLFLOW_URI=$(scripts/mlflow-server.sh start "$work/mlflow")
+export STAGEGATE_TEST_TMP=$work
+echo "   at $STAGEGATE_TEST_MLFLOW_URI" >&2
+
+echo "== tests" >&2
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --all-targets --no-fail-fast --failure-output final "$@"
+else
+  cargo test --all-targets --no-fail-fast "$@"
+fi

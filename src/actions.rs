@@ -1,0 +1,258 @@
+//! Carrying out decisions on the registry: promotion (stage transition with archiving, or an
+//! alias move), archiving, rollback, and their bookkeeping tags.
+//!
+//! Every move re-reads the candidate and the champion first and refuses if either changed
+//! since the evaluation began (SPEC §5). Every step is idempotent, and a promotion is
+//! bracketed by the `promoting` action tag so an interrupted one is finished, never redone.
+
+use crate::config::{Policy, Target};
+use crate::decision::{Decision, PROMOTED, PROMOTING};
+use crate::evaluation::now_rfc3339;
+use crate::mlflow::{Client, MlflowError};
+use crate::model_state::{Depth, Fingerprint, ModelState};
+use crate::report::TagNames;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error(transparent)]
+    Mlflow(#[from] MlflowError),
+    /// The registry changed between evaluation and action: nothing was moved.
+    #[error("not acting on {model} v{version}: {why} since the evaluation began")]
+    Changed {
+        model: String,
+        version: String,
+        why: String,
+    },
+    /// A request that cannot be carried out as asked (rollback with nothing to restore…).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl ActError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ActError::Mlflow(e) => e.is_transient(),
+            // The world moved on: evaluate again against the new world.
+            ActError::Changed { .. } => true,
+            ActError::Refused(_) => false,
+        }
+    }
+}
+
+/// Acts on one model under one policy.
+pub struct Actor<'a> {
+    pub client: &'a Client,
+    pub names: &'a TagNames,
+    pub policy: &'a Policy,
+}
+
+impl Actor<'_> {
+    /// Carry out `decision` on `model` v`version`. `before` is the registry as it was when the
+    /// evaluation began; a move is refused if the candidate or champion differ now.
+    pub async fn carry_out(
+        &self,
+        model: &str,
+        version: &str,
+        decision: &Decision,
+        before: &Fingerprint,
+    ) -> Result<(), ActError> {
+        if !decision.moves() {
+            return self
+                .set_action(model, version, &decision.action_tag())
+                .await;
+        }
+        let now =
+            ModelState::read(self.client, model, self.policy, Depth::Summary, &[version]).await?;
+        if let Some(why) = before.change_to(&now.fingerprint(self.policy, version)) {
+            let note = format!("skipped: {why} during evaluation; re-evaluating");
+            self.set_action(model, version, &note).await?;
+            return Err(ActError::Changed {
+                model: model.into(),
+                version: version.into(),
+                why,
+            });
+        }
+        match decision {
+            Decision::Promote { .. } => self.promote(&now, version).await,
+            Decision::Archive => self.archive(&now, version).await,
+            _ => unreachable!("only promote and archive move"),
+        }
+    }
+
+    async fn promote(&self, state: &ModelState, version: &str) -> Result<(), ActError> {
+        let (client, model) = (self.client, state.name.as_str());
+        let replaced = state.champion(self.policy).map(|c| c.version.clone());
+        // Intent first: if we die after the move, the next reconcile sees `promoting` on the
+        // champion and finishes the bookkeeping instead of mistaking it for a bypass.
+        let intent = self.set_action(model, version, PROMOTING);
+        let remember = async {
+            match &replaced {
+                Some(old) => {
+                    client
+                        .set_version_tag(model, version, &self.names.replaced_version(), old)
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(intent, async { remember.await.map_err(ActError::from) })?;
+        match self.policy.promote.target() {
+            Target::Stage(stage) => {
+                client
+                    .transition_stage(
+                        model,
+                        version,
+                        &stage,
+                        self.policy.promote.archive_existing(),
+                    )
+                    .await?;
+            }
+            Target::Alias(alias) => client.set_alias(model, &alias, version).await?,
+        }
+        tracing::info!(model, version, replaced = ?replaced, target = %self.policy.promote.target(), "promoted");
+        let holds_candidate_alias = state
+            .version(version)
+            .is_some_and(|v| state.at(v, self.policy.candidate()));
+        self.complete(model, version, replaced.as_deref(), holds_candidate_alias)
+            .await
+    }
+
+    /// Finish a promotion that was interrupted after the move (the version is champion and
+    /// still says `promoting`).
+    pub async fn finish(&self, model: &str, version: &str) -> Result<(), ActError> {
+        let v = self.client.model_version(model, version).await?;
+        let holds_candidate_alias =
+            matches!(self.policy.candidate(), Target::Alias(a) if v.aliases.contains(a));
+        self.complete(
+            model,
+            version,
+            v.tag(&self.names.replaced_version()),
+            holds_candidate_alias,
+        )
+        .await
+    }
+
+    /// The bookkeeping after a move: mark the replaced version, release the candidate alias,
+    /// record `promoted`. Safe to repeat.
+    async fn complete(
+        &self,
+        model: &str,
+        version: &str,
+        replaced: Option<&str>,
+        holds_candidate_alias: bool,
+    ) -> Result<(), ActError> {
+        if let Some(old) = replaced {
+            self.mark_replaced(model, old, version).await?;
+        }
+        // The candidate alias means "awaiting a verdict"; once promoted, the version is no
+        // longer a challenger, so the alias is released (see README, "Aliases").
+        if let (Target::Alias(alias), true) = (self.policy.candidate(), holds_candidate_alias) {
+            self.client.delete_alias(model, alias).await?;
+        }
+        self.set_action(model, version, PROMOTED).await
+    }
+
+    async fn mark_replaced(&self, model: &str, old: &str, by: &str) -> Result<(), ActError> {
+        let (now, by_key, at_key) = (
+            now_rfc3339(),
+            self.names.replaced_by(),
+            self.names.replaced_at(),
+        );
+        tokio::try_join!(
+            self.client.set_version_tag(model, old, &by_key, by),
+            self.client.set_version_tag(model, old, &at_key, &now),
+        )?;
+        Ok(())
+    }
+
+    /// A failed stage candidate moves to Archived; a failed alias candidate loses the alias.
+    async fn archive(&self, state: &ModelState, version: &str) -> Result<(), ActError> {
+        let model = state.name.as_str();
+        match self.policy.candidate() {
+            Target::Stage(_) => {
+                self.client
+                    .transition_stage(model, version, "Archived", false)
+                    .await?;
+            }
+            Target::Alias(alias) => self.client.delete_alias(model, alias).await?,
+        }
+        tracing::info!(model, version, "archived failed candidate");
+        self.set_action(model, version, "archived").await
+    }
+
+    pub async fn set_action(
+        &self,
+        model: &str,
+        version: &str,
+        action: &str,
+    ) -> Result<(), ActError> {
+        Ok(self
+            .client
+            .set_version_tag(model, version, &self.names.action(), action)
+            .await?)
+    }
+
+    /// Restore the version recorded in the champion's `replaced_version`. Returns
+    /// `(rolled back, restored)`.
+    pub async fn rollback(&self, model: &str) -> Result<(String, String), ActError> {
+        let state = ModelState::read(self.client, model, self.policy, Depth::Summary, &[]).await?;
+        let champion = state.champion(self.policy).ok_or_else(|| {
+            ActError::Refused(format!(
+                "nothing to roll back: {model} has no promoted version at {}",
+                self.policy.promote.target()
+            ))
+        })?;
+        let bad = champion.version.clone();
+        let restore = champion.tag(&self.names.replaced_version()).map(str::to_string).ok_or_else(|| {
+            ActError::Refused(format!(
+                "nothing to restore: {model} v{bad} has no {} tag (it did not replace a version through stagegate)",
+                self.names.replaced_version()
+            ))
+        })?;
+        let target = match self.client.model_version(model, &restore).await {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => {
+                return Err(ActError::Refused(format!(
+                    "cannot restore {model} v{restore}: it no longer exists"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let now = now_rfc3339();
+        // Mark the bad version first so that no reconcile promotes it again.
+        self.client
+            .set_version_tag(
+                model,
+                &bad,
+                &self.names.rolled_back(),
+                &format!("{now}: rolled back to v{restore}"),
+            )
+            .await?;
+        match self.policy.promote.target() {
+            // Archive whatever holds the stage, whatever the policy's archive_existing says:
+            // the point is that the bad version stops serving.
+            Target::Stage(stage) => {
+                self.client
+                    .transition_stage(model, &target.version, &stage, true)
+                    .await?;
+            }
+            Target::Alias(alias) => {
+                self.client
+                    .set_alias(model, &alias, &target.version)
+                    .await?
+            }
+        }
+        self.mark_replaced(model, &bad, &restore).await?;
+        self.client
+            .set_version_tag(model, &restore, &self.names.restored_at(), &now)
+            .await?;
+        self.client
+            .delete_version_tag(model, &restore, &self.names.replaced_by())
+            .await?;
+        self.client
+            .delete_version_tag(model, &restore, &self.names.replaced_at())
+            .await?;
+        tracing::info!(model, from = %bad, to = %restore, "rolled back");
+        Ok((bad, restore))
+    }
+}

@@ -1,0 +1,133 @@
+//! Command-line surface of SPEC §2. Each subcommand lives in its own file; this one parses
+//! arguments, sets up logging (stderr) and maps errors to exit code 2.
+
+mod check;
+mod evaluate;
+mod output;
+mod rollback;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use stagegate::config::{self, Loaded};
+use stagegate::engine::Engine;
+use stagegate::mlflow::{Client, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "stagegate",
+    version,
+    about = "Guards the MLflow Model Registry: evaluates candidates against quality gates and promotes the ones that pass."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate a version (default: the newest candidate), record tags; promote with --promote.
+    /// Exit 0 = all gates passed, 1 = a gate failed, 2 = error or inconclusive.
+    Evaluate {
+        /// Registered model name.
+        model: String,
+        /// Version number; the newest candidate of the matching policy if omitted.
+        version: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Act on the verdict (promote, archive); without it nothing moves.
+        #[arg(long)]
+        promote: bool,
+        /// Print one JSON document on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config, reach MLflow, and list what each policy matches.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Restore the version that the current champion replaced.
+    Rollback {
+        model: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, "warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Evaluate {
+                model,
+                version,
+                config,
+                promote,
+                json,
+            } => evaluate::run(config.as_deref(), &model, version.as_deref(), promote, json).await,
+            Command::Check { config } => check::run(config.as_deref()).await,
+            Command::Rollback { model, config } => rollback::run(config.as_deref(), &model).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Load the config (exit 2 with file, key and reason on error).
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Loaded> {
+    Ok(config::load(path)?)
+}
+
+/// A client for the configured MLflow, honouring the standard MLflow environment variables.
+fn client(loaded: &Loaded) -> anyhow::Result<Client> {
+    Client::new(Settings::from_env(&loaded.config.mlflow)).context("MLflow client")
+}
+
+fn engine(loaded: &Loaded) -> anyhow::Result<Engine> {
+    Ok(Engine::new(
+        client(loaded)?,
+        Arc::new(loaded.config.clone()),
+    ))
+}

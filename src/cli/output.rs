@@ -1,0 +1,125 @@
+//! Rendering for people (aligned tables) and for machines (one JSON document), both on stdout.
+
+use serde_json::{Value, json};
+
+use stagegate::engine::Outcome;
+
+/// Left-aligned columns, two spaces apart; the last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+                .max(header[i].len())
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = vec![line(header.to_vec())];
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
+    out.join("\n") + "\n"
+}
+
+/// The human summary of an evaluation.
+pub fn evaluation_text(o: &Outcome) -> String {
+    let e = &o.evaluation;
+    let champion = e
+        .champion
+        .as_ref()
+        .map(|c| format!("v{c}"))
+        .unwrap_or_else(|| "none".into());
+    let mut s = format!(
+        "{} v{}  policy {} (digest {})  champion {}\n\n",
+        e.model, e.version, e.policy, e.policy_digest, champion
+    );
+    let rows: Vec<Vec<String>> = e
+        .gates
+        .iter()
+        .map(|g| {
+            let result = if g.enforced {
+                g.outcome.as_str().to_string()
+            } else {
+                format!("{} (shadow)", g.outcome.as_str())
+            };
+            vec![
+                g.name.clone(),
+                g.gate_type.to_string(),
+                result,
+                format!("{}ms", g.duration_ms),
+                g.message.clone(),
+            ]
+        })
+        .collect();
+    s.push_str(&table(
+        &["GATE", "TYPE", "RESULT", "TIME", "MESSAGE"],
+        &rows,
+    ));
+    s.push_str(&format!(
+        "\nverdict: {}\naction:  {}\n",
+        e.verdict.as_str(),
+        action_text(o)
+    ));
+    s
+}
+
+fn action_text(o: &Outcome) -> String {
+    match &o.act_error {
+        Some(err) => format!("none ({err})"),
+        None => o.decision.action_tag(),
+    }
+}
+
+/// The `--json` document (shape documented in the README).
+pub fn evaluation_json(o: &Outcome, mlflow_requests: u64) -> Value {
+    let e = &o.evaluation;
+    json!({
+        "model": e.model,
+        "version": e.version,
+        "policy": e.policy,
+        "policy_digest": e.policy_digest,
+        "verdict": e.verdict,
+        "gates": e.gates,
+        "action": action_text(o),
+        "champion": e.champion,
+        "evaluated_at": e.evaluated_at,
+        "duration_ms": e.duration_ms,
+        "error": o.act_error.as_ref().map(|err| err.to_string()),
+        "mlflow_requests": mlflow_requests,
+    })
+}
+
+/// The `--json` document when no evaluation could be made.
+pub fn error_json(model: &str, version: Option<&str>, error: &str) -> Value {
+    json!({
+        "model": model, "version": version, "policy": null, "verdict": "error",
+        "gates": [], "action": null, "error": error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align() {
+        let t = table(
+            &["A", "BB"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "w".into()]],
+        );
+        assert_eq!(t, "A    BB\nxxx  y\nz    w\n");
+    }
+}

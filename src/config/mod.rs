@@ -1,0 +1,403 @@
+//! The configuration schema of SPEC §3, as typed Rust values.
+//!
+//! Every table denies unknown keys so that a typo is an error, never a silently ignored
+//! setting. Loading (file search, env overrides, error messages) lives in [`load`]; the
+//! checks that serde cannot express (duplicate gate names, cron syntax, targets) in
+//! [`validate`]; the gate tables in [`gate`].
+
+mod gate;
+mod load;
+mod validate;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use gate::{
+    ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind, LatencyGate, MetricGate,
+    RunGate, Slices, TagsGate, VsChampion,
+};
+pub use load::{ConfigError, Loaded, load, locate};
+
+/// The whole `stagegate.toml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mlflow: MlflowConfig,
+    pub server: ServerConfig,
+    pub webhooks: WebhooksConfig,
+    pub poll: PollConfig,
+    pub workers: WorkersConfig,
+    pub state: StateConfig,
+    pub policies: Vec<Policy>,
+    pub notify: Vec<Notify>,
+    pub serving: ServingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlflowConfig {
+    /// Overridden by `MLFLOW_TRACKING_URI` (see README: environment wins over the file).
+    pub tracking_uri: Option<String>,
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Extra tries of one REST call on a transient failure (connect, 429, 502-504).
+    pub retries: u32,
+    /// Prefix of every tag stagegate writes.
+    pub tag_prefix: String,
+}
+
+impl Default for MlflowConfig {
+    fn default() -> Self {
+        Self {
+            tracking_uri: None,
+            request_timeout: Duration::from_secs(30),
+            retries: 3,
+            tag_prefix: "stagegate.".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Normally from `STAGEGATE_SERVER__API_TOKEN`.
+    #[serde(skip_serializing)]
+    pub api_token: Option<Secret>,
+    /// How long SIGTERM waits for in-flight evaluations.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            api_token: None,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    #[serde(skip_serializing)]
+    pub secrets: Vec<Secret>,
+    #[serde(with = "duration")]
+    pub tolerance: Duration,
+    /// How long delivery ids are remembered for de-duplication.
+    #[serde(with = "duration")]
+    pub dedupe_retention: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            secrets: Vec::new(),
+            tolerance: Duration::from_secs(300),
+            dedupe_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollConfig {
+    /// Cron with a seconds field; checked by [`validate`].
+    pub schedule: String,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        Self {
+            schedule: "0 * * * * *".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    pub count: usize,
+    /// Reconcile attempts on a transient error before the verdict is `error`.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt, with jitter.
+    #[serde(with = "duration")]
+    pub backoff: Duration,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            count: 4,
+            max_attempts: 5,
+            backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub path: PathBuf,
+    pub url: Option<String>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            path: "stagegate.db".into(),
+            url: None,
+        }
+    }
+}
+
+/// One `[[policies]]` table: which models, what a candidate is, where it goes, and its gates.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub name: String,
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+    pub candidate: Target,
+    pub promote: Promote,
+    #[serde(default)]
+    pub on_fail: OnFail,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub on_bypass: OnBypass,
+    /// Where `command` gates run and relative dataset paths resolve; defaults to the
+    /// directory of the config file.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    #[serde(default)]
+    pub gates: Vec<Gate>,
+}
+
+fn all_models() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// Where a version sits in the registry: a stage, or an alias.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase", try_from = "RawTarget")]
+pub enum Target {
+    Stage(String),
+    Alias(String),
+}
+
+/// `{ stage = "Staging" }` or `{ alias = "challenger" }`, read as a table for clear errors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    stage: Option<String>,
+    alias: Option<String>,
+}
+
+impl TryFrom<RawTarget> for Target {
+    type Error = String;
+    fn try_from(raw: RawTarget) -> Result<Self, String> {
+        match (raw.stage, raw.alias) {
+            (Some(s), None) => Ok(Target::Stage(s)),
+            (None, Some(a)) => Ok(Target::Alias(a)),
+            _ => Err("set exactly one of `stage` or `alias`".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Stage(s) => write!(f, "stage {s}"),
+            Target::Alias(a) => write!(f, "alias @{a}"),
+        }
+    }
+}
+
+/// `promote = { stage = "Production", archive_existing = true }` or `{ alias = "champion" }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    pub stage: Option<String>,
+    pub alias: Option<String>,
+    pub archive_existing: Option<bool>,
+}
+
+impl Promote {
+    /// The target; [`validate`] guarantees exactly one of stage/alias is set.
+    pub fn target(&self) -> Target {
+        match (&self.stage, &self.alias) {
+            (Some(s), _) => Target::Stage(s.clone()),
+            (None, Some(a)) => Target::Alias(a.clone()),
+            (None, None) => Target::Stage("Production".into()),
+        }
+    }
+
+    pub fn archive_existing(&self) -> bool {
+        self.archive_existing.unwrap_or(true)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFail {
+    #[default]
+    Keep,
+    Archive,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    DryRun,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBypass {
+    Ignore,
+    #[default]
+    Tag,
+    Revert,
+}
+
+/// One `[[notify]]` table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    pub url: String,
+    #[serde(default = "default_notify_events")]
+    pub on: Vec<NotifyEvent>,
+}
+
+fn default_notify_events() -> Vec<NotifyEvent> {
+    vec![
+        NotifyEvent::Failed,
+        NotifyEvent::Error,
+        NotifyEvent::Promoted,
+        NotifyEvent::Bypass,
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyEvent {
+    Passed,
+    Failed,
+    Error,
+    Promoted,
+    WouldPromote,
+    Archived,
+    Superseded,
+    Bypass,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServingConfig {
+    pub mode: Option<ServingMode>,
+    pub url: Option<String>,
+    pub command: String,
+    #[serde(with = "duration")]
+    pub startup_timeout: Duration,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        Self {
+            mode: None,
+            url: None,
+            command: "mlflow".into(),
+            startup_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServingMode {
+    Local,
+    Url,
+}
+
+/// A secret string that never prints itself (config dumps, `Debug`, logs).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Config {
+    /// The first policy whose `models` globs match `model` (SPEC: first match wins).
+    pub fn policy_for(&self, model: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.matches(model))
+    }
+}
+
+impl Policy {
+    pub fn matches(&self, model: &str) -> bool {
+        // Patterns were compiled once in `validate`, so they are known to be valid here.
+        self.models.iter().any(|pat| {
+            globset::Glob::new(pat)
+                .map(|g| g.compile_matcher().is_match(model))
+                .unwrap_or(false)
+        })
+    }
+
+    pub fn candidate(&self) -> &Target {
+        &self.candidate
+    }
+}
+
+/// `"30s"`, `"10m"`, `"1h 30m"` as [`Duration`] (humantime syntax).
+pub mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            format!("unparsable duration {s:?} ({e}); write it like \"30s\", \"10m\" or \"1h\"")
+        })
+    }
+}
+
+impl Policy {
+    /// A short, stable hash of the policy's effective settings (defaults included), written
+    /// with every verdict: a changed policy re-evaluates.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        // Serialising a struct is deterministic: field order is declaration order.
+        let canonical = serde_json::to_string(self).unwrap_or_default();
+        let hash = sha2::Sha256::digest(canonical.as_bytes());
+        hash[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}

@@ -1,0 +1,222 @@
+//! The decision core (SPEC §5): pure functions from what the registry says to what to do.
+//! No IO here, so every rule is unit-tested.
+//!
+//! [`decide`] says what to do with one evaluated candidate. [`plan`] is the reconciler's
+//! brain: given a model's whole state it names the single next step towards convergence,
+//! never told why it was called.
+
+use std::collections::BTreeSet;
+
+use crate::config::{Mode, OnBypass, OnFail, Policy, Target};
+use crate::evaluation::Verdict;
+use crate::mlflow::ModelVersion;
+use crate::model_state::ModelState;
+use crate::report::TagNames;
+
+/// The action tag written while a promotion is under way: a crash between moving the version
+/// and recording it leaves this, and the next reconcile finishes the job.
+pub const PROMOTING: &str = "promoting";
+pub const PROMOTED: &str = "promoted";
+
+/// What to do with an evaluated candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Move it to the promote target; `replaces` is the champion it displaces.
+    Promote {
+        replaces: Option<String>,
+    },
+    WouldPromote,
+    Archive,
+    Keep,
+    Superseded,
+    Skip(String),
+}
+
+impl Decision {
+    /// The `stagegate.action` value.
+    pub fn action_tag(&self) -> String {
+        match self {
+            Decision::Promote { .. } => PROMOTED.into(),
+            Decision::WouldPromote => "would-promote".into(),
+            Decision::Archive => "archived".into(),
+            Decision::Keep => "kept".into(),
+            Decision::Superseded => "superseded".into(),
+            Decision::Skip(why) => format!("skipped: {why}"),
+        }
+    }
+
+    /// Whether carrying it out changes the registry beyond tags.
+    pub fn moves(&self) -> bool {
+        matches!(self, Decision::Promote { .. } | Decision::Archive)
+    }
+}
+
+/// Who is deciding: CI without `--promote` may not act; a paused daemon may not act.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub act: bool,
+    pub paused: bool,
+}
+
+/// What to do with `candidate`, evaluated with `verdict`, given the model's state.
+pub fn decide(
+    policy: &Policy,
+    state: &ModelState,
+    candidate: &ModelVersion,
+    verdict: Verdict,
+    opts: Options,
+) -> Decision {
+    let champion = state.champion(policy);
+    if champion.is_some_and(|c| c.version == candidate.version) {
+        return Decision::Skip("already the promoted version".into());
+    }
+    if !state.at(candidate, policy.candidate()) {
+        return Decision::Skip(format!(
+            "not a candidate (the policy's candidates are at {})",
+            policy.candidate()
+        ));
+    }
+    match verdict {
+        Verdict::Error => Decision::Skip("evaluation error; nothing moves".into()),
+        Verdict::Failed => {
+            if policy.on_fail == OnFail::Keep {
+                Decision::Keep
+            } else if policy.mode == Mode::DryRun {
+                Decision::Skip("dry-run (would archive)".into())
+            } else if !opts.act {
+                Decision::Skip("--promote not given (would archive)".into())
+            } else if opts.paused {
+                Decision::Skip("paused (would archive)".into())
+            } else {
+                Decision::Archive
+            }
+        }
+        Verdict::Passed => {
+            if champion.is_some_and(|c| c.number() > candidate.number()) {
+                return Decision::Superseded;
+            }
+            if policy.mode == Mode::DryRun {
+                Decision::WouldPromote
+            } else if !opts.act {
+                Decision::Skip("--promote not given (would promote)".into())
+            } else if opts.paused {
+                Decision::Skip("paused (would promote)".into())
+            } else {
+                Decision::Promote {
+                    replaces: champion.map(|c| c.version.clone()),
+                }
+            }
+        }
+    }
+}
+
+/// The reconciler's next step for one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Run the gates on this version and record the result.
+    Evaluate(String),
+    /// Carry out a decision on an evaluated version (or record it, for tag-only decisions).
+    Act { version: String, decision: Decision },
+    /// Complete a promotion that was interrupted after the version moved.
+    Finish(String),
+    /// The champion was moved there by hand, past the gates (policy `on_bypass`).
+    Bypass(String),
+    /// Nothing left to do.
+    Idle,
+}
+
+/// What [`plan`] looks at besides the model's state.
+pub struct PlanInput<'a> {
+    pub policy: &'a Policy,
+    pub digest: &'a str,
+    pub names: &'a TagNames,
+    /// Versions whose re-evaluation was asked for (tag webhook, API request).
+    pub forced: &'a BTreeSet<String>,
+    pub paused: bool,
+}
+
+pub fn plan(input: &PlanInput, state: &ModelState) -> Step {
+    let PlanInput {
+        policy,
+        digest,
+        names,
+        forced,
+        paused,
+    } = *input;
+    let action = |v: &ModelVersion| v.tag(&names.action()).unwrap_or("").to_string();
+    let champion = state.champion(policy);
+
+    if let Some(ch) = champion {
+        if action(ch) == PROMOTING {
+            return Step::Finish(ch.version.clone());
+        }
+        let ours = action(ch) == PROMOTED || ch.tag(&names.restored_at()).is_some();
+        if !ours && policy.on_bypass != OnBypass::Ignore && ch.tag(&names.bypass()).is_none() {
+            if !names.has_current_verdict(ch, digest) {
+                // "What the gates say of it" needs a verdict first.
+                return Step::Evaluate(ch.version.clone());
+            }
+            return Step::Bypass(ch.version.clone());
+        }
+    }
+
+    for c in state.candidates(policy) {
+        let record = |decision: Decision| {
+            (action(c) != decision.action_tag()).then(|| Step::Act {
+                version: c.version.clone(),
+                decision,
+            })
+        };
+        if let Some(ch) = champion {
+            if ch.version == c.version {
+                continue; // e.g. a stage candidate promoted to an alias: it stays in its stage.
+            }
+            if c.number() < ch.number() {
+                match record(Decision::Superseded) {
+                    Some(step) => return step,
+                    None => continue,
+                }
+            }
+        }
+        if c.tag(&names.rolled_back()).is_some() {
+            match record(Decision::Skip(
+                "rolled back; not promoted again automatically".into(),
+            )) {
+                Some(step) => return step,
+                None => continue,
+            }
+        }
+        if forced.contains(&c.version) || !names.has_current_verdict(c, digest) {
+            return Step::Evaluate(c.version.clone());
+        }
+        let verdict = c
+            .tag(&names.verdict())
+            .and_then(Verdict::parse)
+            .unwrap_or(Verdict::Error);
+        let decision = decide(policy, state, c, verdict, Options { act: true, paused });
+        // A failed candidate does not hide older ones; anything else does.
+        let settled = matches!(
+            decision,
+            Decision::Keep | Decision::Archive | Decision::Superseded
+        );
+        if let Some(step) = record(decision) {
+            return step;
+        }
+        if !settled {
+            return Step::Idle;
+        }
+    }
+    Step::Idle
+}
+
+/// For a stage target, the stage; alias targets have none.
+pub fn stage_of(t: &Target) -> Option<&str> {
+    match t {
+        Target::Stage(s) => Some(s),
+        Target::Alias(_) => None,
+    }
+}
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;

@@ -1,0 +1,336 @@
+//! Unit tests of the decision core: promotion rules and the reconciler's plan.
+
+use super::*;
+use crate::model_state::tests::{policy, state, version};
+
+fn stage_policy() -> Policy {
+    policy(
+        Target::Stage("Staging".into()),
+        Target::Stage("Production".into()),
+    )
+}
+
+fn alias_policy() -> Policy {
+    policy(
+        Target::Alias("challenger".into()),
+        Target::Alias("champion".into()),
+    )
+}
+
+const ACT: Options = Options {
+    act: true,
+    paused: false,
+};
+const DIGEST: &str = "d1";
+
+fn names() -> TagNames {
+    TagNames::new("stagegate.")
+}
+
+/// A version with a verdict (for DIGEST) and an action tag.
+fn evaluated(n: u64, stage: &str, verdict: &str, action: Option<&str>) -> ModelVersion {
+    let mut v = version(n, stage);
+    v.tags.insert("stagegate.verdict".into(), verdict.into());
+    v.tags
+        .insert("stagegate.policy_digest".into(), DIGEST.into());
+    if let Some(a) = action {
+        v.tags.insert("stagegate.action".into(), a.into());
+    }
+    v
+}
+
+fn plan_for(p: &Policy, s: &ModelState) -> Step {
+    plan_with(p, s, &BTreeSet::new(), false)
+}
+
+fn plan_with(p: &Policy, s: &ModelState, forced: &BTreeSet<String>, paused: bool) -> Step {
+    let n = names();
+    plan(
+        &PlanInput {
+            policy: p,
+            digest: DIGEST,
+            names: &n,
+            forced,
+            paused,
+        },
+        s,
+    )
+}
+
+#[test]
+fn passing_candidate_newer_than_champion_is_promoted() {
+    let p = stage_policy();
+    let s = state(
+        vec![
+            evaluated(1, "Production", "passed", Some("promoted")),
+            version(2, "Staging"),
+        ],
+        &[],
+    );
+    let d = decide(&p, &s, &s.versions[&2], Verdict::Passed, ACT);
+    assert_eq!(
+        d,
+        Decision::Promote {
+            replaces: Some("1".into())
+        }
+    );
+    assert_eq!(d.action_tag(), "promoted");
+}
+
+#[test]
+fn candidate_older_than_champion_is_superseded() {
+    let p = stage_policy();
+    let s = state(
+        vec![
+            version(2, "Staging"),
+            evaluated(3, "Production", "passed", Some("promoted")),
+        ],
+        &[],
+    );
+    assert_eq!(
+        decide(&p, &s, &s.versions[&2], Verdict::Passed, ACT),
+        Decision::Superseded
+    );
+}
+
+#[test]
+fn without_promote_or_while_paused_nothing_moves_and_the_action_says_why() {
+    let p = stage_policy();
+    let s = state(vec![version(2, "Staging")], &[]);
+    let d = decide(
+        &p,
+        &s,
+        &s.versions[&2],
+        Verdict::Passed,
+        Options {
+            act: false,
+            paused: false,
+        },
+    );
+    assert_eq!(
+        d.action_tag(),
+        "skipped: --promote not given (would promote)"
+    );
+    let d = decide(
+        &p,
+        &s,
+        &s.versions[&2],
+        Verdict::Passed,
+        Options {
+            act: true,
+            paused: true,
+        },
+    );
+    assert!(!d.moves());
+}
+
+#[test]
+fn dry_run_records_would_promote() {
+    let mut p = stage_policy();
+    p.mode = Mode::DryRun;
+    let s = state(vec![version(2, "Staging")], &[]);
+    assert_eq!(
+        decide(&p, &s, &s.versions[&2], Verdict::Passed, ACT),
+        Decision::WouldPromote
+    );
+}
+
+#[test]
+fn failures_are_kept_or_archived_by_policy() {
+    let mut p = stage_policy();
+    let s = state(vec![version(2, "Staging")], &[]);
+    assert_eq!(
+        decide(&p, &s, &s.versions[&2], Verdict::Failed, ACT),
+        Decision::Keep
+    );
+    p.on_fail = OnFail::Archive;
+    assert_eq!(
+        decide(&p, &s, &s.versions[&2], Verdict::Failed, ACT),
+        Decision::Archive
+    );
+    assert!(!decide(&p, &s, &s.versions[&2], Verdict::Error, ACT).moves());
+}
+
+#[test]
+fn a_version_that_is_not_a_candidate_is_not_acted_on() {
+    let p = stage_policy();
+    let s = state(vec![version(2, "None")], &[]);
+    let d = decide(&p, &s, &s.versions[&2], Verdict::Passed, ACT);
+    assert!(
+        matches!(d, Decision::Skip(ref why) if why.contains("not a candidate")),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn plan_evaluates_the_newest_unevaluated_candidate_first() {
+    let p = stage_policy();
+    let s = state(
+        vec![
+            version(1, "Staging"),
+            version(2, "Staging"),
+            version(3, "Staging"),
+        ],
+        &[],
+    );
+    assert_eq!(plan_for(&p, &s), Step::Evaluate("3".into()));
+}
+
+#[test]
+fn plan_promotes_the_newest_passing_and_leaves_older_unevaluated_ones_to_supersede() {
+    let p = stage_policy();
+    let s = state(
+        vec![
+            version(1, "Staging"),
+            version(2, "Staging"),
+            evaluated(3, "Staging", "passed", None),
+        ],
+        &[],
+    );
+    assert_eq!(
+        plan_for(&p, &s),
+        Step::Act {
+            version: "3".into(),
+            decision: Decision::Promote { replaces: None }
+        }
+    );
+    // After the promotion, the older candidates are superseded without being evaluated.
+    let s = state(
+        vec![
+            version(1, "Staging"),
+            version(2, "Staging"),
+            evaluated(3, "Production", "passed", Some("promoted")),
+        ],
+        &[],
+    );
+    assert_eq!(
+        plan_for(&p, &s),
+        Step::Act {
+            version: "2".into(),
+            decision: Decision::Superseded
+        }
+    );
+}
+
+#[test]
+fn plan_looks_past_a_failed_candidate_to_an_older_one() {
+    let p = stage_policy();
+    let s = state(
+        vec![
+            version(1, "Staging"),
+            evaluated(2, "Staging", "failed", Some("kept")),
+        ],
+        &[],
+    );
+    assert_eq!(plan_for(&p, &s), Step::Evaluate("1".into()));
+}
+
+#[test]
+fn plan_stops_at_an_error_verdict() {
+    let p = stage_policy();
+    let s = state(
+        vec![
+            version(1, "Staging"),
+            evaluated(
+                2,
+                "Staging",
+                "error",
+                Some("skipped: evaluation error; nothing moves"),
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(plan_for(&p, &s), Step::Idle);
+}
+
+#[test]
+fn plan_is_idle_when_converged_and_reevaluates_on_a_new_digest_or_request() {
+    let p = stage_policy();
+    let s = state(
+        vec![
+            evaluated(1, "Production", "passed", Some("promoted")),
+            evaluated(2, "Staging", "failed", Some("kept")),
+        ],
+        &[],
+    );
+    assert_eq!(plan_for(&p, &s), Step::Idle);
+    let forced: BTreeSet<String> = ["2".to_string()].into();
+    assert_eq!(
+        plan_with(&p, &s, &forced, false),
+        Step::Evaluate("2".into())
+    );
+    let mut stale = s.clone();
+    stale
+        .versions
+        .get_mut(&2)
+        .unwrap()
+        .tags
+        .insert("stagegate.policy_digest".into(), "old".into());
+    assert_eq!(plan_for(&p, &stale), Step::Evaluate("2".into()));
+}
+
+#[test]
+fn plan_finishes_an_interrupted_promotion() {
+    let p = alias_policy();
+    let s = state(
+        vec![
+            evaluated(1, "None", "passed", Some("promoted")),
+            evaluated(2, "None", "passed", Some(PROMOTING)),
+        ],
+        &[("champion", "2"), ("challenger", "2")],
+    );
+    assert_eq!(plan_for(&p, &s), Step::Finish("2".into()));
+}
+
+#[test]
+fn plan_flags_a_hand_promoted_champion_once_it_is_evaluated() {
+    let p = stage_policy();
+    let s = state(vec![version(1, "Production")], &[]);
+    assert_eq!(plan_for(&p, &s), Step::Evaluate("1".into()));
+    let s = state(vec![evaluated(1, "Production", "failed", None)], &[]);
+    assert_eq!(plan_for(&p, &s), Step::Bypass("1".into()));
+    let mut ignoring = p.clone();
+    ignoring.on_bypass = OnBypass::Ignore;
+    assert_eq!(plan_for(&ignoring, &s), Step::Idle);
+}
+
+#[test]
+fn plan_while_paused_records_but_does_not_move() {
+    let p = stage_policy();
+    let s = state(vec![evaluated(2, "Staging", "passed", None)], &[]);
+    match plan_with(&p, &s, &BTreeSet::new(), true) {
+        Step::Act { decision, .. } => assert!(!decision.moves()),
+        other => panic!("{other:?}"),
+    }
+    let s = state(
+        vec![evaluated(
+            2,
+            "Staging",
+            "passed",
+            Some("skipped: paused (would promote)"),
+        )],
+        &[],
+    );
+    assert_eq!(plan_with(&p, &s, &BTreeSet::new(), true), Step::Idle);
+}
+
+#[test]
+fn plan_never_repromotes_a_rolled_back_version() {
+    let p = policy(
+        Target::Stage("Staging".into()),
+        Target::Alias("champion".into()),
+    );
+    let mut bad = evaluated(3, "Staging", "passed", Some("promoted"));
+    bad.tags.insert("stagegate.rolled_back".into(), "x".into());
+    let s = state(
+        vec![evaluated(2, "Staging", "passed", Some("promoted")), bad],
+        &[("champion", "2")],
+    );
+    match plan_for(&p, &s) {
+        Step::Act {
+            version,
+            decision: Decision::Skip(_),
+        } => assert_eq!(version, "3"),
+        other => panic!("{other:?}"),
+    }
+}

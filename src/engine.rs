@@ -1,0 +1,202 @@
+//! The evaluate-and-act path shared by `stagegate evaluate` and the daemon's reconciler:
+//! read the model, evaluate one version, record the result, decide, act.
+
+use std::sync::Arc;
+
+use crate::actions::{ActError, Actor};
+use crate::config::{Config, Policy};
+use crate::decision::{self, Decision, Options};
+use crate::evaluation::{self, EvalError, Evaluation, Verdict};
+use crate::mlflow::{Client, MlflowError, ModelVersion};
+use crate::model_state::{Depth, ModelState};
+use crate::report::{self, TagNames};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no policy matches registered model {0:?} (check the `models` globs of [[policies]])")]
+    NoPolicy(String),
+    #[error("registered model {0:?} does not exist in MLflow")]
+    NoModel(String),
+    #[error("{model:?} has no version {version}")]
+    NoVersion { model: String, version: String },
+    #[error("{model:?} has no candidate at {target} (policy {policy:?})")]
+    NoCandidate {
+        model: String,
+        target: String,
+        policy: String,
+    },
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error(transparent)]
+    Act(#[from] ActError),
+}
+
+impl From<MlflowError> for EngineError {
+    fn from(e: MlflowError) -> Self {
+        EngineError::Eval(EvalError::Mlflow(e))
+    }
+}
+
+impl EngineError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Eval(e) => e.is_transient(),
+            EngineError::Act(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// The result of evaluating one version and acting on it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub evaluation: Evaluation,
+    pub decision: Decision,
+    /// Set when the decision could not be carried out (the evaluation is still recorded).
+    pub act_error: Option<ActError>,
+}
+
+/// Shared state of every evaluation: the MLflow client and the loaded config.
+#[derive(Clone)]
+pub struct Engine {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub names: TagNames,
+}
+
+impl Engine {
+    pub fn new(client: Client, config: Arc<Config>) -> Self {
+        let names = TagNames::new(&config.mlflow.tag_prefix);
+        Engine {
+            client,
+            config,
+            names,
+        }
+    }
+
+    pub fn policy_for(&self, model: &str) -> Result<&Policy, EngineError> {
+        self.config
+            .policy_for(model)
+            .ok_or_else(|| EngineError::NoPolicy(model.to_string()))
+    }
+
+    /// Read `model` (mapping "no such model" to a clear error).
+    pub async fn read(
+        &self,
+        model: &str,
+        policy: &Policy,
+        depth: Depth,
+        extra: &[&str],
+    ) -> Result<ModelState, EngineError> {
+        match ModelState::read(&self.client, model, policy, depth, extra).await {
+            Err(e) if e.is_not_found() && extra.is_empty() => {
+                Err(EngineError::NoModel(model.into()))
+            }
+            Err(e) if e.is_not_found() => {
+                // Tell a missing model from a missing version.
+                match self.client.registered_model(model).await {
+                    Err(e2) if e2.is_not_found() => Err(EngineError::NoModel(model.into())),
+                    _ => Err(EngineError::NoVersion {
+                        model: model.into(),
+                        version: extra.join(","),
+                    }),
+                }
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// `stagegate evaluate`: evaluate `version` (default: the newest candidate), record it, and
+    /// act as `opts` allow.
+    pub async fn evaluate_and_act(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        opts: Options,
+    ) -> Result<Outcome, EngineError> {
+        let policy = self.policy_for(model)?;
+        if let Some(why) = evaluation::unsupported_gates(policy) {
+            return Err(EvalError::Unsupported(why).into());
+        }
+        let extra: Vec<&str> = version.into_iter().collect();
+        let state = self.read(model, policy, Depth::Summary, &extra).await?;
+        let candidate = match version {
+            Some(v) => state
+                .version(v)
+                .cloned()
+                .ok_or_else(|| EngineError::NoVersion {
+                    model: model.into(),
+                    version: v.into(),
+                })?,
+            None => state
+                .candidates(policy)
+                .first()
+                .map(|v| (*v).clone())
+                .ok_or_else(|| EngineError::NoCandidate {
+                    model: model.into(),
+                    target: policy.candidate().to_string(),
+                    policy: policy.name.clone(),
+                })?,
+        };
+        self.evaluate_version(policy, &state, &candidate, opts)
+            .await
+    }
+
+    /// Evaluate `candidate` as the registry stood in `state`, record the result and act on it.
+    pub async fn evaluate_version(
+        &self,
+        policy: &Policy,
+        state: &ModelState,
+        candidate: &ModelVersion,
+        opts: Options,
+    ) -> Result<Outcome, EngineError> {
+        let before = state.fingerprint(policy, &candidate.version);
+        let evaluation = self.evaluate_only(policy, state, candidate).await?;
+        let decision = decision::decide(policy, state, candidate, evaluation.verdict, opts);
+        let actor = Actor {
+            client: &self.client,
+            names: &self.names,
+            policy,
+        };
+        let act_error = actor
+            .carry_out(&state.name, &candidate.version, &decision, &before)
+            .await
+            .err();
+        Ok(Outcome {
+            evaluation,
+            decision,
+            act_error,
+        })
+    }
+
+    /// Run the gates and record the evaluation tags; no action.
+    pub async fn evaluate_only(
+        &self,
+        policy: &Policy,
+        state: &ModelState,
+        candidate: &ModelVersion,
+    ) -> Result<Evaluation, EngineError> {
+        let champion = state
+            .champion(policy)
+            .filter(|c| c.version != candidate.version);
+        let evaluation = evaluation::evaluate(&self.client, policy, candidate, champion).await?;
+        report::write_evaluation(&self.client, &self.names, &evaluation, candidate).await?;
+        tracing::info!(
+            model = %evaluation.model, version = %evaluation.version, verdict = evaluation.verdict.as_str(),
+            policy = %policy.name, "evaluated"
+        );
+        Ok(evaluation)
+    }
+}
+
+/// The process exit code of `stagegate evaluate` for an outcome (SPEC §2).
+pub fn exit_code(outcome: &Outcome) -> u8 {
+    if outcome.act_error.is_some() {
+        return 2;
+    }
+    match outcome.evaluation.verdict {
+        Verdict::Passed => 0,
+        Verdict::Failed => 1,
+        Verdict::Error => 2,
+    }
+}

@@ -1,0 +1,169 @@
+//! Gates: each judges one aspect of a candidate and says pass, fail or error, with what it
+//! observed, the threshold, and a one-line message.
+//!
+//! The registry gates (metric, tags, run, champion) are pure functions over [`Facts`] fetched
+//! up front, so they are unit-tested without a server.
+
+mod champion;
+pub mod facts;
+mod metric;
+mod run;
+mod tags;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::{Gate, GateKind};
+use crate::mlflow::ModelVersion;
+pub use facts::Facts;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// What a gate concluded, before the engine adds name, timing and attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub outcome: Outcome,
+    pub observed: Value,
+    pub threshold: Value,
+    pub message: String,
+    /// Extra structured detail for the report (per-slice scores, failing cases…).
+    pub details: Option<Value>,
+}
+
+impl Judgement {
+    pub fn new(
+        outcome: Outcome,
+        observed: Value,
+        threshold: Value,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            outcome,
+            observed,
+            threshold,
+            message: message.into(),
+            details: None,
+        }
+    }
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::new(Outcome::Error, Value::Null, Value::Null, message)
+    }
+}
+
+/// One gate's recorded result.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateResult {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub gate_type: &'static str,
+    pub outcome: Outcome,
+    pub enforced: bool,
+    pub observed: Value,
+    pub threshold: Value,
+    pub message: String,
+    pub duration_ms: u64,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl GateResult {
+    pub fn new(gate: &Gate, j: Judgement, duration_ms: u64, attempts: u32) -> Self {
+        GateResult {
+            name: gate.name.clone(),
+            gate_type: gate.kind.type_name(),
+            outcome: j.outcome,
+            enforced: gate.enforce,
+            observed: j.observed,
+            threshold: j.threshold,
+            message: j.message,
+            duration_ms,
+            attempts,
+            details: j.details,
+        }
+    }
+
+    /// Whether this result stops promotion: an enforced gate that did not pass.
+    pub fn blocks(&self) -> bool {
+        self.enforced && self.outcome != Outcome::Pass
+    }
+
+    /// The `stagegate.gate.<name>` tag value: `pass: …`, `fail: …`, `error: …`; a shadow gate
+    /// that did not pass says it would have blocked.
+    pub fn tag_value(&self) -> String {
+        let head = if !self.enforced && self.outcome != Outcome::Pass {
+            format!("{} (shadow, would block)", self.outcome.as_str())
+        } else {
+            self.outcome.as_str().to_string()
+        };
+        crate::report::clip(&format!("{head}: {}", self.message), 5_000)
+    }
+}
+
+/// Judge a registry gate from the prefetched facts. `None` for gates that need the served
+/// model or a command (evaluated elsewhere).
+pub fn judge_registry_gate(
+    kind: &GateKind,
+    candidate: &ModelVersion,
+    champion: Option<&ModelVersion>,
+    facts: &Facts,
+) -> Option<Judgement> {
+    Some(match kind {
+        GateKind::Metric(m) => metric::judge(m, facts),
+        GateKind::Tags(t) => tags::judge(t, candidate),
+        GateKind::Run(r) => run::judge(r, candidate, facts),
+        GateKind::Champion(c) => champion::judge(c, champion, facts),
+        _ => return None,
+    })
+}
+
+/// Numbers in messages: exact for short values, 6 decimals at most for long ones.
+pub fn num(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    let short = format!("{x}");
+    if short.len() <= 10 {
+        return short;
+    }
+    let s = format!("{x:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
+/// A float as JSON, `null` when not finite (JSON has no NaN).
+pub fn jnum(x: f64) -> Value {
+    serde_json::Number::from_f64(x)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(num(0.812), "0.812");
+        assert_eq!(num(0.85), "0.85");
+        assert_eq!(num(0.9133333333333333), "0.913333");
+        assert_eq!(num(2.0), "2");
+        assert_eq!(num(f64::NAN), "NaN");
+    }
+}

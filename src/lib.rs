@@ -1,0 +1,11 @@
+//! stagegate: a daemon that guards the MLflow Model Registry. See ARCHITECTURE.md.
+
+pub mod actions;
+pub mod config;
+pub mod decision;
+pub mod engine;
+pub mod evaluation;
+pub mod gates;
+pub mod mlflow;
+pub mod model_state;
+pub mod report;

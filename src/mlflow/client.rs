@@ -1,0 +1,340 @@
+//! The HTTP transport to MLflow: base URL, auth, TLS, timeouts, and retry of transient
+//! failures with exponential backoff and full jitter.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::MlflowError;
+use crate::config::MlflowConfig;
+
+const DEFAULT_TRACKING_URI: &str = "http://127.0.0.1:5000";
+
+/// How to reach MLflow: the config's `[mlflow]` plus the standard MLflow environment.
+#[derive(Clone)]
+pub struct Settings {
+    pub tracking_uri: String,
+    pub timeout: Duration,
+    pub retries: u32,
+    /// First retry delay; doubles each time, capped at `max_backoff`, full jitter.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub auth: Auth,
+    pub insecure_tls: bool,
+    pub cert_path: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+pub enum Auth {
+    None,
+    Bearer(String),
+    Basic { user: String, password: String },
+}
+
+impl Settings {
+    /// Tracking URI precedence: `STAGEGATE_MLFLOW__TRACKING_URI`, then `MLFLOW_TRACKING_URI`,
+    /// then the file's `mlflow.tracking_uri`, then `http://127.0.0.1:5000`.
+    pub fn from_env(cfg: &MlflowConfig) -> Self {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let tracking_uri = env("STAGEGATE_MLFLOW__TRACKING_URI")
+            .and(cfg.tracking_uri.clone())
+            .or_else(|| env("MLFLOW_TRACKING_URI"))
+            .or_else(|| cfg.tracking_uri.clone())
+            .unwrap_or_else(|| DEFAULT_TRACKING_URI.into());
+        let auth = match (
+            env("MLFLOW_TRACKING_TOKEN"),
+            env("MLFLOW_TRACKING_USERNAME"),
+        ) {
+            (Some(token), _) => Auth::Bearer(token),
+            (None, Some(user)) => Auth::Basic {
+                user,
+                password: env("MLFLOW_TRACKING_PASSWORD").unwrap_or_default(),
+            },
+            (None, None) => Auth::None,
+        };
+        let truthy = |v: Option<String>| {
+            v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+        };
+        Settings {
+            tracking_uri: tracking_uri.trim_end_matches('/').to_string(),
+            timeout: cfg.request_timeout,
+            retries: cfg.retries,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            auth,
+            insecure_tls: truthy(env("MLFLOW_TRACKING_INSECURE_TLS")),
+            cert_path: env("MLFLOW_TRACKING_SERVER_CERT_PATH").map(PathBuf::from),
+        }
+    }
+}
+
+/// Observes every MLflow request (the daemon's metrics); the client knows nothing of Prometheus.
+pub trait RequestObserver: Send + Sync {
+    fn observe(&self, endpoint: &str, outcome: &str, elapsed: Duration);
+}
+
+/// A cheap-to-clone MLflow REST client. The only code in stagegate that speaks MLflow's protocol
+/// lives in this module.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    settings: Arc<Settings>,
+    requests: Arc<AtomicU64>,
+    observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// Where a path lives: under `/api/2.0/mlflow/` or at the server root (`get-artifact`, `health`).
+#[derive(Clone, Copy)]
+pub(super) enum Root {
+    Api,
+    Server,
+}
+
+impl Client {
+    pub fn new(settings: Settings) -> Result<Self, MlflowError> {
+        if !(settings.tracking_uri.starts_with("http://")
+            || settings.tracking_uri.starts_with("https://"))
+        {
+            return Err(MlflowError::Setup(format!(
+                "tracking URI {:?} is not an http(s) URL; stagegate talks to an MLflow tracking server",
+                settings.tracking_uri
+            )));
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("stagegate/", env!("CARGO_PKG_VERSION")));
+        if settings.insecure_tls {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        if let Some(path) = &settings.cert_path {
+            let pem = std::fs::read(path).map_err(|e| {
+                MlflowError::Setup(format!(
+                    "MLFLOW_TRACKING_SERVER_CERT_PATH {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                MlflowError::Setup(format!(
+                    "MLFLOW_TRACKING_SERVER_CERT_PATH {}: not a PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| MlflowError::Setup(e.to_string()))?;
+        Ok(Client {
+            http,
+            settings: Arc::new(settings),
+            requests: Arc::new(AtomicU64::new(0)),
+            observer: None,
+        })
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub fn tracking_uri(&self) -> &str {
+        &self.settings.tracking_uri
+    }
+
+    /// HTTP requests sent so far by this client and its clones (retries included).
+    pub fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// One logical call, retried on transient failures. `Ok(None)` is a 2xx with an empty body.
+    pub(super) async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        root: Root,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<T, MlflowError> {
+        let bytes = self.call_raw(method, root, path, query, body).await?;
+        let bytes = if bytes.is_empty() {
+            b"{}".to_vec()
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes).map_err(|e| MlflowError::Decode {
+            endpoint: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Like [`call`](Self::call) but returns the raw body (artifact downloads).
+    pub(super) async fn call_raw(
+        &self,
+        method: Method,
+        root: Root,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Vec<u8>, MlflowError> {
+        let url = match root {
+            Root::Api => format!("{}/api/2.0/mlflow/{path}", self.settings.tracking_uri),
+            Root::Server => format!("{}/{path}", self.settings.tracking_uri),
+        };
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            let result = self
+                .send_once(method.clone(), &url, path, query, body)
+                .await;
+            if let Some(obs) = &self.observer {
+                let outcome = match &result {
+                    Ok(_) => "ok".to_string(),
+                    Err(MlflowError::Api { status, .. }) => status.to_string(),
+                    Err(MlflowError::Unreachable { .. }) => "unreachable".to_string(),
+                    Err(_) => "error".to_string(),
+                };
+                obs.observe(path, &outcome, started.elapsed());
+            }
+            match result {
+                Err(e) if e.is_transient() && attempt < self.settings.retries => {
+                    let delay = self.backoff(attempt);
+                    tracing::debug!(endpoint = path, attempt, ?delay, error = %e, "transient MLflow error, retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        endpoint: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Vec<u8>, MlflowError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut req = self.http.request(method, url).query(query);
+        req = match &self.settings.auth {
+            Auth::None => req,
+            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
+        };
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let unreachable = |e: reqwest::Error| MlflowError::Unreachable {
+            url: self.settings.tracking_uri.clone(),
+            reason: describe(&e),
+        };
+        let resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(unreachable)?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        Err(api_error(endpoint, status, &bytes))
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        full_jitter(self.settings.backoff, self.settings.max_backoff, attempt)
+    }
+}
+
+/// Exponential backoff with full jitter: a random delay in `[0, min(cap, base * 2^attempt)]`,
+/// never below a tenth of the step so retries don't stampede at zero.
+pub fn full_jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let step = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
+    let ms = step.as_millis().max(1) as u64;
+    let floor = ms / 10;
+    Duration::from_millis(floor + rand::random_range(0..=ms - floor))
+}
+
+fn api_error(endpoint: &str, status: StatusCode, body: &[u8]) -> MlflowError {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        error_code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let (error_code, message) = match serde_json::from_slice::<Body>(body) {
+        Ok(b) => (b.error_code, b.message),
+        Err(_) => {
+            // Proxies answer HTML or plain text; keep a short, printable excerpt.
+            let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
+            (String::new(), text.trim().to_string())
+        }
+    };
+    let error_code = if error_code.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("HTTP_ERROR")
+            .to_uppercase()
+            .replace(' ', "_")
+    } else {
+        error_code
+    };
+    MlflowError::Api {
+        endpoint: endpoint.to_string(),
+        status: status.as_u16(),
+        error_code,
+        message,
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        let mut msg = "connection failed".to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            msg = format!("connection failed: {s}");
+            src = s.source();
+        }
+        msg
+    } else {
+        e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_the_capped_step() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(2);
+        for attempt in 0..20 {
+            let d = full_jitter(base, cap, attempt);
+            let step = base.saturating_mul(1 << attempt.min(16)).min(cap);
+            assert!(d <= step, "attempt {attempt}: {d:?} > {step:?}");
+            assert!(d >= step / 10, "attempt {attempt}: {d:?} below floor");
+        }
+    }
+
+    #[test]
+    fn error_body_keeps_mlflow_error_code() {
+        let e = api_error(
+            "x",
+            StatusCode::BAD_REQUEST,
+            br#"{"error_code":"INVALID_PARAMETER_VALUE","message":"bad"}"#,
+        );
+        assert!(e.to_string().contains("INVALID_PARAMETER_VALUE"));
+        assert!(!e.is_transient());
+        let e = api_error("x", StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
+        assert!(e.is_transient());
+        assert!(e.to_string().contains("BAD_GATEWAY"));
+    }
+}

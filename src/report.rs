@@ -1,0 +1,232 @@
+//! What stagegate writes on model versions (SPEC §4): tag names under the configurable prefix,
+//! the report JSON (capped safely under MLflow's 100,000-character tag limit), and the order
+//! in which an evaluation's tags are written.
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+
+use crate::evaluation::Evaluation;
+use crate::mlflow::{Client, MlflowError, ModelVersion};
+
+/// MLflow's limit is 100,000 characters; stay clear of it.
+pub const REPORT_LIMIT: usize = 95_000;
+/// Tag writes sent at once: the server serialises them anyway, this hides round trips.
+const WRITE_CONCURRENCY: usize = 6;
+
+/// Tag keys under the configured prefix (default `stagegate.`).
+#[derive(Debug, Clone)]
+pub struct TagNames {
+    prefix: String,
+}
+
+impl TagNames {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    pub fn verdict(&self) -> String {
+        self.key("verdict")
+    }
+    pub fn policy(&self) -> String {
+        self.key("policy")
+    }
+    pub fn digest(&self) -> String {
+        self.key("policy_digest")
+    }
+    pub fn evaluated_at(&self) -> String {
+        self.key("evaluated_at")
+    }
+    pub fn gate(&self, gate: &str) -> String {
+        self.key(&format!("gate.{gate}"))
+    }
+    pub fn report(&self) -> String {
+        self.key("report")
+    }
+    pub fn action(&self) -> String {
+        self.key("action")
+    }
+    pub fn replaced_by(&self) -> String {
+        self.key("replaced_by")
+    }
+    pub fn replaced_at(&self) -> String {
+        self.key("replaced_at")
+    }
+    pub fn replaced_version(&self) -> String {
+        self.key("replaced_version")
+    }
+    pub fn bypass(&self) -> String {
+        self.key("bypass")
+    }
+    pub fn rolled_back(&self) -> String {
+        self.key("rolled_back")
+    }
+    pub fn restored_at(&self) -> String {
+        self.key("restored_at")
+    }
+
+    /// Whether `v` carries a verdict for the policy digest `digest`.
+    pub fn has_current_verdict(&self, v: &ModelVersion, digest: &str) -> bool {
+        v.tag(&self.digest()) == Some(digest) && v.tag(&self.verdict()).is_some()
+    }
+}
+
+/// Cut `s` to at most `max` characters, saying so.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(16)).collect();
+    out.push_str(" …[truncated]");
+    out
+}
+
+/// The `stagegate.report` JSON, shrunk step by step until it fits under [`REPORT_LIMIT`]:
+/// first gate details go, then messages are shortened, then only outcomes remain.
+pub fn report_json(e: &Evaluation) -> String {
+    let mut doc = e.report_value();
+    let full = doc.to_string();
+    if full.len() <= REPORT_LIMIT {
+        return full;
+    }
+    let gates =
+        |doc: &mut Value| -> Vec<Value> { doc["gates"].as_array().cloned().unwrap_or_default() };
+    doc["truncated"] = json!(true);
+    let mut g = gates(&mut doc);
+    for gate in &mut g {
+        if let Some(o) = gate.as_object_mut() {
+            o.remove("details");
+        }
+    }
+    doc["gates"] = json!(g);
+    if doc.to_string().len() <= REPORT_LIMIT {
+        return doc.to_string();
+    }
+    for gate in &mut g {
+        if let Some(m) = gate.get("message").and_then(Value::as_str) {
+            gate["message"] = json!(clip(m, 300));
+        }
+        gate["observed"] = Value::Null;
+    }
+    doc["gates"] = json!(g);
+    if doc.to_string().len() <= REPORT_LIMIT {
+        return doc.to_string();
+    }
+    let names: Vec<Value> = g
+        .iter()
+        .map(|x| json!({"name": x["name"], "outcome": x["outcome"]}))
+        .collect();
+    doc["gates"] = json!(names);
+    let s = doc.to_string();
+    if s.len() <= REPORT_LIMIT {
+        s
+    } else {
+        json!({"truncated": true, "verdict": doc["verdict"], "policy_digest": doc["policy_digest"]})
+            .to_string()
+    }
+}
+
+/// Write an evaluation's tags on its version.
+///
+/// Order matters for crash safety: gate tags, report, policy and time first; then the
+/// verdict; the policy digest last. A version counts as evaluated for a digest only when both
+/// verdict and digest match, so an interrupted write is simply evaluated again.
+pub async fn write_evaluation(
+    client: &Client,
+    names: &TagNames,
+    e: &Evaluation,
+    previous: &ModelVersion,
+) -> Result<(), MlflowError> {
+    let mut first: Vec<(String, String)> = e
+        .gates
+        .iter()
+        .map(|g| (names.gate(&g.name), g.tag_value()))
+        .collect();
+    first.push((names.report(), report_json(e)));
+    first.push((names.policy(), e.policy.clone()));
+    first.push((names.evaluated_at(), e.evaluated_at.clone()));
+    // Gate tags left over from an earlier policy would read as current results.
+    let gate_prefix = names.gate("");
+    let stale: Vec<String> = previous
+        .tags
+        .keys()
+        .filter(|k| k.starts_with(&gate_prefix) && !first.iter().any(|(key, _)| key == *k))
+        .cloned()
+        .collect();
+    let (name, version) = (e.model.as_str(), e.version.as_str());
+    let writes = first
+        .iter()
+        .map(|(k, v)| client.set_version_tag(name, version, k, v).boxed());
+    let deletes = stale
+        .iter()
+        .map(|k| client.delete_version_tag(name, version, k).boxed());
+    stream::iter(writes.chain(deletes))
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    client
+        .set_version_tag(name, version, &names.verdict(), e.verdict.as_str())
+        .await?;
+    client
+        .set_version_tag(name, version, &names.digest(), &e.policy_digest)
+        .await
+}
+
+use futures::FutureExt as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluation::{Evaluation, Verdict};
+    use crate::gates::{GateResult, Outcome};
+
+    fn eval_with_message(len: usize, gates: usize) -> Evaluation {
+        let g = (0..gates)
+            .map(|i| GateResult {
+                name: format!("g{i}"),
+                gate_type: "command",
+                outcome: Outcome::Fail,
+                enforced: true,
+                observed: json!("x".repeat(len)),
+                threshold: Value::Null,
+                message: "m".repeat(len),
+                duration_ms: 1,
+                attempts: 1,
+                details: Some(json!({"log": "y".repeat(len)})),
+            })
+            .collect();
+        Evaluation::for_test("m", "1", Verdict::Failed, g)
+    }
+
+    #[test]
+    fn small_reports_are_whole() {
+        let r = report_json(&eval_with_message(10, 2));
+        let v: Value = serde_json::from_str(&r).unwrap();
+        assert!(v.get("truncated").is_none());
+        assert_eq!(v["gates"][0]["details"]["log"], json!("y".repeat(10)));
+    }
+
+    #[test]
+    fn huge_reports_stay_under_the_tag_limit_and_valid_json() {
+        for (len, gates) in [(40_000, 3), (200_000, 1), (2_000, 200)] {
+            let r = report_json(&eval_with_message(len, gates));
+            assert!(r.len() <= REPORT_LIMIT, "{len}x{gates}: {}", r.len());
+            let v: Value = serde_json::from_str(&r).unwrap();
+            assert_eq!(v["truncated"], json!(true));
+            assert_eq!(v["verdict"], json!("failed"));
+        }
+    }
+
+    #[test]
+    fn clip_marks_truncation() {
+        assert_eq!(clip("short", 10), "short");
+        let c = clip(&"a".repeat(100), 40);
+        assert!(c.chars().count() <= 40 && c.ends_with("[truncated]"));
+    }
+}

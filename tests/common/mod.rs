@@ -1,0 +1,219 @@
+//! Test harness shared by the integration tests: the real MLflow server that
+//! `scripts/test.sh` started, the Python fixtures that train and register models in it, and
+//! helpers to run the `stagegate` binary and read what it wrote.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod proxy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+use stagegate::mlflow::{Client, ModelVersion, Settings};
+
+/// The shared MLflow server of this test run (started by scripts/test.sh).
+pub fn mlflow_uri() -> String {
+    std::env::var("STAGEGATE_TEST_MLFLOW_URI")
+        .expect("STAGEGATE_TEST_MLFLOW_URI is not set: run the suite with `bash scripts/test.sh`, which starts MLflow")
+}
+
+/// The project's Python venv (scripts/setup.sh).
+pub fn venv() -> PathBuf {
+    PathBuf::from(
+        std::env::var("STAGEGATE_VENV")
+            .expect("STAGEGATE_VENV is not set: run the suite with `bash scripts/test.sh`"),
+    )
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A model name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Run fixture operations (see tests/fixtures/registry.py) against `uri`; one result per op.
+pub fn fixtures_at(uri: &str, ops: Value) -> Vec<Value> {
+    let out = Command::new(venv().join("bin/python"))
+        .arg(root().join("tests/fixtures/registry.py"))
+        .arg(ops.to_string())
+        .env("MLFLOW_TRACKING_URI", uri)
+        .output()
+        .expect("run python fixtures");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fixtures failed: {ops}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("FIXTURE "))
+        .map(|l| serde_json::from_str(l).expect("fixture result JSON"))
+        .collect()
+}
+
+pub fn fixtures(ops: Value) -> Vec<Value> {
+    fixtures_at(&mlflow_uri(), ops)
+}
+
+/// A scratch directory holding a `stagegate.toml`.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new(config: &str) -> Workdir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("stagegate.toml"), config).unwrap();
+        Workdir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("stagegate.toml")
+    }
+
+    /// Run `stagegate ARGS` in this directory against `uri`.
+    pub fn run_at(&self, uri: &str, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_stagegate"))
+            .args(args)
+            .current_dir(self.path())
+            .env("MLFLOW_TRACKING_URI", uri)
+            .env_remove("STAGEGATE_CONFIG")
+            .env("RUST_LOG", "stagegate=debug")
+            .output()
+            .expect("run stagegate");
+        Run::from(out)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_at(&mlflow_uri(), args)
+    }
+}
+
+/// A finished `stagegate` process.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+    /// Panic with both streams unless the exit code is `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A client for reading what stagegate wrote (tests assert on the registry, not on output).
+pub fn client_at(uri: &str) -> Client {
+    let mut cfg = stagegate::config::MlflowConfig::default();
+    cfg.tracking_uri = Some(uri.to_string());
+    let mut settings = Settings::from_env(&cfg);
+    settings.tracking_uri = uri.to_string();
+    Client::new(settings).unwrap()
+}
+
+pub fn client() -> Client {
+    client_at(&mlflow_uri())
+}
+
+pub async fn version(name: &str, version: &str) -> ModelVersion {
+    client().model_version(name, version).await.unwrap()
+}
+
+/// A policy config with the given gates (TOML `[[policies.gates]]` text) and extra policy keys.
+pub fn config(policy_keys: &str, gates: &str) -> String {
+    format!(
+        r#"
+[mlflow]
+request_timeout = "10s"
+
+[[policies]]
+name = "default"
+models = ["*"]
+{policy_keys}
+
+{gates}
+"#
+    )
+}
+
+pub const STAGE_TARGETS: &str = r#"candidate = { stage = "Staging" }
+promote = { stage = "Production", archive_existing = true }"#;
+
+pub const ALIAS_TARGETS: &str = r#"candidate = { alias = "challenger" }
+promote = { alias = "champion" }"#;
+
+/// The seed practice's gates: metric, tags and run checks.
+pub const SEED_GATES: &str = r#"
+  [[policies.gates]]
+  name = "accuracy"
+  type = "metric"
+  metric = "val_accuracy"
+  min = 0.85
+
+  [[policies.gates]]
+  name = "metadata"
+  type = "tags"
+  required = ["accuracy", "training_dataset_version", "feature_schema_version"]
+
+  [[policies.gates]]
+  name = "run-complete"
+  type = "run"
+  metrics = ["val_accuracy", "val_f1"]
+  params = ["seed"]
+  model_artifact = true
+"#;
+
+pub const CHAMPION_GATE: &str = r#"
+  [[policies.gates]]
+  name = "no-regression"
+  type = "champion"
+  metric = "val_accuracy"
+  max_drop = 0.01
+"#;
+
+/// Tags the seed's metadata gate wants.
+pub fn good_tags() -> Value {
+    serde_json::json!({"accuracy": "0.9", "training_dataset_version": "v1", "feature_schema_version": "1"})
+}
