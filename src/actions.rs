@@ -6,7 +6,7 @@
 //! bracketed by the `promoting` action tag so an interrupted one is finished, never redone.
 
 use crate::config::{Policy, Target};
-use crate::decision::{Decision, PROMOTED, PROMOTING};
+use crate::decision::{Decision, PROMOTED, REPLACED_NOTHING};
 use crate::evaluation::now_rfc3339;
 use crate::mlflow::{Client, MlflowError};
 use crate::model_state::{Depth, Fingerprint, ModelState};
@@ -55,6 +55,7 @@ impl Actor<'_> {
         version: &str,
         decision: &Decision,
         before: &Fingerprint,
+        intent_written: bool,
     ) -> Result<(), ActError> {
         if !decision.moves() {
             return self
@@ -73,29 +74,40 @@ impl Actor<'_> {
             });
         }
         match decision {
-            Decision::Promote { .. } => self.promote(&now, version).await,
+            Decision::Promote { .. } => self.promote(&now, version, intent_written).await,
             Decision::Archive => self.archive(&now, version).await,
             _ => unreachable!("only promote and archive move"),
         }
     }
 
-    async fn promote(&self, state: &ModelState, version: &str) -> Result<(), ActError> {
+    /// The tag that announces a promotion before it happens: `replaced_version`, the
+    /// champion being replaced (`none` if there is none). It is what `rollback` restores, and
+    /// if we die after the move, the next reconcile sees it on a champion not yet marked
+    /// `promoted` and finishes the bookkeeping instead of mistaking it for a bypass.
+    pub fn intent_tags(&self, replaced: Option<&str>) -> Vec<(String, String)> {
+        let value = replaced.unwrap_or(REPLACED_NOTHING).to_string();
+        vec![(self.names.replaced_version(), value)]
+    }
+
+    async fn promote(
+        &self,
+        state: &ModelState,
+        version: &str,
+        intent_written: bool,
+    ) -> Result<(), ActError> {
         let (client, model) = (self.client, state.name.as_str());
         let replaced = state.champion(self.policy).map(|c| c.version.clone());
-        // Intent first: if we die after the move, the next reconcile sees `promoting` on the
-        // champion and finishes the bookkeeping instead of mistaking it for a bypass.
-        let intent = self.set_action(model, version, PROMOTING);
-        let remember = async {
-            match &replaced {
-                Some(old) => {
-                    client
-                        .set_version_tag(model, version, &self.names.replaced_version(), old)
-                        .await
-                }
-                None => Ok(()),
-            }
-        };
-        tokio::try_join!(intent, async { remember.await.map_err(ActError::from) })?;
+        let intent = self.intent_tags(replaced.as_deref());
+        // The intent written with the evaluation named the champion seen then; the re-read
+        // proved it unchanged, so it still holds.
+        if !intent_written {
+            futures::future::try_join_all(
+                intent
+                    .iter()
+                    .map(|(k, v)| client.set_version_tag(model, version, k, v)),
+            )
+            .await?;
+        }
         match self.policy.promote.target() {
             Target::Stage(stage) => {
                 client
@@ -118,7 +130,7 @@ impl Actor<'_> {
     }
 
     /// Finish a promotion that was interrupted after the move (the version is champion and
-    /// still says `promoting`).
+    /// carries `replaced_version`, but not yet `promoted`).
     pub async fn finish(&self, model: &str, version: &str) -> Result<(), ActError> {
         let v = self.client.model_version(model, version).await?;
         let holds_candidate_alias =
@@ -141,7 +153,7 @@ impl Actor<'_> {
         replaced: Option<&str>,
         holds_candidate_alias: bool,
     ) -> Result<(), ActError> {
-        if let Some(old) = replaced {
+        if let Some(old) = replaced.filter(|r| *r != REPLACED_NOTHING) {
             self.mark_replaced(model, old, version).await?;
         }
         // The candidate alias means "awaiting a verdict"; once promoted, the version is no
@@ -203,12 +215,17 @@ impl Actor<'_> {
             ))
         })?;
         let bad = champion.version.clone();
-        let restore = champion.tag(&self.names.replaced_version()).map(str::to_string).ok_or_else(|| {
-            ActError::Refused(format!(
-                "nothing to restore: {model} v{bad} has no {} tag (it did not replace a version through stagegate)",
-                self.names.replaced_version()
-            ))
-        })?;
+        let restore = champion
+            .tag(&self.names.replaced_version())
+            .filter(|r| *r != REPLACED_NOTHING)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ActError::Refused(format!(
+                    "nothing to restore: {model} v{bad} did not replace a version through stagegate \
+                     (its {} tag is missing or \"{REPLACED_NOTHING}\")",
+                    self.names.replaced_version()
+                ))
+            })?;
         let target = match self.client.model_version(model, &restore).await {
             Ok(v) => v,
             Err(e) if e.is_not_found() => {

@@ -13,10 +13,9 @@ use crate::mlflow::ModelVersion;
 use crate::model_state::ModelState;
 use crate::report::TagNames;
 
-/// The action tag written while a promotion is under way: a crash between moving the version
-/// and recording it leaves this, and the next reconcile finishes the job.
-pub const PROMOTING: &str = "promoting";
 pub const PROMOTED: &str = "promoted";
+/// `replaced_version` of a version that replaced nothing (there was no champion).
+pub const REPLACED_NOTHING: &str = "none";
 
 /// What to do with an evaluated candidate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +146,9 @@ pub fn plan(input: &PlanInput, state: &ModelState) -> Step {
     let champion = state.champion(policy);
 
     if let Some(ch) = champion {
-        if action(ch) == PROMOTING {
+        // `replaced_version` is written just before a move and `promoted` just after: a
+        // champion with the first but not the second is a promotion cut short by a crash.
+        if ch.tag(&names.replaced_version()).is_some() && action(ch) != PROMOTED {
             return Step::Finish(ch.version.clone());
         }
         let ours = action(ch) == PROMOTED || ch.tag(&names.restored_at()).is_some();

@@ -275,7 +275,11 @@ fn plan_finishes_an_interrupted_promotion() {
     let s = state(
         vec![
             evaluated(1, "None", "passed", Some("promoted")),
-            evaluated(2, "None", "passed", Some(PROMOTING)),
+            {
+                let mut v = evaluated(2, "None", "passed", Some("kept"));
+                v.tags.insert("stagegate.replaced_version".into(), "1".into());
+                v
+            },
         ],
         &[("champion", "2"), ("challenger", "2")],
     );

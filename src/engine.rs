@@ -151,15 +151,21 @@ impl Engine {
         opts: Options,
     ) -> Result<Outcome, EngineError> {
         let before = state.fingerprint(policy, &candidate.version);
-        let evaluation = self.evaluate_only(policy, state, candidate).await?;
+        let evaluation = self.run_gates(policy, state, candidate).await?;
         let decision = decision::decide(policy, state, candidate, evaluation.verdict, opts);
         let actor = Actor {
             client: &self.client,
             names: &self.names,
             policy,
         };
+        // A promotion's intent tags ride along with the evaluation's: one round trip fewer.
+        let intent = match &decision {
+            Decision::Promote { replaces } => actor.intent_tags(replaces.as_deref()),
+            _ => Vec::new(),
+        };
+        self.record(&evaluation, candidate, &intent).await?;
         let act_error = actor
-            .carry_out(&state.name, &candidate.version, &decision, &before)
+            .carry_out(&state.name, &candidate.version, &decision, &before, !intent.is_empty())
             .await
             .err();
         Ok(Outcome {
@@ -176,16 +182,35 @@ impl Engine {
         state: &ModelState,
         candidate: &ModelVersion,
     ) -> Result<Evaluation, EngineError> {
+        let evaluation = self.run_gates(policy, state, candidate).await?;
+        self.record(&evaluation, candidate, &[]).await?;
+        Ok(evaluation)
+    }
+
+    async fn run_gates(
+        &self,
+        policy: &Policy,
+        state: &ModelState,
+        candidate: &ModelVersion,
+    ) -> Result<Evaluation, EngineError> {
         let champion = state
             .champion(policy)
             .filter(|c| c.version != candidate.version);
-        let evaluation = evaluation::evaluate(&self.client, policy, candidate, champion).await?;
-        report::write_evaluation(&self.client, &self.names, &evaluation, candidate).await?;
+        Ok(evaluation::evaluate(&self.client, policy, candidate, champion).await?)
+    }
+
+    async fn record(
+        &self,
+        evaluation: &Evaluation,
+        candidate: &ModelVersion,
+        extra: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        report::write_evaluation(&self.client, &self.names, evaluation, candidate, extra).await?;
         tracing::info!(
             model = %evaluation.model, version = %evaluation.version, verdict = evaluation.verdict.as_str(),
-            policy = %policy.name, "evaluated"
+            policy = %evaluation.policy, "evaluated"
         );
-        Ok(evaluation)
+        Ok(())
     }
 }
 

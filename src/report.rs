@@ -11,7 +11,7 @@ use crate::mlflow::{Client, MlflowError, ModelVersion};
 /// MLflow's limit is 100,000 characters; stay clear of it.
 pub const REPORT_LIMIT: usize = 95_000;
 /// Tag writes sent at once: the server serialises them anyway, this hides round trips.
-const WRITE_CONCURRENCY: usize = 6;
+const WRITE_CONCURRENCY: usize = 4;
 
 /// Tag keys under the configured prefix (default `stagegate.`).
 #[derive(Debug, Clone)]
@@ -132,16 +132,18 @@ pub fn report_json(e: &Evaluation) -> String {
     }
 }
 
-/// Write an evaluation's tags on its version.
+/// Write an evaluation's tags on its version, with `extra` tags riding along.
 ///
-/// Order matters for crash safety: gate tags, report, policy and time first; then the
-/// verdict; the policy digest last. A version counts as evaluated for a digest only when both
-/// verdict and digest match, so an interrupted write is simply evaluated again.
+/// Order matters for crash safety. A version counts as evaluated for a digest only when its
+/// verdict and digest tags both match, so the verdict is written after everything else and
+/// the digest last: an interrupted write is simply evaluated again. When the version carries
+/// no verdict yet, no stale verdict can pair with a new digest, so everything goes at once.
 pub async fn write_evaluation(
     client: &Client,
     names: &TagNames,
     e: &Evaluation,
     previous: &ModelVersion,
+    extra: &[(String, String)],
 ) -> Result<(), MlflowError> {
     let mut first: Vec<(String, String)> = e
         .gates
@@ -151,6 +153,14 @@ pub async fn write_evaluation(
     first.push((names.report(), report_json(e)));
     first.push((names.policy(), e.policy.clone()));
     first.push((names.evaluated_at(), e.evaluated_at.clone()));
+    first.extend(extra.iter().cloned());
+    let mut last = vec![
+        (names.verdict(), e.verdict.as_str().to_string()),
+        (names.digest(), e.policy_digest.clone()),
+    ];
+    if previous.tag(&names.verdict()).is_none() {
+        first.append(&mut last);
+    }
     // Gate tags left over from an earlier policy would read as current results.
     let gate_prefix = names.gate("");
     let stale: Vec<String> = previous
@@ -170,12 +180,10 @@ pub async fn write_evaluation(
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    client
-        .set_version_tag(name, version, &names.verdict(), e.verdict.as_str())
-        .await?;
-    client
-        .set_version_tag(name, version, &names.digest(), &e.policy_digest)
-        .await
+    for (k, v) in &last {
+        client.set_version_tag(name, version, k, v).await?;
+    }
+    Ok(())
 }
 
 use futures::FutureExt as _;

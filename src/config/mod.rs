@@ -46,6 +46,11 @@ pub struct MlflowConfig {
     pub retries: u32,
     /// Prefix of every tag stagegate writes.
     pub tag_prefix: String,
+    /// Reuse connections. Off by default: MLflow 3's uvicorn server answers every request
+    /// after the first on a kept-alive connection ~40 ms late (a Nagle/delayed-ACK stall),
+    /// while a fresh loopback or LAN connection costs well under a millisecond. Turn it on
+    /// when MLflow sits behind a TLS proxy far away.
+    pub keep_alive: bool,
 }
 
 impl Default for MlflowConfig {
@@ -55,6 +60,7 @@ impl Default for MlflowConfig {
             request_timeout: Duration::from_secs(30),
             retries: 3,
             tag_prefix: "stagegate.".into(),
+            keep_alive: false,
         }
     }
 }

@@ -27,6 +27,7 @@ pub struct Settings {
     pub auth: Auth,
     pub insecure_tls: bool,
     pub cert_path: Option<PathBuf>,
+    pub keep_alive: bool,
 }
 
 #[derive(Clone)]
@@ -69,6 +70,7 @@ impl Settings {
             auth,
             insecure_tls: truthy(env("MLFLOW_TRACKING_INSECURE_TLS")),
             cert_path: env("MLFLOW_TRACKING_SERVER_CERT_PATH").map(PathBuf::from),
+            keep_alive: cfg.keep_alive,
         }
     }
 }
@@ -110,6 +112,9 @@ impl Client {
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("stagegate/", env!("CARGO_PKG_VERSION")));
+        if !settings.keep_alive {
+            builder = builder.pool_max_idle_per_host(0);
+        }
         if settings.insecure_tls {
             builder = builder.danger_accept_invalid_certs(true);
         }
@@ -223,6 +228,13 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Vec<u8>, MlflowError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        // The wire log (RUST_LOG=stagegate::mlflow=trace) is what the benchmark replays as
+        // "the bare REST calls"; it never includes credentials.
+        if tracing::enabled!(target: "stagegate::mlflow::wire", tracing::Level::TRACE) {
+            let query = serde_json::to_string(query).unwrap_or_default();
+            let body = body.map(|b| b.to_string()).unwrap_or_default();
+            tracing::trace!(target: "stagegate::mlflow::wire", method = %method, url, query, body, "request");
+        }
         let mut req = self.http.request(method, url).query(query);
         req = match &self.settings.auth {
             Auth::None => req,
