@@ -273,14 +273,12 @@ fn plan_is_idle_when_converged_and_reevaluates_on_a_new_digest_or_request() {
 fn plan_finishes_an_interrupted_promotion() {
     let p = alias_policy();
     let s = state(
-        vec![
-            evaluated(1, "None", "passed", Some("promoted")),
-            {
-                let mut v = evaluated(2, "None", "passed", Some("kept"));
-                v.tags.insert("stagegate.replaced_version".into(), "1".into());
-                v
-            },
-        ],
+        vec![evaluated(1, "None", "passed", Some("promoted")), {
+            let mut v = evaluated(2, "None", "passed", Some("kept"));
+            v.tags
+                .insert("stagegate.replaced_version".into(), "1".into());
+            v
+        }],
         &[("champion", "2"), ("challenger", "2")],
     );
     assert_eq!(plan_for(&p, &s), Step::Finish("2".into()));

@@ -165,7 +165,13 @@ impl Engine {
         };
         self.record(&evaluation, candidate, &intent).await?;
         let act_error = actor
-            .carry_out(&state.name, &candidate.version, &decision, &before, !intent.is_empty())
+            .carry_out(
+                &state.name,
+                &candidate.version,
+                &decision,
+                &before,
+                !intent.is_empty(),
+            )
             .await
             .err();
         Ok(Outcome {

@@ -146,8 +146,10 @@ impl Run {
 
 /// A client for reading what stagegate wrote (tests assert on the registry, not on output).
 pub fn client_at(uri: &str) -> Client {
-    let mut cfg = stagegate::config::MlflowConfig::default();
-    cfg.tracking_uri = Some(uri.to_string());
+    let cfg = stagegate::config::MlflowConfig {
+        tracking_uri: Some(uri.to_string()),
+        ..Default::default()
+    };
     let mut settings = Settings::from_env(&cfg);
     settings.tracking_uri = uri.to_string();
     Client::new(settings).unwrap()
