@@ -35,6 +35,7 @@ case "$cmd" in
     MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=$(cat "$dir/fernet") \
     MLFLOW_TRACKING_URI= \
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+    MLFLOW_WEBHOOK_CACHE_TTL=${MLFLOW_WEBHOOK_CACHE_TTL:-60} \
       setsid "$venv/bin/mlflow" server --host 127.0.0.1 --port "$port" \
         --backend-store-uri "sqlite:///$dir/mlflow.db" \
         --artifacts-destination "$dir/artifacts" --serve-artifacts \

@@ -5,12 +5,12 @@
 //! since the evaluation began (SPEC §5). Every step is idempotent, and a promotion is
 //! bracketed by the `promoting` action tag so an interrupted one is finished, never redone.
 
-use crate::config::{Policy, Target};
+use crate::config::{OnBypass, Policy, Target};
 use crate::decision::{Decision, PROMOTED, REPLACED_NOTHING};
 use crate::evaluation::now_rfc3339;
 use crate::mlflow::{Client, MlflowError};
 use crate::model_state::{Depth, Fingerprint, ModelState};
-use crate::report::TagNames;
+use crate::report::{TagNames, clip};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
@@ -101,12 +101,9 @@ impl Actor<'_> {
         // The intent written with the evaluation named the champion seen then; the re-read
         // proved it unchanged, so it still holds.
         if !intent_written {
-            futures::future::try_join_all(
-                intent
-                    .iter()
-                    .map(|(k, v)| client.set_version_tag(model, version, k, v)),
-            )
-            .await?;
+            for (k, v) in &intent {
+                client.set_version_tag(model, version, k, v).await?;
+            }
         }
         match self.policy.promote.target() {
             Target::Stage(stage) => {
@@ -226,50 +223,113 @@ impl Actor<'_> {
                     self.names.replaced_version()
                 ))
             })?;
-        let target = match self.client.model_version(model, &restore).await {
-            Ok(v) => v,
+        let note = format!("{}: rolled back to v{restore}", now_rfc3339());
+        // Mark the bad version first so that no reconcile promotes it again.
+        self.client
+            .set_version_tag(model, &bad, &self.names.rolled_back(), &note)
+            .await?;
+        self.restore(model, &bad, &restore).await?;
+        tracing::info!(model, from = %bad, to = %restore, "rolled back");
+        Ok((bad, restore))
+    }
+
+    /// Put `good` back in the promote target in place of `bad` (rollback, bypass revert).
+    async fn restore(&self, model: &str, bad: &str, good: &str) -> Result<(), ActError> {
+        match self.client.model_version(model, good).await {
+            Ok(_) => {}
             Err(e) if e.is_not_found() => {
                 return Err(ActError::Refused(format!(
-                    "cannot restore {model} v{restore}: it no longer exists"
+                    "cannot restore {model} v{good}: it no longer exists"
                 )));
             }
             Err(e) => return Err(e.into()),
-        };
-        let now = now_rfc3339();
-        // Mark the bad version first so that no reconcile promotes it again.
-        self.client
-            .set_version_tag(
-                model,
-                &bad,
-                &self.names.rolled_back(),
-                &format!("{now}: rolled back to v{restore}"),
-            )
-            .await?;
+        }
         match self.policy.promote.target() {
             // Archive whatever holds the stage, whatever the policy's archive_existing says:
             // the point is that the bad version stops serving.
             Target::Stage(stage) => {
                 self.client
-                    .transition_stage(model, &target.version, &stage, true)
+                    .transition_stage(model, good, &stage, true)
                     .await?;
             }
-            Target::Alias(alias) => {
-                self.client
-                    .set_alias(model, &alias, &target.version)
-                    .await?
-            }
+            Target::Alias(alias) => self.client.set_alias(model, &alias, good).await?,
         }
-        self.mark_replaced(model, &bad, &restore).await?;
+        self.mark_replaced(model, bad, good).await?;
         self.client
-            .set_version_tag(model, &restore, &self.names.restored_at(), &now)
+            .set_version_tag(model, good, &self.names.restored_at(), &now_rfc3339())
             .await?;
         self.client
-            .delete_version_tag(model, &restore, &self.names.replaced_by())
+            .delete_version_tag(model, good, &self.names.replaced_by())
             .await?;
         self.client
-            .delete_version_tag(model, &restore, &self.names.replaced_at())
+            .delete_version_tag(model, good, &self.names.replaced_at())
             .await?;
-        tracing::info!(model, from = %bad, to = %restore, "rolled back");
-        Ok((bad, restore))
+        Ok(())
+    }
+
+    /// Handle a champion promoted past the gates (policy `on_bypass`): tag it with when it was
+    /// seen and what the gates say, and with `revert` (if `allow_revert`) restore the last
+    /// version stagegate promoted. Returns the tag written.
+    pub async fn bypass(
+        &self,
+        state: &ModelState,
+        version: &str,
+        allow_revert: bool,
+    ) -> Result<String, ActError> {
+        let model = state.name.as_str();
+        let v = state
+            .version(version)
+            .ok_or_else(|| ActError::Refused(format!("{model} v{version} is gone")))?;
+        let verdict = v.tag(&self.names.verdict()).unwrap_or("not evaluated");
+        let gate_prefix = self.names.gate("");
+        let blocking: Vec<&str> = v
+            .tags
+            .iter()
+            .filter(|(k, val)| k.starts_with(&gate_prefix) && !val.starts_with("pass"))
+            .map(|(k, _)| &k[gate_prefix.len()..])
+            .collect();
+        let mut note = format!(
+            "{}: promoted outside stagegate; gates: {verdict}",
+            now_rfc3339()
+        );
+        if !blocking.is_empty() {
+            note.push_str(&format!(" (not passed: {})", blocking.join(", ")));
+        }
+        let revert_to = state
+            .versions
+            .values()
+            .rev()
+            .find(|o| {
+                o.version != version
+                    && o.tag(&self.names.action()) == Some(PROMOTED)
+                    && o.tag(&self.names.rolled_back()).is_none()
+            })
+            .map(|o| o.version.clone());
+        match (self.policy.on_bypass, allow_revert, &revert_to) {
+            (OnBypass::Revert, true, Some(good)) => {
+                note.push_str(&format!("; reverted to v{good}"))
+            }
+            (OnBypass::Revert, true, None) => {
+                note.push_str("; nothing stagegate promoted to revert to")
+            }
+            (OnBypass::Revert, false, _) => note.push_str("; not reverted (paused or dry-run)"),
+            _ => {}
+        }
+        self.client
+            .set_version_tag(model, version, &self.names.bypass(), &clip(&note, 5_000))
+            .await?;
+        if let (OnBypass::Revert, true, Some(good)) =
+            (self.policy.on_bypass, allow_revert, &revert_to)
+        {
+            self.restore(model, version, good).await?;
+            tracing::warn!(model, version, restored = %good, "bypass reverted");
+        } else {
+            tracing::warn!(
+                model,
+                version,
+                "bypass: champion promoted outside stagegate"
+            );
+        }
+        Ok(note)
     }
 }

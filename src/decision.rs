@@ -161,7 +161,17 @@ pub fn plan(input: &PlanInput, state: &ModelState) -> Step {
         }
     }
 
-    for c in state.candidates(policy) {
+    // An explicit request re-evaluates any version, candidate or not (only candidates are
+    // acted on, below).
+    let candidates = state.candidates(policy);
+    if let Some(v) = forced
+        .iter()
+        .find(|v| state.version(v).is_some() && !candidates.iter().any(|c| &&c.version == v))
+    {
+        return Step::Evaluate(v.clone());
+    }
+
+    for c in candidates {
         let record = |decision: Decision| {
             (action(c) != decision.action_tag()).then(|| Step::Act {
                 version: c.version.clone(),
@@ -194,6 +204,12 @@ pub fn plan(input: &PlanInput, state: &ModelState) -> Step {
             .tag(&names.verdict())
             .and_then(Verdict::parse)
             .unwrap_or(Verdict::Error);
+        // A pass judged against another champion (one promoted by hand since, say) is stale:
+        // the champion gate may say otherwise now.
+        let judged_against = evaluated_champion(c, names);
+        if verdict == Verdict::Passed && judged_against != champion.map(|ch| ch.version.clone()) {
+            return Step::Evaluate(c.version.clone());
+        }
         let decision = decide(policy, state, c, verdict, Options { act: true, paused });
         // A failed candidate does not hide older ones; anything else does.
         let settled = matches!(
@@ -208,6 +224,12 @@ pub fn plan(input: &PlanInput, state: &ModelState) -> Step {
         }
     }
     Step::Idle
+}
+
+/// The champion an evaluation was made against, from its report (`None`: there was none).
+fn evaluated_champion(v: &ModelVersion, names: &TagNames) -> Option<String> {
+    let report: serde_json::Value = serde_json::from_str(v.tag(&names.report())?).ok()?;
+    report.get("champion")?.as_str().map(str::to_string)
 }
 
 /// For a stage target, the stage; alias targets have none.

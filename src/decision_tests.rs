@@ -27,9 +27,23 @@ fn names() -> TagNames {
     TagNames::new("stagegate.")
 }
 
-/// A version with a verdict (for DIGEST) and an action tag.
+/// A version with a verdict (for DIGEST, judged with no champion) and an action tag.
 fn evaluated(n: u64, stage: &str, verdict: &str, action: Option<&str>) -> ModelVersion {
+    evaluated_against(n, stage, verdict, action, None)
+}
+
+fn evaluated_against(
+    n: u64,
+    stage: &str,
+    verdict: &str,
+    action: Option<&str>,
+    champion: Option<&str>,
+) -> ModelVersion {
     let mut v = version(n, stage);
+    v.tags.insert(
+        "stagegate.report".into(),
+        serde_json::json!({"champion": champion}).to_string(),
+    );
     v.tags.insert("stagegate.verdict".into(), verdict.into());
     v.tags
         .insert("stagegate.policy_digest".into(), DIGEST.into());
@@ -335,4 +349,46 @@ fn plan_never_repromotes_a_rolled_back_version() {
         } => assert_eq!(version, "3"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn plan_reevaluates_a_pass_judged_against_another_champion() {
+    let p = stage_policy();
+    let champ = evaluated(1, "Production", "passed", Some("promoted"));
+    let s = state(
+        vec![
+            champ.clone(),
+            evaluated_against(2, "Staging", "passed", None, None),
+        ],
+        &[],
+    );
+    assert_eq!(plan_for(&p, &s), Step::Evaluate("2".into()));
+    let s = state(
+        vec![
+            champ,
+            evaluated_against(2, "Staging", "passed", None, Some("1")),
+        ],
+        &[],
+    );
+    assert!(matches!(
+        plan_for(&p, &s),
+        Step::Act {
+            decision: Decision::Promote { .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn plan_evaluates_a_requested_version_even_when_it_is_not_a_candidate() {
+    let p = stage_policy();
+    let s = state(
+        vec![evaluated(1, "Production", "passed", Some("promoted"))],
+        &[],
+    );
+    let forced: BTreeSet<String> = ["1".to_string()].into();
+    assert_eq!(
+        plan_with(&p, &s, &forced, false),
+        Step::Evaluate("1".into())
+    );
 }

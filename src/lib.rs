@@ -1,7 +1,9 @@
 //! stagegate: a daemon that guards the MLflow Model Registry. See ARCHITECTURE.md.
 
 pub mod actions;
+pub mod backoff;
 pub mod config;
+pub mod daemon;
 pub mod decision;
 pub mod engine;
 pub mod evaluation;
@@ -9,3 +11,5 @@ pub mod gates;
 pub mod mlflow;
 pub mod model_state;
 pub mod report;
+pub mod store;
+pub mod webhook;

@@ -94,6 +94,12 @@ impl ModelState {
         state
     }
 
+    /// Add (or refresh) a version read some other way.
+    pub fn insert(&mut self, v: ModelVersion) {
+        self.versions.insert(v.number(), v);
+        self.apply_aliases();
+    }
+
     /// Search results and `latest_versions` carry no aliases; the model's alias map does.
     fn apply_aliases(&mut self) {
         for v in self.versions.values_mut() {

@@ -127,7 +127,7 @@ pub fn report_json(e: &Evaluation) -> String {
     if s.len() <= REPORT_LIMIT {
         s
     } else {
-        json!({"truncated": true, "verdict": doc["verdict"], "policy_digest": doc["policy_digest"]})
+        json!({"truncated": true, "verdict": doc["verdict"], "policy_digest": doc["policy_digest"], "champion": doc["champion"]})
             .to_string()
     }
 }
@@ -170,13 +170,16 @@ pub async fn write_evaluation(
         .cloned()
         .collect();
     let (name, version) = (e.model.as_str(), e.version.as_str());
-    let writes = first
-        .iter()
-        .map(|(k, v)| client.set_version_tag(name, version, k, v).boxed());
-    let deletes = stale
-        .iter()
-        .map(|k| client.delete_version_tag(name, version, k).boxed());
-    stream::iter(writes.chain(deletes))
+    // Built in a loop, not an iterator adapter: closures over borrowed pairs make the future
+    // lose `Send` generality, which the daemon's worker pool needs.
+    let mut calls: Vec<BoxFuture<'_, Result<(), MlflowError>>> = Vec::new();
+    for (k, v) in &first {
+        calls.push(client.set_version_tag(name, version, k, v).boxed());
+    }
+    for k in &stale {
+        calls.push(client.delete_version_tag(name, version, k).boxed());
+    }
+    stream::iter(calls)
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
@@ -187,6 +190,7 @@ pub async fn write_evaluation(
 }
 
 use futures::FutureExt as _;
+use futures::future::BoxFuture;
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,9 @@ mod check;
 mod evaluate;
 mod output;
 mod rollback;
+mod run;
+mod status;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +42,11 @@ pub enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: webhooks, the reconcile poll, the worker pool, the status API.
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Evaluate a version (default: the newest candidate), record tags; promote with --promote.
     /// Exit 0 = all gates passed, 1 = a gate failed, 2 = error or inconclusive.
     Evaluate {
@@ -60,6 +68,23 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Create or update the MLflow webhook that notifies the daemon.
+    Webhook {
+        #[command(subcommand)]
+        action: WebhookAction,
+    },
+    /// Show a running daemon's status.
+    Status {
+        /// The daemon's base URL; default: $STAGEGATE_URL, else http://<server.listen> of the
+        /// config, else http://127.0.0.1:8080.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the raw /status JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Restore the version that the current champion replaced.
     Rollback {
         model: String,
@@ -68,9 +93,29 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum WebhookAction {
+    /// Create or update (by name) the webhook, signed with the first webhooks.secrets entry.
+    Register {
+        /// Where MLflow should deliver, e.g. http://stagegate:8080/webhooks/mlflow
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The webhook's name in MLflow (one per stagegate deployment).
+        #[arg(long, default_value = "stagegate")]
+        name: String,
+    },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, "warn");
+    let level = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(cli.log_format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,6 +136,13 @@ pub fn main() -> ExitCode {
                 json,
             } => evaluate::run(config.as_deref(), &model, version.as_deref(), promote, json).await,
             Command::Check { config } => check::run(config.as_deref()).await,
+            Command::Run { config } => run::run(config.as_deref()).await,
+            Command::Webhook {
+                action: WebhookAction::Register { url, config, name },
+            } => webhook::register(config.as_deref(), &url, &name).await,
+            Command::Status { url, config, json } => {
+                status::run(&status_url(url, config.as_deref()), json).await
+            }
             Command::Rollback { model, config } => rollback::run(config.as_deref(), &model).await,
         }
     });
@@ -130,4 +182,19 @@ fn engine(loaded: &Loaded) -> anyhow::Result<Engine> {
         client(loaded)?,
         Arc::new(loaded.config.clone()),
     ))
+}
+
+/// `--url`, else `$STAGEGATE_URL`, else the config's `server.listen`, else the default port.
+fn status_url(url: Option<String>, config: Option<&std::path::Path>) -> String {
+    url.or_else(|| {
+        std::env::var("STAGEGATE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+    })
+    .or_else(|| {
+        config::load(config)
+            .ok()
+            .map(|l| format!("http://{}", l.config.server.listen))
+    })
+    .unwrap_or_else(|| "http://127.0.0.1:8080".into())
 }

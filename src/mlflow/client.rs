@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::MlflowError;
+use crate::backoff::full_jitter;
 use crate::config::MlflowConfig;
 
 const DEFAULT_TRACKING_URI: &str = "http://127.0.0.1:5000";
@@ -262,15 +263,6 @@ impl Client {
     }
 }
 
-/// Exponential backoff with full jitter: a random delay in `[0, min(cap, base * 2^attempt)]`,
-/// never below a tenth of the step so retries don't stampede at zero.
-pub fn full_jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let step = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
-    let ms = step.as_millis().max(1) as u64;
-    let floor = ms / 10;
-    Duration::from_millis(floor + rand::random_range(0..=ms - floor))
-}
-
 fn api_error(endpoint: &str, status: StatusCode, body: &[u8]) -> MlflowError {
     #[derive(serde::Deserialize)]
     struct Body {
@@ -323,18 +315,6 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_within_the_capped_step() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(2);
-        for attempt in 0..20 {
-            let d = full_jitter(base, cap, attempt);
-            let step = base.saturating_mul(1 << attempt.min(16)).min(cap);
-            assert!(d <= step, "attempt {attempt}: {d:?} > {step:?}");
-            assert!(d >= step / 10, "attempt {attempt}: {d:?} below floor");
-        }
-    }
 
     #[test]
     fn error_body_keeps_mlflow_error_code() {

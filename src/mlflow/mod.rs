@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use client::Root;
-pub use client::{Auth, Client, RequestObserver, Settings, full_jitter};
+pub use client::{Auth, Client, RequestObserver, Settings};
 pub use error::MlflowError;
 pub use types::{
     AliasRef, LoggedModel, Metric, ModelVersion, RegisteredModel, Run, Webhook, latest,
@@ -369,6 +369,14 @@ impl Client {
             .call(Method::POST, Root::Api, "webhooks", &[], Some(body))
             .await?;
         Ok(e.webhook)
+    }
+
+    pub async fn delete_webhook(&self, id: &str) -> Result<(), MlflowError> {
+        let path = format!("webhooks/{id}");
+        let _: Value = self
+            .call(Method::DELETE, Root::Api, &path, &[], None)
+            .await?;
+        Ok(())
     }
 
     pub async fn update_webhook(&self, id: &str, body: &Value) -> Result<Webhook, MlflowError> {

@@ -3,6 +3,7 @@
 //! helpers to run the `stagegate` binary and read what it wrote.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod daemon;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -218,4 +219,55 @@ pub const CHAMPION_GATE: &str = r#"
 /// Tags the seed's metadata gate wants.
 pub fn good_tags() -> Value {
     serde_json::json!({"accuracy": "0.9", "training_dataset_version": "v1", "feature_schema_version": "1"})
+}
+
+/// A private MLflow server (own database and port), for tests that stop and restart it.
+pub struct PrivateMlflow {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl PrivateMlflow {
+    pub fn start() -> PrivateMlflow {
+        let dir = tempfile::tempdir().unwrap();
+        let port = daemon::free_port();
+        let m = PrivateMlflow { dir, port };
+        m.up();
+        m
+    }
+
+    pub fn uri(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, cmd: &str) {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/mlflow-server.sh"))
+            .arg(cmd)
+            .arg(self.dir.path().join("mlflow"))
+            .arg(self.port.to_string())
+            .env("MLFLOW_WEBHOOK_CACHE_TTL", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mlflow-server.sh {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Start (or restart, keeping its data) the server.
+    pub fn up(&self) {
+        self.script("start");
+    }
+
+    pub fn down(&self) {
+        self.script("stop");
+    }
+}
+
+impl Drop for PrivateMlflow {
+    fn drop(&mut self) {
+        self.down();
+    }
 }

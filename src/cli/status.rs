@@ -1,0 +1,141 @@
+//! `stagegate status [--url URL]`: a running daemon's `/status`, readable.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use super::output::table;
+
+pub async fn run(url: &str, json: bool) -> anyhow::Result<u8> {
+    let url = format!("{}/status", url.trim_end_matches('/'));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let resp = http
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("no stagegate answering at {url}"))?;
+    let status = resp.status();
+    let doc: Value = resp
+        .json()
+        .await
+        .with_context(|| format!("{url} did not answer JSON"))?;
+    if !status.is_success() {
+        anyhow::bail!("{url} answered {status}: {doc}");
+    }
+    if json {
+        println!("{doc}");
+    } else {
+        print!("{}", render(&doc));
+    }
+    Ok(0)
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn render(d: &Value) -> String {
+    let mut out = String::new();
+    let up = humantime::format_duration(Duration::from_secs(d["uptime_s"].as_u64().unwrap_or(0)));
+    out.push_str(&format!(
+        "stagegate {}  {}  up {}  config {}\n",
+        s(&d["version"]),
+        s(&d["mode"]),
+        up,
+        s(&d["config"])
+    ));
+    let reach = if d["mlflow"]["reachable"].as_bool() == Some(true) {
+        "reachable".to_string()
+    } else {
+        format!("UNREACHABLE ({})", s(&d["mlflow"]["last_error"]))
+    };
+    out.push_str(&format!(
+        "mlflow    {}  {reach}\n",
+        s(&d["mlflow"]["tracking_uri"])
+    ));
+    let p = &d["poll"];
+    out.push_str(&format!(
+        "poll      \"{}\"  last {} ({} ms, {} models, {} queued)  next {}\n",
+        s(&p["schedule"]),
+        s(&p["last_started"]),
+        s(&p["last_duration_ms"]),
+        s(&p["last_models"]),
+        s(&p["last_enqueued"]),
+        s(&p["next"])
+    ));
+    if !p["last_error"].is_null() {
+        out.push_str(&format!(
+            "          last poll failed: {}\n",
+            s(&p["last_error"])
+        ));
+    }
+    let q = &d["queue"];
+    out.push_str(&format!(
+        "queue     {} waiting, {} running, {} scheduled re-checks ({} workers)\n",
+        s(&q["depth"]),
+        s(&q["in_flight"]),
+        s(&q["delayed"]),
+        s(&q["workers"])
+    ));
+    let t = &d["totals"];
+    out.push_str(&format!(
+        "totals    {} evaluations: {} passed, {} failed, {} error; {} promotions\n",
+        s(&t["evaluations"]),
+        s(&t["passed"]),
+        s(&t["failed"]),
+        s(&t["error"]),
+        s(&t["promotions"])
+    ));
+    let webhooks = if d["webhooks"]["enabled"].as_bool() == Some(true) {
+        format!("on ({} secrets)", s(&d["webhooks"]["secrets"]))
+    } else {
+        "off (no secrets)".into()
+    };
+    out.push_str(&format!("webhooks  {webhooks}\n"));
+    let rows: Vec<Vec<String>> = d["recent"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            let gates = e["gates"]
+                .as_array()
+                .map(|g| {
+                    g.iter()
+                        .map(|g| format!("{}:{}", s(&g["name"]), s(&g["outcome"])))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            vec![
+                s(&e["id"]),
+                s(&e["model"]),
+                format!("v{}", s(&e["version"])),
+                s(&e["verdict"]),
+                s(&e["action"]),
+                s(&e["trigger"]),
+                s(&e["started_at"]),
+                gates,
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out.push_str("\nno evaluations yet\n");
+    } else {
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "ID", "MODEL", "VERSION", "VERDICT", "ACTION", "TRIGGER", "STARTED", "GATES",
+            ],
+            &rows,
+        ));
+    }
+    out
+}

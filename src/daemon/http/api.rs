@@ -1,0 +1,184 @@
+//! Status, history, control and metrics routes.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error;
+use crate::daemon::App;
+
+pub async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// Ready = configuration loaded and MLflow answering.
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let r = app.reachable();
+    if r.reachable {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        let why = r
+            .last_error
+            .unwrap_or_else(|| "MLflow not reached yet".into());
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "error": why})),
+        )
+            .into_response()
+    }
+}
+
+pub async fn status(State(app): State<Arc<App>>) -> Response {
+    let live = app.live();
+    let cfg = &live.loaded.config;
+    let poll = app.poll.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let totals = app.store.totals().unwrap_or_default();
+    let recent = app.store.evaluations(None, 20).unwrap_or_default();
+    let policies: Vec<_> = cfg
+        .policies
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name, "models": p.models, "mode": p.mode, "digest": p.digest(),
+                "candidate": p.candidate().to_string(), "promote": p.promote.target().to_string(),
+                "gates": p.gates.iter().map(|g| json!({"name": g.name, "type": g.kind.type_name(), "enforce": g.enforce})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": app.started.elapsed().as_secs(),
+        "mode": if app.is_paused() { "paused" } else { "running" },
+        "config": live.loaded.path.display().to_string(),
+        "mlflow": {"tracking_uri": live.engine.client.tracking_uri(), "reachable": app.reachable().reachable, "last_error": app.reachable().last_error},
+        "poll": {"schedule": cfg.poll.schedule, "last_started": poll.last_started, "last_duration_ms": poll.last_duration_ms,
+                 "last_models": poll.last_models, "last_enqueued": poll.last_enqueued, "last_error": poll.last_error, "next": poll.next},
+        "queue": {"depth": app.scheduler.depth(), "in_flight": app.scheduler.in_flight(), "delayed": app.scheduler.delayed(), "workers": cfg.workers.count},
+        "webhooks": {"enabled": !cfg.webhooks.secrets.is_empty(), "secrets": cfg.webhooks.secrets.len()},
+        "totals": totals,
+        "policies": policies,
+        "recent": recent,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    model: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list_evaluations(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    match app.store.evaluations(q.model.as_deref(), limit) {
+        Ok(rows) => Json(json!({"evaluations": rows})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+pub async fn get_evaluation(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("evaluation id {id:?} is not a number"),
+        );
+    };
+    match app.store.evaluation(id) {
+        Ok(Some(row)) => Json(row).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no evaluation {id}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluationRequest {
+    model: String,
+    version: Option<String>,
+}
+
+/// `POST /v1/evaluations {"model", "version"?}`: queue a (re-)evaluation.
+pub async fn request_evaluation(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let req: EvaluationRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"model\": \"…\", \"version\": \"…\"}}: {e}"),
+            );
+        }
+    };
+    let live = app.live();
+    if live.loaded.config.policy_for(&req.model).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no policy matches model {:?}", req.model),
+        );
+    }
+    let client = &live.engine.client;
+    let found = match &req.version {
+        Some(v) => client.model_version(&req.model, v).await.map(|_| ()),
+        None => client.registered_model(&req.model).await.map(|_| ()),
+    };
+    match found {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {
+            let what = match &req.version {
+                Some(v) => format!("model {:?} has no version {v}", req.model),
+                None => format!("model {:?} does not exist", req.model),
+            };
+            return error(StatusCode::NOT_FOUND, what);
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+    if let Some(v) = &req.version
+        && let Err(e) = app.store.request_reevaluation(&req.model, v)
+    {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    app.enqueue(&req.model, "api");
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"status": "queued", "model": req.model, "version": req.version})),
+    )
+        .into_response()
+}
+
+pub async fn pause(State(app): State<Arc<App>>) -> Response {
+    app.set_paused(true);
+    Json(json!({"paused": true})).into_response()
+}
+
+pub async fn resume(State(app): State<Arc<App>>) -> Response {
+    app.set_paused(false);
+    // Work held back while paused is picked up now, not at the next poll.
+    for row in app.store.evaluations(None, 1000).unwrap_or_default() {
+        if row
+            .action
+            .as_deref()
+            .is_some_and(|a| a.starts_with("skipped: paused"))
+        {
+            app.enqueue(&row.model, "resume");
+        }
+    }
+    Json(json!({"paused": false})).into_response()
+}
+
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    app.metrics.queue_depth.set(app.scheduler.depth() as i64);
+    app.metrics.in_flight.set(app.scheduler.in_flight() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}

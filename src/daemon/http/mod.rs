@@ -1,0 +1,73 @@
+//! The HTTP surface of SPEC §6 (axum). Handlers read state and enqueue model names; they never
+//! write to MLflow. Every error is a JSON body with the right 4xx/5xx status.
+
+mod api;
+mod openapi;
+#[cfg(test)]
+mod tests;
+mod webhooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::daemon::App;
+
+pub fn router(app: Arc<App>) -> Router {
+    let mutating = Router::new()
+        .route("/v1/evaluations", post(api::request_evaluation))
+        .route("/v1/pause", post(api::pause))
+        .route("/v1/resume", post(api::resume))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    Router::new()
+        .route("/webhooks/mlflow", post(webhooks::mlflow))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/status", get(api::status))
+        .route("/v1/evaluations", get(api::list_evaluations))
+        .route("/v1/evaluations/{id}", get(api::get_evaluation))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(openapi::document))
+        .merge(mutating)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /openapi.json") })
+        .with_state(app)
+}
+
+/// `{"error": message}` with `status`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Mutating routes need `Authorization: Bearer <server.api_token>` whenever a token is set
+/// (it must be set when `server.listen` is not loopback; `run` refuses to start otherwise).
+async fn require_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let live = app.live();
+    let Some(token) = &live.loaded.config.server.api_token else {
+        return next.run(req).await;
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        next.run(req).await
+    } else {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "this route needs Authorization: Bearer <server.api_token>",
+        )
+    }
+}

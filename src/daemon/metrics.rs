@@ -1,0 +1,218 @@
+//! Prometheus metrics of the daemon (`GET /metrics`), in the text exposition format.
+
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::evaluation::Evaluation;
+use crate::mlflow::RequestObserver;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabel {
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabel {
+    pub gate_type: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    pub endpoint: String,
+    pub outcome: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub queue_depth: Gauge<i64, AtomicI64>,
+    pub in_flight: Gauge<i64, AtomicI64>,
+    pub delayed: Gauge<i64, AtomicI64>,
+    pub paused: Gauge<i64, AtomicI64>,
+    pub mlflow_up: Gauge<i64, AtomicI64>,
+    pub evaluations: Family<VerdictLabel, Counter>,
+    pub gates: Family<GateLabel, Counter>,
+    pub actions: Family<ActionLabel, Counter>,
+    pub promotions: Counter,
+    pub deliveries: Family<OutcomeLabel, Counter>,
+    pub mlflow_requests: Family<RequestLabel, Histogram, fn() -> Histogram>,
+    pub poll_duration: Histogram,
+    pub poll_models: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("stagegate");
+        let m = Metrics {
+            queue_depth: Gauge::default(),
+            in_flight: Gauge::default(),
+            delayed: Gauge::default(),
+            paused: Gauge::default(),
+            mlflow_up: Gauge::default(),
+            evaluations: Family::default(),
+            gates: Family::default(),
+            actions: Family::default(),
+            promotions: Counter::default(),
+            deliveries: Family::default(),
+            mlflow_requests: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            poll_duration: latency_histogram(),
+            poll_models: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "queue_depth",
+            "Models waiting for a worker",
+            m.queue_depth.clone(),
+        );
+        registry.register("in_flight", "Reconciles running now", m.in_flight.clone());
+        registry.register(
+            "delayed",
+            "Scheduled re-checks and retries not yet due",
+            m.delayed.clone(),
+        );
+        registry.register("paused", "1 while acting is paused", m.paused.clone());
+        registry.register("mlflow_up", "1 while MLflow answers", m.mlflow_up.clone());
+        registry.register(
+            "evaluations",
+            "Evaluations by verdict",
+            m.evaluations.clone(),
+        );
+        registry.register(
+            "gate_outcomes",
+            "Gate results by gate type and outcome",
+            m.gates.clone(),
+        );
+        registry.register("actions", "Actions recorded, by action", m.actions.clone());
+        registry.register("promotions", "Promotions carried out", m.promotions.clone());
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by outcome",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "mlflow_request_duration_seconds",
+            "MLflow REST request latency",
+            m.mlflow_requests.clone(),
+        );
+        registry.register(
+            "poll_duration_seconds",
+            "Duration of a reconcile poll",
+            m.poll_duration.clone(),
+        );
+        registry.register(
+            "poll_models",
+            "Registered models matched by a policy at the last poll",
+            m.poll_models.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn evaluation(&self, e: &Evaluation) {
+        self.evaluations
+            .get_or_create(&VerdictLabel {
+                verdict: e.verdict.as_str().into(),
+            })
+            .inc();
+        for g in &e.gates {
+            let label = GateLabel {
+                gate_type: g.gate_type.into(),
+                outcome: g.outcome.as_str().into(),
+            };
+            self.gates.get_or_create(&label).inc();
+        }
+    }
+
+    pub fn action(&self, action: &str) {
+        // `skipped: <why>` would explode the label set; the reason is in the store.
+        let action = action.split(':').next().unwrap_or(action).to_string();
+        if action == "promoted" {
+            self.promotions.inc();
+        }
+        self.actions.get_or_create(&ActionLabel { action }).inc();
+    }
+
+    pub fn delivery(&self, outcome: &str) {
+        self.deliveries
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl RequestObserver for Metrics {
+    fn observe(&self, endpoint: &str, outcome: &str, elapsed: Duration) {
+        // Paths with ids (logged-models/m-…, webhooks/…) fold into their family.
+        let endpoint = match endpoint.split_once('/') {
+            Some((head @ ("logged-models" | "webhooks"), _)) => head.to_string(),
+            _ => endpoint.to_string(),
+        };
+        let label = RequestLabel {
+            endpoint,
+            outcome: outcome.into(),
+        };
+        self.mlflow_requests
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_text_with_the_expected_families() {
+        let m = Metrics::new();
+        m.delivery("queued");
+        m.action("skipped: paused (would promote)");
+        m.action("promoted");
+        m.observe("logged-models/m-123", "ok", Duration::from_millis(3));
+        let text = m.encode();
+        for needle in [
+            "stagegate_webhook_deliveries_total{outcome=\"queued\"} 1",
+            "stagegate_actions_total{action=\"skipped\"} 1",
+            "stagegate_promotions_total 1",
+            "stagegate_mlflow_request_duration_seconds_count{endpoint=\"logged-models\",outcome=\"ok\"} 1",
+            "stagegate_queue_depth",
+            "stagegate_poll_duration_seconds",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! `stagegate run`: the long-running service. This module wires the parts together and owns
+//! the shared state; [`run`] takes the listener and the shutdown future so the caller owns
+//! signals and sockets.
+//!
+//! Triggers (webhooks, the poll, API requests, retries) only enqueue model names; the
+//! [`scheduler`] runs [`reconciler::reconcile`] for them on a worker pool.
+
+pub mod http;
+pub mod metrics;
+mod notify;
+mod poll;
+pub mod reconciler;
+pub mod scheduler;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{self, Loaded};
+use crate::engine::Engine;
+use crate::mlflow::{Client, MlflowError, Settings};
+use crate::store::{Store, StoreError};
+use metrics::Metrics;
+use scheduler::{Backoff, Scheduler};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mlflow(#[from] MlflowError),
+    #[error(
+        "server.listen is {0}, which is not loopback, and no API token is set: set STAGEGATE_SERVER__API_TOKEN"
+    )]
+    NoToken(SocketAddr),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// The configuration in force and the engine built from it; replaced whole on SIGHUP.
+pub struct Live {
+    pub loaded: Loaded,
+    pub engine: Engine,
+}
+
+/// What the last poll did, for `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PollStatus {
+    pub last_started: Option<String>,
+    pub last_duration_ms: Option<u64>,
+    pub last_models: Option<usize>,
+    pub last_enqueued: Option<usize>,
+    pub last_error: Option<String>,
+    pub next: Option<String>,
+}
+
+/// MLflow reachability, for `/readyz`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Reachability {
+    pub reachable: bool,
+    pub last_error: Option<String>,
+}
+
+/// Shared state of the daemon.
+pub struct App {
+    live: RwLock<Arc<Live>>,
+    pub store: Store,
+    pub scheduler: Scheduler,
+    pub metrics: Arc<Metrics>,
+    pub paused: AtomicBool,
+    pub started: Instant,
+    pub poll: Mutex<PollStatus>,
+    pub mlflow: Mutex<Reachability>,
+    /// Why each queued model was queued (recorded with its evaluations).
+    triggers: Mutex<HashMap<String, String>>,
+    pub listen: SocketAddr,
+}
+
+impl App {
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Queue a reconcile of `model`; `trigger` says why (webhook, poll, api, recheck…).
+    pub fn enqueue(&self, model: &str, trigger: &str) {
+        if let Err(e) = self.store.queue_push(model) {
+            tracing::warn!(model, error = %e, "could not persist the queue entry");
+        }
+        self.triggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(model.to_string(), trigger.to_string());
+        self.scheduler.enqueue(model);
+    }
+
+    pub fn enqueue_after(&self, model: &str, delay: Duration, trigger: &str) {
+        self.triggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(model.to_string())
+            .or_insert_with(|| trigger.to_string());
+        self.scheduler.enqueue_after(model, delay);
+    }
+
+    pub fn take_trigger(&self, model: &str) -> String {
+        self.triggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(model)
+            .unwrap_or_else(|| "retry".into())
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        self.metrics.paused.set(paused as i64);
+        tracing::info!(
+            paused,
+            "acting {}",
+            if paused { "paused" } else { "resumed" }
+        );
+    }
+
+    pub fn set_reachable(&self, result: Result<(), String>) {
+        let mut r = self.mlflow.lock().unwrap_or_else(|p| p.into_inner());
+        let up = result.is_ok();
+        if up != r.reachable {
+            match &result {
+                Ok(()) => tracing::info!("MLflow reachable"),
+                Err(e) => tracing::warn!(error = %e, "MLflow unreachable"),
+            }
+        }
+        r.reachable = up;
+        r.last_error = result.err();
+        self.metrics.mlflow_up.set(up as i64);
+    }
+
+    pub fn reachable(&self) -> Reachability {
+        self.mlflow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swap in a new configuration (SIGHUP). Settings read only at start-up keep their old
+    /// values until a restart, and say so.
+    pub fn reload(&self, loaded: Loaded) -> Result<(), DaemonError> {
+        let old = self.live();
+        let (a, b) = (&old.loaded.config, &loaded.config);
+        if a.server.listen != b.server.listen
+            || a.state.path != b.state.path
+            || a.workers.count != b.workers.count
+        {
+            tracing::warn!(
+                "server.listen, state.path and workers.count take effect at the next restart"
+            );
+        }
+        let engine = build_engine(&loaded, self.metrics.clone())?;
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live { loaded, engine });
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+}
+
+fn build_engine(loaded: &Loaded, metrics: Arc<Metrics>) -> Result<Engine, MlflowError> {
+    let client = Client::new(Settings::from_env(&loaded.config.mlflow))?.with_observer(metrics);
+    Ok(Engine::new(client, Arc::new(loaded.config.clone())))
+}
+
+/// Refuse a non-loopback listen address without an API token (SPEC §6).
+pub fn check_listen(loaded: &Loaded) -> Result<SocketAddr, DaemonError> {
+    let addr: SocketAddr = loaded.config.server.listen.parse().map_err(|_| {
+        config::ConfigError::new(
+            loaded.path.display().to_string(),
+            "server.listen",
+            "not an IP:port address",
+        )
+    })?;
+    if !addr.ip().is_loopback() && loaded.config.server.api_token.is_none() {
+        return Err(DaemonError::NoToken(addr));
+    }
+    Ok(addr)
+}
+
+/// Build the daemon's state: open the store, build the engine.
+pub fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, DaemonError> {
+    let path = resolve(&loaded, &loaded.config.state.path);
+    let store = Store::open(&path)?;
+    let metrics = Arc::new(Metrics::new());
+    let engine = build_engine(&loaded, metrics.clone())?;
+    let w = &loaded.config.workers;
+    let scheduler = Scheduler::new(Backoff {
+        base: w.backoff,
+        max: Duration::from_secs(300),
+        max_attempts: w.max_attempts,
+    });
+    Ok(Arc::new(App {
+        live: RwLock::new(Arc::new(Live { loaded, engine })),
+        store,
+        scheduler,
+        metrics,
+        paused: AtomicBool::new(false),
+        started: Instant::now(),
+        poll: Mutex::new(PollStatus::default()),
+        mlflow: Mutex::new(Reachability::default()),
+        triggers: Mutex::new(HashMap::new()),
+        listen,
+    }))
+}
+
+/// A path from the config, relative to the config file's directory.
+pub fn resolve(loaded: &Loaded, p: &std::path::Path) -> std::path::PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        loaded.base_dir().join(p)
+    }
+}
+
+/// Run the daemon until `shutdown` resolves. `reloads` yields freshly loaded (and validated)
+/// configurations to swap in; `ready` is called once the HTTP server is listening.
+pub async fn run(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    mut reloads: mpsc::Receiver<Loaded>,
+    ready: impl FnOnce(),
+) -> Result<(), DaemonError> {
+    // One stop signal, many listeners: each background task waits on its own copy.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    // Work the crash left: interrupted evaluations and the persisted queue.
+    for model in app.store.interrupt_running()? {
+        tracing::info!(model, "redoing an evaluation interrupted by a restart");
+        app.enqueue(&model, "restart");
+    }
+    for model in app.store.queued()? {
+        app.enqueue(&model, "restart");
+    }
+
+    let reconcile: scheduler::ReconcileFn = {
+        let app = app.clone();
+        Arc::new(move |model, attempt| reconciler::reconcile(app.clone(), model, attempt).boxed())
+    };
+    let workers = app.live().loaded.config.workers.count;
+    let sched = {
+        let (app, stop) = (app.clone(), stopped());
+        tokio::spawn(async move { app.scheduler.run(workers, reconcile, stop).await })
+    };
+    let poller = tokio::spawn(poll::run(app.clone(), stopped()));
+    let health = tokio::spawn(watch_mlflow(app.clone(), stopped()));
+    let gauges = tokio::spawn(refresh_gauges(app.clone(), stopped()));
+    let reloader = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            while let Some(loaded) = reloads.recv().await {
+                if let Err(e) = app.reload(loaded) {
+                    tracing::error!(error = %e, "configuration reload refused; keeping the old one");
+                }
+            }
+        })
+    };
+
+    let server = axum::serve(
+        listener,
+        http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped());
+    let server = tokio::spawn(async move { server.await });
+    ready();
+    tracing::info!(listen = %app.listen, "stagegate is running");
+
+    shutdown.await;
+    tracing::info!("shutting down: no new work; finishing in-flight evaluations");
+    let _ = stop_tx.send(true);
+    let grace = app.live().loaded.config.server.shutdown_grace;
+    if tokio::time::timeout(grace, sched).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "in-flight evaluations did not finish within the grace period; abandoning them"
+        );
+    }
+    reloader.abort();
+    for task in [poller, health, gauges] {
+        let _ = task.await;
+    }
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => return Err(DaemonError::Http(e)),
+        Ok(_) | Err(_) => {}
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Keep `/readyz` honest: ping MLflow every few seconds.
+async fn watch_mlflow(app: Arc<App>, stop: impl Future<Output = ()>) {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let engine = app.live().engine.clone();
+        let result = engine.client.ping().await.map_err(|e| e.to_string());
+        app.set_reachable(result);
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+async fn refresh_gauges(app: Arc<App>, stop: impl Future<Output = ()>) {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        app.metrics.queue_depth.set(app.scheduler.depth() as i64);
+        app.metrics.in_flight.set(app.scheduler.in_flight() as i64);
+        app.metrics.delayed.set(app.scheduler.delayed() as i64);
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_app(toml: &str) -> (Arc<App>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("stagegate.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let loaded = config::load(Some(&path)).expect("valid test config");
+    let listen = check_listen(&loaded).expect("listen");
+    (prepare(loaded, listen).expect("app"), dir)
+}

@@ -1,0 +1,389 @@
+//! The scheduler: a queue of model names and a pool of workers. It owns de-duplication, delays,
+//! retry backoff and "at most one reconcile in flight per model"; the reconciler it drives
+//! never knows why it was called.
+//!
+//! - A model queued while already queued runs once.
+//! - A model queued while it runs runs once more afterwards.
+//! - Different models run in parallel, up to the worker count.
+//! - `Retry` backs off exponentially with jitter, up to the configured attempts.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
+
+use crate::backoff::full_jitter;
+
+/// How a reconcile ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Converged (or nothing to do).
+    Done,
+    /// A transient failure: try again after a backoff.
+    Retry(String),
+    /// The world changed under it: run again right away.
+    Requeue,
+}
+
+/// Which attempt this is; `last` means no retry follows a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    pub n: u32,
+    pub last: bool,
+}
+
+pub type ReconcileFn = Arc<dyn Fn(String, Attempt) -> BoxFuture<'static, Outcome> + Send + Sync>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+    pub max_attempts: u32,
+}
+
+#[derive(Default)]
+struct State {
+    ready: VecDeque<String>,
+    queued: HashSet<String>,
+    running: HashSet<String>,
+    rerun: HashSet<String>,
+    attempts: HashMap<String, u32>,
+    delayed: usize,
+    closed: bool,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    wake: Notify,
+    backoff: Backoff,
+}
+
+/// Cheap to clone; every clone is the same queue.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl Scheduler {
+    pub fn new(backoff: Backoff) -> Scheduler {
+        Scheduler {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                wake: Notify::new(),
+                backoff,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `model` to be reconciled as soon as a worker is free.
+    pub fn enqueue(&self, model: &str) {
+        let mut s = self.state();
+        if s.closed {
+            return;
+        }
+        if s.running.contains(model) {
+            s.rerun.insert(model.to_string());
+        } else if s.queued.insert(model.to_string()) {
+            s.ready.push_back(model.to_string());
+            drop(s);
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// Queue `model` after `delay`.
+    pub fn enqueue_after(&self, model: &str, delay: Duration) {
+        self.state().delayed += 1;
+        let (me, model) = (self.clone(), model.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            me.state().delayed -= 1;
+            me.enqueue(&model);
+        });
+    }
+
+    /// Models waiting for a worker (delayed re-checks and retries not included).
+    pub fn depth(&self) -> usize {
+        self.state().ready.len()
+    }
+
+    pub fn delayed(&self) -> usize {
+        self.state().delayed
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.state().running.len()
+    }
+
+    /// Run `workers` workers until `shutdown` resolves; then stop taking work and return once
+    /// in-flight reconciles finish. The caller bounds that wait (the shutdown grace).
+    pub async fn run(
+        &self,
+        workers: usize,
+        reconcile: ReconcileFn,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut pool = tokio::task::JoinSet::new();
+        for _ in 0..workers.max(1) {
+            let (me, f) = (self.clone(), reconcile.clone());
+            pool.spawn(async move { me.work(f).await });
+        }
+        shutdown.await;
+        self.state().closed = true;
+        self.inner.wake.notify_waiters();
+        while pool.join_next().await.is_some() {}
+    }
+
+    async fn work(&self, reconcile: ReconcileFn) {
+        while let Some(model) = self.next().await {
+            let attempt = {
+                let s = self.state();
+                let n = s.attempts.get(&model).copied().unwrap_or(0);
+                Attempt {
+                    n,
+                    last: n + 1 >= self.inner.backoff.max_attempts,
+                }
+            };
+            let outcome = reconcile(model.clone(), attempt).await;
+            self.finish(&model, attempt, outcome);
+        }
+    }
+
+    async fn next(&self) -> Option<String> {
+        loop {
+            let notified = self.inner.wake.notified();
+            {
+                let mut s = self.state();
+                if s.closed {
+                    return None;
+                }
+                if let Some(model) = s.ready.pop_front() {
+                    s.queued.remove(&model);
+                    s.running.insert(model.clone());
+                    return Some(model);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn finish(&self, model: &str, attempt: Attempt, outcome: Outcome) {
+        let b = self.inner.backoff;
+        let mut s = self.state();
+        s.running.remove(model);
+        let rerun = s.rerun.remove(model);
+        let mut retry_after = None;
+        match outcome {
+            Outcome::Done => {
+                s.attempts.remove(model);
+            }
+            Outcome::Retry(why) if !attempt.last => {
+                s.attempts.insert(model.to_string(), attempt.n + 1);
+                let delay = full_jitter(b.base, b.max, attempt.n);
+                tracing::warn!(model, attempt = attempt.n + 1, ?delay, reason = %why, "reconcile failed; retrying");
+                retry_after = Some(delay);
+            }
+            Outcome::Retry(why) => {
+                s.attempts.remove(model);
+                tracing::error!(model, attempts = attempt.n + 1, reason = %why, "reconcile failed; giving up until the next trigger");
+            }
+            Outcome::Requeue => {
+                // Counted, so a registry that keeps changing cannot spin a worker forever.
+                if attempt.last {
+                    s.attempts.remove(model);
+                } else {
+                    s.attempts.insert(model.to_string(), attempt.n + 1);
+                    retry_after = Some(Duration::ZERO);
+                }
+            }
+        }
+        drop(s);
+        match retry_after {
+            Some(d) if d.is_zero() => self.enqueue(model),
+            Some(d) => self.enqueue_after(model, d),
+            None if rerun => self.enqueue(model),
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn backoff(max_attempts: u32) -> Backoff {
+        Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            max_attempts,
+        }
+    }
+
+    /// A reconcile that takes `took`, records calls and concurrency, and answers `answer`.
+    struct Probe {
+        calls: Mutex<Vec<(String, u32)>>,
+        now: AtomicUsize,
+        peak: AtomicUsize,
+        peak_per_model: Mutex<HashMap<String, usize>>,
+        live: Mutex<HashMap<String, usize>>,
+    }
+
+    fn probe(took: Duration, answer: fn(&str, u32) -> Outcome) -> (Arc<Probe>, ReconcileFn) {
+        let p = Arc::new(Probe {
+            calls: Mutex::new(vec![]),
+            now: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            peak_per_model: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+        });
+        let q = p.clone();
+        let f: ReconcileFn = Arc::new(move |model: String, a: Attempt| {
+            let p = q.clone();
+            async move {
+                p.calls.lock().unwrap().push((model.clone(), a.n));
+                let n = p.now.fetch_add(1, Ordering::SeqCst) + 1;
+                p.peak.fetch_max(n, Ordering::SeqCst);
+                {
+                    let mut live = p.live.lock().unwrap();
+                    let c = live.entry(model.clone()).or_default();
+                    *c += 1;
+                    let mut peaks = p.peak_per_model.lock().unwrap();
+                    let pk = peaks.entry(model.clone()).or_default();
+                    *pk = (*pk).max(*c);
+                }
+                tokio::time::sleep(took).await;
+                *p.live.lock().unwrap().get_mut(&model).unwrap() -= 1;
+                p.now.fetch_sub(1, Ordering::SeqCst);
+                answer(&model, a.n)
+            }
+            .boxed()
+        });
+        (p, f)
+    }
+
+    async fn run_for(s: &Scheduler, workers: usize, f: ReconcileFn, d: Duration) {
+        s.run(workers, f, tokio::time::sleep(d)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_model_queued_while_queued_runs_once() {
+        let s = Scheduler::new(backoff(3));
+        let (p, f) = probe(Duration::from_millis(10), |_, _| Outcome::Done);
+        for _ in 0..5 {
+            s.enqueue("m");
+        }
+        run_for(&s, 2, f, Duration::from_secs(1)).await;
+        assert_eq!(p.calls.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_model_queued_while_running_runs_once_more_afterwards() {
+        let s = Scheduler::new(backoff(3));
+        let (p, f) = probe(Duration::from_secs(1), |_, _| Outcome::Done);
+        s.enqueue("m");
+        let s2 = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for _ in 0..3 {
+                s2.enqueue("m");
+            }
+        });
+        run_for(&s, 4, f, Duration::from_secs(10)).await;
+        assert_eq!(p.calls.lock().unwrap().len(), 2);
+        assert_eq!(
+            p.peak_per_model.lock().unwrap()["m"],
+            1,
+            "never two at once for one model"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn different_models_run_in_parallel_up_to_the_worker_count() {
+        let s = Scheduler::new(backoff(3));
+        let (p, f) = probe(Duration::from_secs(1), |_, _| Outcome::Done);
+        for i in 0..10 {
+            s.enqueue(&format!("m{i}"));
+        }
+        assert_eq!(s.depth(), 10);
+        run_for(&s, 3, f, Duration::from_secs(60)).await;
+        assert_eq!(p.calls.lock().unwrap().len(), 10);
+        assert_eq!(p.peak.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_back_off_then_give_up_after_the_configured_attempts() {
+        let s = Scheduler::new(backoff(4));
+        let (p, f) = probe(Duration::from_millis(1), |_, _| {
+            Outcome::Retry("mlflow down".into())
+        });
+        s.enqueue("m");
+        run_for(&s, 1, f, Duration::from_secs(600)).await;
+        let calls = p.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls.iter().map(|c| c.1).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_succeeds_and_the_attempt_count_resets() {
+        let s = Scheduler::new(backoff(5));
+        let (p, f) = probe(Duration::from_millis(1), |_, n| {
+            if n < 2 {
+                Outcome::Retry("x".into())
+            } else {
+                Outcome::Done
+            }
+        });
+        s.enqueue("m");
+        let s2 = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            s2.enqueue("m");
+        });
+        run_for(&s, 1, f, Duration::from_secs(600)).await;
+        let ns: Vec<u32> = p.calls.lock().unwrap().iter().map(|c| c.1).collect();
+        // The second trigger starts again from attempt 0 (and again needs two retries).
+        assert_eq!(ns, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delayed_enqueue_fires_after_the_delay() {
+        let s = Scheduler::new(backoff(3));
+        let (p, f) = probe(Duration::from_millis(1), |_, _| Outcome::Done);
+        s.enqueue_after("m", Duration::from_secs(5));
+        assert_eq!(s.delayed(), 1);
+        run_for(&s, 1, f.clone(), Duration::from_secs(4)).await;
+        assert!(p.calls.lock().unwrap().is_empty());
+        let s = Scheduler::new(backoff(3));
+        s.enqueue_after("m", Duration::from_secs(5));
+        run_for(&s, 1, f, Duration::from_secs(6)).await;
+        assert_eq!(p.calls.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_stops_intake_and_waits_for_in_flight_work() {
+        let s = Scheduler::new(backoff(3));
+        let (p, f) = probe(Duration::from_secs(5), |_, _| Outcome::Done);
+        s.enqueue("a");
+        s.enqueue("b");
+        // Shut down at t=1s while "a" runs; "b" is never started (one worker).
+        run_for(&s, 1, f, Duration::from_secs(1)).await;
+        assert_eq!(p.calls.lock().unwrap().len(), 1);
+        assert_eq!(
+            p.now.load(Ordering::SeqCst),
+            0,
+            "in-flight work finished before run returned"
+        );
+        s.enqueue("c");
+        assert_eq!(s.depth(), 1, "b is still queued; c is refused after close");
+    }
+}

@@ -1,0 +1,525 @@
+//! The embedded store: SQLite (bundled, WAL) holding evaluation history, webhook deliveries
+//! (for de-duplication), the audit log of every action, the persisted work queue and pending
+//! re-evaluation requests. The only module that touches disk.
+//!
+//! Calls are synchronous and short (WAL, `synchronous = NORMAL`: an insert is tens of
+//! microseconds), so async callers use them directly behind one mutex.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::evaluation::Evaluation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("state store: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+impl StoreError {
+    /// A busy or locked database is worth another try; anything else is not.
+    pub fn is_transient(&self) -> bool {
+        let code = match self {
+            StoreError::Open { source, .. } | StoreError::Sql(source) => source.sqlite_error_code(),
+        };
+        matches!(
+            code,
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
+/// Versioned schema: migration `i` takes the database from `user_version = i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE evaluations (
+        id          INTEGER PRIMARY KEY,
+        model       TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        policy      TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        trigger     TEXT NOT NULL,
+        status      TEXT NOT NULL,       -- running | done | interrupted | failed
+        verdict     TEXT,
+        action      TEXT,
+        gates       TEXT,                -- JSON array of gate results
+        error       TEXT,
+        started_at  INTEGER NOT NULL,    -- unix ms
+        finished_at INTEGER,
+        duration_ms INTEGER
+    );
+    CREATE INDEX evaluations_by_model ON evaluations (model, id);
+    CREATE TABLE deliveries (
+        id          TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL
+    );
+    CREATE INDEX deliveries_by_time ON deliveries (received_at);
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY,
+        at      INTEGER NOT NULL,
+        model   TEXT NOT NULL,
+        version TEXT,
+        action  TEXT NOT NULL,
+        detail  TEXT
+    );
+    CREATE INDEX audit_by_model ON audit (model, id);
+    CREATE TABLE queue (
+        model     TEXT PRIMARY KEY,
+        queued_at INTEGER NOT NULL
+    );
+    CREATE TABLE requests (
+        model        TEXT NOT NULL,
+        version      TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        PRIMARY KEY (model, version)
+    );
+"#];
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+/// One row of evaluation history.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluationRow {
+    pub id: i64,
+    pub model: String,
+    pub version: String,
+    pub policy: String,
+    pub policy_digest: String,
+    pub trigger: String,
+    pub status: String,
+    pub verdict: Option<String>,
+    pub action: Option<String>,
+    pub gates: serde_json::Value,
+    pub error: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: String,
+    pub model: String,
+    pub version: Option<String>,
+    pub action: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub evaluations: i64,
+    pub passed: i64,
+    pub failed: i64,
+    pub error: i64,
+    pub promotions: i64,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // A missing directory surfaces as SQLite's "unable to open" below, with the path.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        migrate(&mut conn).map_err(err)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// An in-memory store (tests).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate(&mut conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        // A panic while holding the lock cannot leave SQLite half-written (statements are
+        // atomic), so a poisoned lock is safe to keep using.
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&conn)?)
+    }
+
+    // ---- webhook deliveries -----------------------------------------------------------
+
+    /// Remember a delivery id; `false` if it was seen before (a replay or a retry).
+    pub fn record_delivery(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?1, ?2)",
+                params![id, now_ms()],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Forget deliveries older than `retention`; returns how many.
+    pub fn prune_deliveries(&self, retention: Duration) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM deliveries WHERE received_at < ?1",
+                params![cutoff],
+            )
+        })
+    }
+
+    pub fn delivery_count(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)))
+    }
+
+    // ---- evaluations --------------------------------------------------------------------
+
+    pub fn begin_evaluation(
+        &self,
+        model: &str,
+        version: &str,
+        policy: &str,
+        digest: &str,
+        trigger: &str,
+    ) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO evaluations (model, version, policy, digest, trigger, status, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+                params![model, version, policy, digest, trigger, now_ms()],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    pub fn finish_evaluation(&self, id: i64, e: &Evaluation) -> Result<(), StoreError> {
+        let gates = serde_json::to_string(&e.gates).unwrap_or_else(|_| "[]".into());
+        self.with(|c| {
+            c.execute(
+                "UPDATE evaluations SET status = 'done', verdict = ?2, gates = ?3, finished_at = ?4,
+                 duration_ms = ?4 - started_at WHERE id = ?1",
+                params![id, e.verdict.as_str(), gates, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn fail_evaluation(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE evaluations SET status = 'failed', error = ?2, finished_at = ?3,
+                 duration_ms = ?3 - started_at WHERE id = ?1",
+                params![id, error, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Record the action taken on the latest evaluation of a version.
+    pub fn set_action(&self, model: &str, version: &str, action: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE evaluations SET action = ?3 WHERE id =
+                   (SELECT MAX(id) FROM evaluations WHERE model = ?1 AND version = ?2 AND status = 'done')",
+                params![model, version, action],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// At start-up: evaluations a crash left running are marked interrupted; returns their
+    /// models, to be evaluated again.
+    pub fn interrupt_running(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT DISTINCT model FROM evaluations WHERE status = 'running'")?;
+            let models = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            c.execute("UPDATE evaluations SET status = 'interrupted', finished_at = ?1 WHERE status = 'running'", params![now_ms()])?;
+            Ok(models)
+        })
+    }
+
+    pub fn evaluations(
+        &self,
+        model: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<EvaluationRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, model, version, policy, digest, trigger, status, verdict, action, gates, error,
+                        started_at, finished_at, duration_ms
+                 FROM evaluations WHERE (?1 IS NULL OR model = ?1) ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![model, limit as i64], row_to_evaluation)?;
+            rows.collect()
+        })
+    }
+
+    pub fn evaluation(&self, id: i64) -> Result<Option<EvaluationRow>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, model, version, policy, digest, trigger, status, verdict, action, gates, error,
+                        started_at, finished_at, duration_ms
+                 FROM evaluations WHERE id = ?1",
+                params![id],
+                row_to_evaluation,
+            )
+            .optional()
+        })
+    }
+
+    pub fn totals(&self) -> Result<Totals, StoreError> {
+        self.with(|c| {
+            let (evaluations, passed, failed, error) = c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(verdict = 'passed'), 0), COALESCE(SUM(verdict = 'failed'), 0),
+                        COALESCE(SUM(verdict = 'error'), 0) FROM evaluations WHERE status = 'done'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            let promotions = c.query_row("SELECT COUNT(*) FROM audit WHERE action = 'promoted'", [], |r| r.get(0))?;
+            Ok(Totals { evaluations, passed, failed, error, promotions })
+        })
+    }
+
+    // ---- audit --------------------------------------------------------------------------
+
+    pub fn audit(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO audit (at, model, version, action, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now_ms(), model, version, action, detail],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn audit_log(
+        &self,
+        model: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, at, model, version, action, detail FROM audit
+                 WHERE (?1 IS NULL OR model = ?1) ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![model, limit as i64], |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at: rfc3339(r.get(1)?),
+                    model: r.get(2)?,
+                    version: r.get(3)?,
+                    action: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    // ---- the persisted queue and re-evaluation requests ----------------------------------
+
+    pub fn queue_push(&self, model: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO queue (model, queued_at) VALUES (?1, ?2)",
+                params![model, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn queue_remove(&self, model: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("DELETE FROM queue WHERE model = ?1", params![model])?;
+            Ok(())
+        })
+    }
+
+    pub fn queued(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT model FROM queue ORDER BY queued_at")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Ask for `version` to be evaluated again even if it has a current verdict.
+    pub fn request_reevaluation(&self, model: &str, version: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO requests (model, version, requested_at) VALUES (?1, ?2, ?3)",
+                params![model, version, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn requests(&self, model: &str) -> Result<BTreeSet<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT version FROM requests WHERE model = ?1")?;
+            let rows = st.query_map(params![model], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Models with pending re-evaluation requests.
+    pub fn requested_models(&self) -> Result<BTreeSet<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT DISTINCT model FROM requests")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    pub fn clear_request(&self, model: &str, version: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM requests WHERE model = ?1 AND version = ?2",
+                params![model, version],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn row_to_evaluation(r: &rusqlite::Row) -> rusqlite::Result<EvaluationRow> {
+    let gates: Option<String> = r.get(9)?;
+    Ok(EvaluationRow {
+        id: r.get(0)?,
+        model: r.get(1)?,
+        version: r.get(2)?,
+        policy: r.get(3)?,
+        policy_digest: r.get(4)?,
+        trigger: r.get(5)?,
+        status: r.get(6)?,
+        verdict: r.get(7)?,
+        action: r.get(8)?,
+        gates: gates
+            .and_then(|g| serde_json::from_str(&g).ok())
+            .unwrap_or(serde_json::Value::Array(vec![])),
+        error: r.get(10)?,
+        started_at: rfc3339(r.get(11)?),
+        finished_at: r.get::<_, Option<i64>>(12)?.map(rfc3339),
+        duration_ms: r.get(13)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluation::Verdict;
+
+    #[test]
+    fn deliveries_are_deduplicated_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let s = Store::open(&path).unwrap();
+            assert!(s.record_delivery("d1").unwrap());
+            assert!(!s.record_delivery("d1").unwrap());
+        }
+        let s = Store::open(&path).unwrap();
+        assert!(
+            !s.record_delivery("d1").unwrap(),
+            "dedupe must survive a restart"
+        );
+        assert_eq!(s.prune_deliveries(Duration::from_secs(3600)).unwrap(), 0);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(s.prune_deliveries(Duration::ZERO).unwrap(), 1);
+    }
+
+    #[test]
+    fn interrupted_evaluations_are_marked_and_their_models_returned() {
+        let s = Store::in_memory().unwrap();
+        let id = s.begin_evaluation("m", "1", "p", "d", "poll").unwrap();
+        let done = s.begin_evaluation("n", "1", "p", "d", "poll").unwrap();
+        s.finish_evaluation(
+            done,
+            &Evaluation::for_test("n", "1", Verdict::Passed, vec![]),
+        )
+        .unwrap();
+        assert_eq!(s.interrupt_running().unwrap(), vec!["m".to_string()]);
+        assert_eq!(s.evaluation(id).unwrap().unwrap().status, "interrupted");
+        assert!(s.interrupt_running().unwrap().is_empty());
+        let t = s.totals().unwrap();
+        assert_eq!((t.evaluations, t.passed), (1, 1));
+    }
+
+    #[test]
+    fn queue_and_requests_round_trip() {
+        let s = Store::in_memory().unwrap();
+        s.queue_push("a").unwrap();
+        s.queue_push("b").unwrap();
+        s.queue_push("a").unwrap();
+        s.queue_remove("b").unwrap();
+        assert_eq!(s.queued().unwrap(), vec!["a".to_string()]);
+        s.request_reevaluation("a", "3").unwrap();
+        assert_eq!(
+            s.requests("a").unwrap().into_iter().collect::<Vec<_>>(),
+            vec!["3".to_string()]
+        );
+        s.clear_request("a", "3").unwrap();
+        assert!(s.requests("a").unwrap().is_empty());
+    }
+
+    #[test]
+    fn migrations_are_versioned() {
+        let s = Store::in_memory().unwrap();
+        let v: i64 = s
+            .with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+}

@@ -1,0 +1,254 @@
+//! A `stagegate run` process for integration tests: its own port, config and state file, real
+//! signals, and helpers to wait for it to converge.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SECRET: &str = "test-secret";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub mlflow: String,
+    child: Option<Child>,
+    webhook_id: Option<String>,
+}
+
+impl Daemon {
+    /// Write `stagegate.toml` (`body` holds everything but `[mlflow]`, `[server]`, `[state]`)
+    /// and start the daemon against `mlflow`.
+    pub fn start(mlflow: &str, body: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut d = Daemon {
+            dir,
+            port,
+            mlflow: mlflow.to_string(),
+            child: None,
+            webhook_id: None,
+        };
+        d.write_config(body);
+        d.spawn();
+        d
+    }
+
+    pub fn config_text(&self, body: &str) -> String {
+        format!(
+            "[mlflow]\nrequest_timeout = \"5s\"\nretries = 1\n\n[server]\nlisten = \"127.0.0.1:{}\"\nshutdown_grace = \"10s\"\n\n[state]\npath = \"state.db\"\n\n{body}\n",
+            self.port
+        )
+    }
+
+    pub fn write_config(&self, body: &str) {
+        std::fs::write(self.config(), self.config_text(body)).unwrap();
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("stagegate.toml")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_stagegate"))
+            .args(["run", "--config"])
+            .arg(self.config())
+            .env("MLFLOW_TRACKING_URI", &self.mlflow)
+            .env("RUST_LOG", "stagegate=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn stagegate run");
+        self.child = Some(child);
+        self.wait_for(
+            "the daemon to answer /healthz",
+            Duration::from_secs(20),
+            || self.get("/healthz").is_some_and(|(s, _)| s == 200),
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// GET a route: `(status, JSON body)`; `None` if nothing answered.
+    pub fn get(&self, path: &str) -> Option<(u16, Value)> {
+        let resp = reqwest::blocking::get(format!("{}{path}", self.url())).ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.json().unwrap_or(Value::Null)))
+    }
+
+    pub fn post(&self, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = reqwest::blocking::Client::new()
+            .post(format!("{}{path}", self.url()))
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("daemon answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// Deliver a webhook as MLflow would, signed with `secret`.
+    pub fn deliver(&self, id: &str, ts: u64, secret: &str, body: &str) -> (u16, Value) {
+        let ts = ts.to_string();
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}/webhooks/mlflow", self.url()))
+            .header("content-type", "application/json")
+            .header("x-mlflow-delivery-id", id)
+            .header("x-mlflow-timestamp", &ts)
+            .header(
+                "x-mlflow-signature",
+                stagegate::webhook::signature_header(secret, id, &ts, body.as_bytes()),
+            )
+            .body(body.to_string())
+            .send()
+            .expect("daemon answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    pub fn status(&self) -> Value {
+        self.get("/status").expect("status").1
+    }
+
+    pub fn evaluations(&self, model: &str) -> Vec<Value> {
+        let (_, v) = self
+            .get(&format!("/v1/evaluations?model={model}&limit=100"))
+            .expect("evaluations");
+        v["evaluations"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Register this daemon's MLflow webhook (a unique name, deleted on drop).
+    pub fn register_webhook(&mut self) {
+        let name = format!("stagegate-test-{}", self.port);
+        let out = Command::new(env!("CARGO_BIN_EXE_stagegate"))
+            .args([
+                "webhook",
+                "register",
+                "--url",
+                &format!("{}/webhooks/mlflow", self.url()),
+                "--name",
+                &name,
+                "--config",
+            ])
+            .arg(self.config())
+            .env("MLFLOW_TRACKING_URI", &self.mlflow)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "webhook register failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = stdout
+            .split('(')
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .expect("webhook id in output");
+        self.webhook_id = Some(id.to_string());
+    }
+
+    /// Poll `cond` every 100 ms until it holds; panic with the daemon's log after `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out waiting for {what}\n--- daemon log ---\n{}",
+            tail(&self.log(), 60)
+        );
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
+    /// Wait for the process to exit (bounded); its exit code.
+    pub fn wait_exit(&mut self, bound: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        if let Some(id) = self.webhook_id.take() {
+            // A webhook left pointing at a dead port would make MLflow retry into the void.
+            let mlflow = self.mlflow.clone();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async { super::client_at(&mlflow).delete_webhook(&id).await })
+            })
+            .join();
+        }
+    }
+}
+
+pub fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

@@ -1,0 +1,355 @@
+//! `stagegate run` against a real MLflow server that delivers real signed webhooks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::{Daemon, SECRET, now_unix};
+use common::*;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Daemon config for models `prefix*`: webhooks on, the poll yearly (so only the start-up poll
+/// runs) unless `schedule` says otherwise.
+fn body(prefix: &str, targets: &str, schedule: &str, extra_policy: &str) -> String {
+    format!(
+        r#"
+[webhooks]
+secrets = ["{SECRET}"]
+
+[poll]
+schedule = "{schedule}"
+
+[workers]
+count = 4
+backoff = "1s"
+max_attempts = 8
+
+[[policies]]
+name = "gated"
+models = ["{prefix}*"]
+{targets}
+{extra_policy}
+
+  [[policies.gates]]
+  name = "accuracy"
+  type = "metric"
+  metric = "val_accuracy"
+  min = 0.85
+
+  [[policies.gates]]
+  name = "run-complete"
+  type = "run"
+  metrics = ["val_accuracy"]
+  model_artifact = true
+"#
+    )
+}
+
+const YEARLY: &str = "0 0 0 1 1 *";
+
+fn op(name: &str, acc: f64, extra: Value) -> Value {
+    let mut o = json!({"op": "register", "name": name, "metrics": {"val_accuracy": acc}});
+    o.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    o
+}
+
+fn versions(results: &[Value]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| r["version"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn alias(model: &str, alias: &str) -> Option<String> {
+    client()
+        .registered_model(model)
+        .await
+        .ok()?
+        .alias(alias)
+        .map(str::to_string)
+}
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn an_alias_candidate_is_promoted_through_the_webhook_path_and_a_failing_one_never() {
+    let prefix = unique("wh-alias");
+    let mut d = Daemon::start(&mlflow_uri(), &body(&prefix, ALIAS_TARGETS, YEARLY, ""));
+    d.register_webhook();
+    let (good, bad) = (format!("{prefix}-good"), format!("{prefix}-bad"));
+    let v = versions(&fixtures(json!([
+        op(&good, 0.95, json!({"alias": "champion"})),
+        op(&good, 0.93, json!({"alias": "challenger"})),
+        op(&bad, 0.95, json!({"alias": "champion"})),
+        op(&bad, 0.5, json!({"alias": "challenger"})),
+    ])));
+    d.wait_for("the good challenger to become champion", WAIT, || {
+        block(alias(&good, "champion")).as_deref() == Some(v[1].as_str())
+    });
+    let evals = d.evaluations(&good);
+    assert!(
+        evals.iter().any(|e| e["version"] == json!(v[1])
+            && e["trigger"] == json!("webhook")
+            && e["action"] == json!("promoted")),
+        "{evals:?}"
+    );
+
+    d.wait_for("the bad challenger to be evaluated", WAIT, || {
+        d.evaluations(&bad)
+            .iter()
+            .any(|e| e["version"] == json!(v[3]) && e["verdict"] == json!("failed"))
+    });
+    d.wait_for("the failure to be recorded", WAIT, || {
+        block(version(&bad, &v[3])).tag("stagegate.action") == Some("kept")
+    });
+    assert_eq!(
+        block(alias(&bad, "champion")),
+        Some(v[2].clone()),
+        "a failing candidate is never promoted"
+    );
+    assert_eq!(
+        block(version(&bad, &v[3])).tag("stagegate.gate.accuracy"),
+        Some("fail: val_accuracy=0.5 < min 0.85")
+    );
+}
+
+#[test]
+fn a_staging_candidate_is_picked_up_by_the_recheck_after_creation() {
+    let prefix = unique("wh-stage");
+    let mut d = Daemon::start(&mlflow_uri(), &body(&prefix, STAGE_TARGETS, YEARLY, ""));
+    d.register_webhook();
+    let m = format!("{prefix}-m");
+    // Created (event), then moved to Staging (no event): only the re-check can see it in time.
+    let v = versions(&fixtures(json!([op(&m, 0.9, json!({"stage": "Staging"}))])));
+    d.wait_for("promotion to Production", WAIT, || {
+        block(version(&m, &v[0])).current_stage == "Production"
+    });
+    let evals = d.evaluations(&m);
+    assert!(
+        evals
+            .iter()
+            .any(|e| e["trigger"] == json!("recheck") || e["trigger"] == json!("webhook")),
+        "{evals:?}"
+    );
+}
+
+#[test]
+fn the_poll_alone_promotes_with_webhooks_off() {
+    let prefix = unique("poll-only");
+    let m = format!("{prefix}-m");
+    let d = Daemon::start(
+        &mlflow_uri(),
+        &body(&prefix, STAGE_TARGETS, "*/2 * * * * *", "")
+            .replace(&format!("secrets = [\"{SECRET}\"]"), ""),
+    );
+    let v = versions(&fixtures(json!([op(&m, 0.9, json!({"stage": "Staging"}))])));
+    d.wait_for("promotion by the poll", WAIT, || {
+        block(version(&m, &v[0])).current_stage == "Production"
+    });
+    assert!(
+        d.evaluations(&m)
+            .iter()
+            .all(|e| e["trigger"] == json!("poll"))
+    );
+    // Once converged, the poll skips the model: it carries a verdict for the current digest.
+    let evaluated = d.evaluations(&m).len();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        d.evaluations(&m).len(),
+        evaluated,
+        "no re-evaluation of an evaluated version"
+    );
+    assert_eq!(d.status()["webhooks"]["enabled"], json!(false));
+}
+
+#[test]
+fn bad_deliveries_get_the_right_status_and_the_daemon_stays_healthy() {
+    let prefix = unique("bad-deliveries");
+    let d = Daemon::start(&mlflow_uri(), &body(&prefix, ALIAS_TARGETS, YEARLY, ""));
+    let event = format!(
+        r#"{{"entity":"model_version","action":"created","timestamp":"x","data":{{"name":"{prefix}-x","version":"1","source":"s","run_id":null}}}}"#
+    );
+    let (s, b) = d.deliver("forged", now_unix(), "not-the-secret", &event);
+    assert_eq!(s, 401, "{b}");
+    let (s, _) = d.deliver("stale", now_unix() - 3600, SECRET, &event);
+    assert_eq!(s, 401);
+    let (s, _) = d.deliver("fresh", now_unix(), SECRET, &event);
+    assert_eq!(s, 202);
+    let (s, b) = d.deliver("fresh", now_unix(), SECRET, &event);
+    assert_eq!((s, b["status"].as_str()), (200, Some("duplicate")));
+    let (s, _) = d.deliver(
+        "huge",
+        now_unix(),
+        SECRET,
+        &format!(r#"{{"x":"{}"}}"#, "y".repeat(2 << 20)),
+    );
+    assert_eq!(s, 413);
+    let (s, b) = d.deliver("garbled", now_unix(), SECRET, "{\"entity\": ");
+    assert_eq!(s, 400);
+    assert!(b["error"].is_string());
+    assert_eq!(d.get("/healthz").unwrap().0, 200);
+    let metrics = reqwest::blocking::get(format!("{}/metrics", d.url()))
+        .unwrap()
+        .text()
+        .unwrap();
+    for needle in [
+        "outcome=\"unauthorized\"",
+        "outcome=\"stale\"",
+        "outcome=\"duplicate\"",
+        "outcome=\"too_large\"",
+        "outcome=\"malformed\"",
+        "outcome=\"queued\"",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics");
+    }
+}
+
+#[test]
+fn twenty_models_of_three_versions_each_end_with_their_newest_passing_version_promoted() {
+    let prefix = unique("bulk");
+    let mut d = Daemon::start(
+        &mlflow_uri(),
+        &body(&prefix, STAGE_TARGETS, "*/5 * * * * *", ""),
+    );
+    d.register_webhook();
+    // Versions 1-3 of each model; in every fourth model the newest fails.
+    let models: Vec<String> = (0..20).map(|i| format!("{prefix}-{i:02}")).collect();
+    let mut ops = Vec::new();
+    for (i, m) in models.iter().enumerate() {
+        let newest = if i % 4 == 0 { 0.5 } else { 0.95 };
+        for acc in [0.9, 0.92, newest] {
+            ops.push(op(m, acc, json!({"light": true})));
+        }
+    }
+    fixtures(json!(ops));
+    // All become candidates at once, newest first (no instant shows an older candidate alone).
+    let moves: Vec<Value> = models
+        .iter()
+        .flat_map(|m| (1..=3).rev().map(move |v| json!({"op": "stage", "name": m, "version": v.to_string(), "stage": "Staging"})))
+        .collect();
+    fixtures(json!(moves));
+
+    for (i, m) in models.iter().enumerate() {
+        let expected = if i % 4 == 0 { "2" } else { "3" };
+        d.wait_for(
+            &format!("{m} v{expected} in Production"),
+            Duration::from_secs(120),
+            || block(version(m, expected)).current_stage == "Production",
+        );
+    }
+    // Converged: exactly one promotion per model, nothing else moved.
+    d.wait_for("the queue to drain", WAIT, || {
+        d.status()["queue"]["in_flight"] == json!(0) && d.status()["queue"]["depth"] == json!(0)
+    });
+    for (i, m) in models.iter().enumerate() {
+        let promoted: Vec<Value> = d
+            .evaluations(m)
+            .into_iter()
+            .filter(|e| e["action"] == json!("promoted"))
+            .collect();
+        assert_eq!(promoted.len(), 1, "{m}: {promoted:?}");
+        let newest_fails = i % 4 == 0;
+        for v in ["1", "2", "3"] {
+            let got = block(version(m, v));
+            let winner = (newest_fails && v == "2") || (!newest_fails && v == "3");
+            if winner {
+                assert_eq!(got.current_stage, "Production");
+            } else {
+                assert_eq!(got.current_stage, "Staging", "{m} v{v} moved");
+                let expect = if newest_fails && v == "3" {
+                    "kept"
+                } else {
+                    "superseded"
+                };
+                assert_eq!(got.tag("stagegate.action"), Some(expect), "{m} v{v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn api_requests_pause_and_resume() {
+    let prefix = unique("api");
+    let token = "t0k3n";
+    let mut d = Daemon::start(&mlflow_uri(), &body(&prefix, STAGE_TARGETS, YEARLY, ""));
+    d.kill9();
+    // Same daemon, now with a token from the environment-style key.
+    let cfg = d
+        .config_text(&body(&prefix, STAGE_TARGETS, YEARLY, ""))
+        .replace("[server]", &format!("[server]\napi_token = \"{token}\""));
+    std::fs::write(d.config(), cfg).unwrap();
+    d.spawn();
+    let m = format!("{prefix}-m");
+    let v = versions(&fixtures(json!([op(&m, 0.9, json!({"stage": "Staging"}))])));
+
+    let (s, _) = d.post("/v1/pause", "", None);
+    assert_eq!(s, 401, "mutating routes need the token");
+    let (s, _) = d.post("/v1/pause", "", Some(token));
+    assert_eq!(s, 200);
+    let (s, b) = d.post(
+        "/v1/evaluations",
+        &json!({"model": format!("{prefix}-nope")}).to_string(),
+        Some(token),
+    );
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = d.post(
+        "/v1/evaluations",
+        &json!({"model": m, "version": "99"}).to_string(),
+        Some(token),
+    );
+    assert_eq!(s, 404, "{b}");
+    let (s, _) = d.post(
+        "/v1/evaluations",
+        &json!({"model": m}).to_string(),
+        Some(token),
+    );
+    assert_eq!(s, 202);
+    d.wait_for("a paused evaluation", WAIT, || {
+        block(version(&m, &v[0])).tag("stagegate.action") == Some("skipped: paused (would promote)")
+    });
+    assert_eq!(
+        block(version(&m, &v[0])).current_stage,
+        "Staging",
+        "paused: evaluation goes on, acting stops"
+    );
+    assert_eq!(d.status()["mode"], json!("paused"));
+
+    let (s, _) = d.post("/v1/resume", "", Some(token));
+    assert_eq!(s, 200);
+    d.wait_for("promotion after resume", WAIT, || {
+        block(version(&m, &v[0])).current_stage == "Production"
+    });
+
+    // An explicit request re-evaluates a version that already has a verdict.
+    let api_evals = |d: &Daemon| {
+        d.evaluations(&m)
+            .iter()
+            .filter(|e| e["trigger"] == json!("api"))
+            .count()
+    };
+    let before = api_evals(&d);
+    let (s, _) = d.post(
+        "/v1/evaluations",
+        &json!({"model": m, "version": v[0]}).to_string(),
+        Some(token),
+    );
+    assert_eq!(s, 202);
+    d.wait_for("the requested re-evaluation", WAIT, || {
+        api_evals(&d) > before
+    });
+    assert_eq!(
+        block(version(&m, &v[0])).current_stage,
+        "Production",
+        "re-evaluating the champion moves nothing"
+    );
+}
