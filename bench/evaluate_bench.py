@@ -22,16 +22,8 @@ import urllib.parse
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = os.path.join(ROOT, "..", "shared", "seed_pipeline")
 
-CONFIG = """
-[mlflow]
-tracking_uri = "{uri}"
-
-[[policies]]
-name = "bench"
-models = ["*"]
-candidate = {{ stage = "Staging" }}
-promote = {{ stage = "Production", archive_existing = true }}
-
+# The seed practice's tags and run-data checks (plus its accuracy floor), as stagegate gates.
+GATES = """
   [[policies.gates]]
   name = "accuracy"
   type = "metric"
@@ -50,6 +42,17 @@ promote = {{ stage = "Production", archive_existing = true }}
   params = ["seed"]
   model_artifact = true
 """
+
+CONFIG = """
+[mlflow]
+tracking_uri = "{uri}"
+
+[[policies]]
+name = "bench"
+models = ["*"]
+candidate = {{ stage = "Staging" }}
+promote = {{ stage = "Production", archive_existing = true }}
+""" + GATES.replace("{", "{{").replace("}", "}}")
 
 
 def timed_rss(cmd, **kw):

@@ -20,7 +20,8 @@ work=$(mktemp -d -t stagegate-test.XXXXXX)
 cleanup() { scripts/mlflow-server.sh stop "$work/mlflow" || true; rm -rf "$work"; }
 trap cleanup EXIT
 echo "== starting MLflow $(\"$STAGEGATE_VENV/bin/python\" -c 'import mlflow; print(mlflow.__version__)')" >&2
-export STAGEGATE_TEST_MLFLOW_URI=$(scripts/mlflow-server.sh start "$work/mlflow")
+# A 1 s webhook cache: each test registers its own webhook and expects events at once.
+export STAGEGATE_TEST_MLFLOW_URI=$(MLFLOW_WEBHOOK_CACHE_TTL=1 scripts/mlflow-server.sh start "$work/mlflow")
 export STAGEGATE_TEST_TMP=$work
 echo "   at $STAGEGATE_TEST_MLFLOW_URI" >&2
 

@@ -221,6 +221,7 @@ pub(crate) mod tests {
             on_bypass: Default::default(),
             workdir: None,
             gates: vec![],
+            matcher: Default::default(),
         }
     }
 

@@ -60,7 +60,9 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE INDEX evaluations_by_model ON evaluations (model, id);
     CREATE TABLE deliveries (
         id          TEXT PRIMARY KEY,
-        received_at INTEGER NOT NULL
+        received_at INTEGER NOT NULL,
+        event       TEXT,
+        model       TEXT
     );
     CREATE INDEX deliveries_by_time ON deliveries (received_at);
     CREATE TABLE audit (
@@ -181,12 +183,13 @@ impl Store {
 
     // ---- webhook deliveries -----------------------------------------------------------
 
-    /// Remember a delivery id; `false` if it was seen before (a replay or a retry).
-    pub fn record_delivery(&self, id: &str) -> Result<bool, StoreError> {
+    /// Remember a delivery id (with its event and model, for the record); `false` if it was
+    /// seen before (a replay or MLflow's own retry).
+    pub fn record_delivery(&self, id: &str, event: &str, model: &str) -> Result<bool, StoreError> {
         self.with(|c| {
             let n = c.execute(
-                "INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?1, ?2)",
-                params![id, now_ms()],
+                "INSERT OR IGNORE INTO deliveries (id, received_at, event, model) VALUES (?1, ?2, ?3, ?4)",
+                params![id, now_ms(), event, model],
             )?;
             Ok(n == 1)
         })
@@ -467,12 +470,12 @@ mod tests {
         let path = dir.path().join("s.db");
         {
             let s = Store::open(&path).unwrap();
-            assert!(s.record_delivery("d1").unwrap());
-            assert!(!s.record_delivery("d1").unwrap());
+            assert!(s.record_delivery("d1", "e", "m").unwrap());
+            assert!(!s.record_delivery("d1", "e", "m").unwrap());
         }
         let s = Store::open(&path).unwrap();
         assert!(
-            !s.record_delivery("d1").unwrap(),
+            !s.record_delivery("d1", "e", "m").unwrap(),
             "dedupe must survive a restart"
         );
         assert_eq!(s.prune_deliveries(Duration::from_secs(3600)).unwrap(), 0);

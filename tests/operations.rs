@@ -13,7 +13,11 @@ use stagegate::store::Store;
 const WAIT: Duration = Duration::from_secs(90);
 
 fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 fn body(prefix: &str, schedule: &str, workers: usize) -> String {
@@ -45,7 +49,10 @@ models = ["{prefix}*"]
 }
 
 fn register(uri: &str, name: &str, stage: &str) -> String {
-    let r = fixtures_at(uri, json!([{"op": "register", "name": name, "metrics": {"val_accuracy": 0.9}, "stage": stage, "light": true}]));
+    let r = fixtures_at(
+        uri,
+        json!([{"op": "register", "name": name, "metrics": {"val_accuracy": 0.9}, "stage": stage, "light": true}]),
+    );
     r[0]["version"].as_str().unwrap().to_string()
 }
 
@@ -54,24 +61,41 @@ fn mlflow_stopping_mid_run_turns_readyz_503_and_work_converges_when_it_returns()
     let mlflow = PrivateMlflow::start();
     let prefix = unique("outage");
     let d = Daemon::start(&mlflow.uri(), &body(&prefix, "0 0 0 1 1 *", 2));
-    d.wait_for("readyz 200", WAIT, || d.get("/readyz").is_some_and(|(s, _)| s == 200));
+    d.wait_for("readyz 200", WAIT, || {
+        d.get("/readyz").is_some_and(|(s, _)| s == 200)
+    });
     // A candidate the daemon does not know about yet (no webhook, no poll until next year).
     let m = format!("{prefix}-m");
     let v = register(&mlflow.uri(), &m, "Staging");
 
     mlflow.down();
-    d.wait_for("readyz 503", WAIT, || d.get("/readyz").is_some_and(|(s, _)| s == 503));
+    d.wait_for("readyz 503", WAIT, || {
+        d.get("/readyz").is_some_and(|(s, _)| s == 503)
+    });
     let (_, ready) = d.get("/readyz").unwrap();
-    assert!(ready["error"].as_str().unwrap().contains("unreachable"), "{ready}");
+    assert!(
+        ready["error"].as_str().unwrap().contains("unreachable"),
+        "{ready}"
+    );
     // The event arrives while MLflow is down: accepted and queued; the reconcile fails and retries.
-    let event = format!(r#"{{"entity":"model_version","action":"created","timestamp":"x","data":{{"name":"{m}","version":"{v}","source":"s","run_id":null}}}}"#);
+    let event = format!(
+        r#"{{"entity":"model_version","action":"created","timestamp":"x","data":{{"name":"{m}","version":"{v}","source":"s","run_id":null}}}}"#
+    );
     let (s, _) = d.deliver("outage-1", now_unix(), SECRET, &event);
     assert_eq!(s, 202);
-    d.wait_for("a retry to be logged", WAIT, || d.log().contains("reconcile failed; retrying"));
-    assert_eq!(d.get("/healthz").unwrap().0, 200, "alive while MLflow is down");
+    d.wait_for("a retry to be logged", WAIT, || {
+        d.log().contains("reconcile failed; retrying")
+    });
+    assert_eq!(
+        d.get("/healthz").unwrap().0,
+        200,
+        "alive while MLflow is down"
+    );
 
     mlflow.up();
-    d.wait_for("readyz 200 again", WAIT, || d.get("/readyz").is_some_and(|(s, _)| s == 200));
+    d.wait_for("readyz 200 again", WAIT, || {
+        d.get("/readyz").is_some_and(|(s, _)| s == 200)
+    });
     let client = client_at(&mlflow.uri());
     d.wait_for("promotion after MLflow returned", WAIT, || {
         block(client.model_version(&m, &v)).is_ok_and(|mv| mv.current_stage == "Production")
@@ -90,14 +114,18 @@ fn kill_9_mid_queue_then_restart_loses_no_candidate_and_promotes_nothing_twice()
     // One worker, so the start-up poll leaves a queue behind it.
     let mut d = Daemon::start(&mlflow_uri(), &body(&prefix, "0 0 0 1 1 *", 1));
     let promoted = |m: &str| block(version(m, "1")).current_stage == "Production";
-    d.wait_for("a first promotion", WAIT, || models.iter().any(|m| promoted(m)));
+    d.wait_for("a first promotion", WAIT, || {
+        models.iter().any(|m| promoted(m))
+    });
     d.kill9();
     let done_before = models.iter().filter(|m| promoted(m)).count();
     assert!(done_before < models.len(), "the kill should land mid-queue");
 
     d.spawn();
     for m in &models {
-        d.wait_for(&format!("{m} promoted after the restart"), WAIT, || promoted(m));
+        d.wait_for(&format!("{m} promoted after the restart"), WAIT, || {
+            promoted(m)
+        });
     }
     d.wait_for("the queue to drain", WAIT, || {
         let q = &d.status()["queue"];
@@ -106,31 +134,54 @@ fn kill_9_mid_queue_then_restart_loses_no_candidate_and_promotes_nothing_twice()
     d.kill9();
     let store = Store::open(&d.state_path()).unwrap();
     for m in &models {
-        let promotions = store.audit_log(Some(m), 100).unwrap().into_iter().filter(|a| a.action == "promoted").count();
+        let promotions = store
+            .audit_log(Some(m), 100)
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.action == "promoted")
+            .count();
         assert!(promotions <= 1, "{m} promoted {promotions} times");
         let v = block(version(m, "1"));
         assert_eq!(v.tag("stagegate.action"), Some("promoted"), "{m}");
     }
-    assert!(store.queued().unwrap().is_empty(), "the persisted queue is empty once converged");
+    assert!(
+        store.queued().unwrap().is_empty(),
+        "the persisted queue is empty once converged"
+    );
 }
 
 #[test]
 fn sigterm_exits_0_within_the_grace_period_and_sighup_with_a_bad_file_keeps_the_old_config() {
     let prefix = unique("signals");
     let mut d = Daemon::start(&mlflow_uri(), &body(&prefix, "0 0 0 1 1 *", 2));
-    let policy_names = |d: &Daemon| d.status()["policies"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let policy_names = |d: &Daemon| {
+        d.status()["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(policy_names(&d), vec!["ops"]);
 
-    std::fs::write(d.config(), "[[policies]]\nname = \"broken\"\nbogus_key = 1\n").unwrap();
+    std::fs::write(
+        d.config(),
+        "[[policies]]\nname = \"broken\"\nbogus_key = 1\n",
+    )
+    .unwrap();
     d.signal("HUP");
-    d.wait_for("the refusal to be logged", WAIT, || d.log().contains("configuration reload refused"));
+    d.wait_for("the refusal to be logged", WAIT, || {
+        d.log().contains("configuration reload refused")
+    });
     assert!(d.log().contains("bogus_key"), "the log says why");
     assert_eq!(policy_names(&d), vec!["ops"], "old config kept");
     assert_eq!(d.get("/healthz").unwrap().0, 200);
 
     d.write_config(&body(&prefix, "0 0 0 1 1 *", 2).replace("name = \"ops\"", "name = \"ops-v2\""));
     d.signal("HUP");
-    d.wait_for("the new config", WAIT, || policy_names(&d) == vec!["ops-v2"]);
+    d.wait_for("the new config", WAIT, || {
+        policy_names(&d) == vec!["ops-v2"]
+    });
 
     d.signal("TERM");
     // Bounded by the grace period (10 s) plus slack: a hang fails here, not a slow machine.
@@ -147,7 +198,11 @@ fn a_non_loopback_listen_without_a_token_refuses_to_start() {
     ));
     let r = w.run(&["run"]);
     r.expect_code(2);
-    assert!(r.stderr.contains("STAGEGATE_SERVER__API_TOKEN"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("STAGEGATE_SERVER__API_TOKEN"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -158,12 +213,18 @@ fn the_status_command_summarises_a_running_daemon() {
     let v = register(&mlflow_uri(), &m, "Staging");
     let (s, _) = d.post("/v1/evaluations", &json!({"model": m}).to_string(), None);
     assert_eq!(s, 202);
-    d.wait_for("promotion", WAIT, || block(version(&m, &v)).current_stage == "Production");
+    d.wait_for("promotion", WAIT, || {
+        block(version(&m, &v)).current_stage == "Production"
+    });
     let w = Workdir::new("");
     let r = w.run(&["status", "--url", &d.url()]);
     r.expect_code(0);
     for needle in ["running", "reachable", "promoted", &m, "accuracy:pass"] {
-        assert!(r.stdout.contains(needle), "{needle:?} missing:\n{}", r.stdout);
+        assert!(
+            r.stdout.contains(needle),
+            "{needle:?} missing:\n{}",
+            r.stdout
+        );
     }
     let r = w.run(&["status", "--url", "http://127.0.0.1:9"]);
     r.expect_code(2);

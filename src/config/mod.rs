@@ -182,6 +182,9 @@ pub struct Policy {
     pub workdir: Option<PathBuf>,
     #[serde(default)]
     pub gates: Vec<Gate>,
+    /// `models` compiled (lazily, once).
+    #[serde(skip)]
+    pub matcher: std::sync::OnceLock<globset::GlobSet>,
 }
 
 fn all_models() -> Vec<String> {
@@ -362,12 +365,21 @@ impl Config {
 
 impl Policy {
     pub fn matches(&self, model: &str) -> bool {
-        // Patterns were compiled once in `validate`, so they are known to be valid here.
-        self.models.iter().any(|pat| {
-            globset::Glob::new(pat)
-                .map(|g| g.compile_matcher().is_match(model))
-                .unwrap_or(false)
-        })
+        // Compiled once: matching runs per webhook delivery and per model at every poll.
+        self.matcher
+            .get_or_init(|| {
+                let mut set = globset::GlobSetBuilder::new();
+                // `validate` already refused invalid patterns.
+                for g in self
+                    .models
+                    .iter()
+                    .filter_map(|p| globset::Glob::new(p).ok())
+                {
+                    set.add(g);
+                }
+                set.build().unwrap_or_else(|_| globset::GlobSet::empty())
+            })
+            .is_match(model)
     }
 
     pub fn candidate(&self) -> &Target {

@@ -303,9 +303,8 @@ pub async fn run(
     for task in [poller, health, gauges] {
         let _ = task.await;
     }
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Err(e))) => return Err(DaemonError::Http(e)),
-        Ok(_) | Err(_) => {}
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), server).await {
+        return Err(DaemonError::Http(e));
     }
     tracing::info!("stopped");
     Ok(())

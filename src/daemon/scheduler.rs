@@ -82,18 +82,22 @@ impl Scheduler {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queue `model` to be reconciled as soon as a worker is free.
-    pub fn enqueue(&self, model: &str) {
+    /// Queue `model` to be reconciled as soon as a worker is free. Returns whether this
+    /// changed anything (`false`: it was already waiting, or the queue is closed).
+    pub fn enqueue(&self, model: &str) -> bool {
         let mut s = self.state();
         if s.closed {
-            return;
+            return false;
         }
         if s.running.contains(model) {
-            s.rerun.insert(model.to_string());
+            s.rerun.insert(model.to_string())
         } else if s.queued.insert(model.to_string()) {
             s.ready.push_back(model.to_string());
             drop(s);
             self.inner.wake.notify_one();
+            true
+        } else {
+            false
         }
     }
 
@@ -205,9 +209,13 @@ impl Scheduler {
         }
         drop(s);
         match retry_after {
-            Some(d) if d.is_zero() => self.enqueue(model),
+            Some(d) if d.is_zero() => {
+                self.enqueue(model);
+            }
             Some(d) => self.enqueue_after(model, d),
-            None if rerun => self.enqueue(model),
+            None if rerun => {
+                self.enqueue(model);
+            }
             None => {}
         }
     }

@@ -79,7 +79,7 @@ async fn receive(
         now,
     )?;
     let event = webhook::parse(&raw)?;
-    match app.store.record_delivery(id) {
+    match app.store.record_delivery(id, &event.kind, &event.model) {
         Ok(true) => {}
         Ok(false) => {
             return Ok((
