@@ -353,3 +353,119 @@ fn api_requests_pause_and_resume() {
         "re-evaluating the champion moves nothing"
     );
 }
+
+#[test]
+fn a_hand_promoted_champion_is_tagged_as_a_bypass_and_reverted_when_the_policy_says_so() {
+    let prefix = unique("bypass");
+    let m = format!("{prefix}-m");
+    let mut d = Daemon::start(
+        &mlflow_uri(),
+        &body(&prefix, ALIAS_TARGETS, YEARLY, "on_bypass = \"revert\""),
+    );
+    d.register_webhook();
+    // v1 goes through the gates and is promoted by stagegate.
+    let v = versions(&fixtures(json!([
+        op(&m, 0.95, json!({"alias": "challenger"})),
+        op(&m, 0.5, json!({}))
+    ])));
+    d.wait_for("v1 promoted", WAIT, || {
+        block(alias(&m, "champion")).as_deref() == Some(v[0].as_str())
+    });
+    // Someone moves the champion alias to the failing v2 by hand.
+    fixtures(json!([{"op": "alias", "name": m, "alias": "champion", "version": v[1]}]));
+    d.wait_for("the bypass to be tagged", WAIT, || {
+        block(version(&m, &v[1])).tag("stagegate.bypass").is_some()
+    });
+    let note = block(version(&m, &v[1]))
+        .tag("stagegate.bypass")
+        .unwrap()
+        .to_string();
+    assert!(
+        note.contains("promoted outside stagegate")
+            && note.contains("gates: failed")
+            && note.contains("accuracy"),
+        "{note}"
+    );
+    assert!(note.contains(&format!("reverted to v{}", v[0])), "{note}");
+    d.wait_for("the champion restored", WAIT, || {
+        block(alias(&m, "champion")).as_deref() == Some(v[0].as_str())
+    });
+    assert_eq!(
+        block(version(&m, &v[1])).tag("stagegate.replaced_by"),
+        Some(v[0].as_str())
+    );
+}
+
+#[test]
+fn notifications_are_posted_for_verdicts_and_promotions() {
+    use std::io::{Read, Write};
+    // A notification sink (not MLflow): records every JSON body posted to it.
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_url = format!("http://{}/hook", sink.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in sink.incoming().flatten() {
+            let mut conn = conn;
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            while let Ok(n) = conn.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        seen.lock().unwrap().push(body.to_string());
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        );
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    });
+    let prefix = unique("notify");
+    let m = format!("{prefix}-m");
+    let extra = format!("\n[[notify]]\nurl = \"{sink_url}\"\non = [\"failed\", \"promoted\"]\n");
+    let mut d = Daemon::start(
+        &mlflow_uri(),
+        &format!("{}{extra}", body(&prefix, ALIAS_TARGETS, YEARLY, "")),
+    );
+    d.register_webhook();
+    let v = versions(&fixtures(json!([op(
+        &m,
+        0.95,
+        json!({"alias": "challenger"})
+    )])));
+    d.wait_for("a promotion notification", WAIT, || {
+        bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b.contains("\"promoted\""))
+    });
+    let all = bodies.lock().unwrap().clone();
+    let promoted: Value =
+        serde_json::from_str(all.iter().find(|b| b.contains("\"promoted\"")).unwrap()).unwrap();
+    assert_eq!(promoted["model"], json!(m));
+    assert_eq!(promoted["version"], json!(v[0]));
+    assert!(
+        promoted["text"].as_str().unwrap().contains("promoted"),
+        "Slack-compatible text: {promoted}"
+    );
+    assert!(
+        !all.iter().any(|b| b.contains("\"event\":\"passed\"")),
+        "only the configured events are sent"
+    );
+}
