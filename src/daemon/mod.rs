@@ -5,6 +5,7 @@
 //! Triggers (webhooks, the poll, API requests, retries) only enqueue model names; the
 //! [`scheduler`] runs [`reconciler::reconcile`] for them on a worker pool.
 
+mod health;
 pub mod http;
 pub mod metrics;
 mod notify;
@@ -28,6 +29,8 @@ use crate::config::{self, Loaded};
 use crate::engine::Engine;
 use crate::mlflow::{Client, MlflowError, Settings};
 use crate::store::{Store, StoreError};
+use health::Health;
+pub use health::Reachability;
 use metrics::Metrics;
 use scheduler::{Backoff, Scheduler};
 
@@ -64,13 +67,6 @@ pub struct PollStatus {
     pub next: Option<String>,
 }
 
-/// MLflow reachability, for `/readyz`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Reachability {
-    pub reachable: bool,
-    pub last_error: Option<String>,
-}
-
 /// Shared state of the daemon.
 pub struct App {
     live: RwLock<Arc<Live>>,
@@ -80,7 +76,7 @@ pub struct App {
     pub paused: AtomicBool,
     pub started: Instant,
     pub poll: Mutex<PollStatus>,
-    pub mlflow: Mutex<Reachability>,
+    pub health: Arc<Health>,
     /// Why each queued model was queued (recorded with its evaluations).
     triggers: Mutex<HashMap<String, String>>,
     pub listen: SocketAddr,
@@ -134,27 +130,6 @@ impl App {
         );
     }
 
-    pub fn set_reachable(&self, result: Result<(), String>) {
-        let mut r = self.mlflow.lock().unwrap_or_else(|p| p.into_inner());
-        let up = result.is_ok();
-        if up != r.reachable {
-            match &result {
-                Ok(()) => tracing::info!("MLflow reachable"),
-                Err(e) => tracing::warn!(error = %e, "MLflow unreachable"),
-            }
-        }
-        r.reachable = up;
-        r.last_error = result.err();
-        self.metrics.mlflow_up.set(up as i64);
-    }
-
-    pub fn reachable(&self) -> Reachability {
-        self.mlflow
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// Swap in a new configuration (SIGHUP). Settings read only at start-up keep their old
     /// values until a restart, and say so.
     pub fn reload(&self, loaded: Loaded) -> Result<(), DaemonError> {
@@ -168,15 +143,15 @@ impl App {
                 "server.listen, state.path and workers.count take effect at the next restart"
             );
         }
-        let engine = build_engine(&loaded, self.metrics.clone())?;
+        let engine = build_engine(&loaded, self.health.clone())?;
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live { loaded, engine });
         tracing::info!("configuration reloaded");
         Ok(())
     }
 }
 
-fn build_engine(loaded: &Loaded, metrics: Arc<Metrics>) -> Result<Engine, MlflowError> {
-    let client = Client::new(Settings::from_env(&loaded.config.mlflow))?.with_observer(metrics);
+fn build_engine(loaded: &Loaded, health: Arc<Health>) -> Result<Engine, MlflowError> {
+    let client = Client::new(Settings::from_env(&loaded.config.mlflow))?.with_observer(health);
     Ok(Engine::new(client, Arc::new(loaded.config.clone())))
 }
 
@@ -200,7 +175,8 @@ pub fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, DaemonErr
     let path = resolve(&loaded, &loaded.config.state.path);
     let store = Store::open(&path)?;
     let metrics = Arc::new(Metrics::new());
-    let engine = build_engine(&loaded, metrics.clone())?;
+    let health = Arc::new(Health::new(metrics.clone()));
+    let engine = build_engine(&loaded, health.clone())?;
     let w = &loaded.config.workers;
     let scheduler = Scheduler::new(Backoff {
         base: w.backoff,
@@ -215,7 +191,7 @@ pub fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, DaemonErr
         paused: AtomicBool::new(false),
         started: Instant::now(),
         poll: Mutex::new(PollStatus::default()),
-        mlflow: Mutex::new(Reachability::default()),
+        health,
         triggers: Mutex::new(HashMap::new()),
         listen,
     }))
@@ -310,16 +286,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Keep `/readyz` honest: ping MLflow every few seconds.
+/// Keep `/readyz` honest: ping MLflow when nothing else has heard from it for 2 s.
 async fn watch_mlflow(app: Arc<App>, stop: impl Future<Output = ()>) {
     let mut stop = std::pin::pin!(stop);
     loop {
-        let engine = app.live().engine.clone();
-        let result = engine.client.ping().await.map_err(|e| e.to_string());
-        app.set_reachable(result);
+        if app.health.quiet_for() >= Duration::from_secs(2) {
+            let engine = app.live().engine.clone();
+            // The client's observer records the outcome; a setup error is recorded here.
+            if let Err(e) = engine.client.ping().await {
+                app.health.record(Err(e.to_string()));
+            }
+        }
         tokio::select! {
             _ = &mut stop => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

@@ -19,7 +19,7 @@ pub async fn healthz() -> Response {
 
 /// Ready = configuration loaded and MLflow answering.
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let r = app.reachable();
+    let r = app.health.snapshot();
     if r.reachable {
         Json(json!({"status": "ready"})).into_response()
     } else {
@@ -56,7 +56,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
         "uptime_s": app.started.elapsed().as_secs(),
         "mode": if app.is_paused() { "paused" } else { "running" },
         "config": live.loaded.path.display().to_string(),
-        "mlflow": {"tracking_uri": live.engine.client.tracking_uri(), "reachable": app.reachable().reachable, "last_error": app.reachable().last_error},
+        "mlflow": {"tracking_uri": live.engine.client.tracking_uri(), "reachable": app.health.snapshot().reachable, "last_error": app.health.snapshot().last_error},
         "poll": {"schedule": cfg.poll.schedule, "last_started": poll.last_started, "last_duration_ms": poll.last_duration_ms,
                  "last_models": poll.last_models, "last_enqueued": poll.last_enqueued, "last_error": poll.last_error, "next": poll.next},
         "queue": {"depth": app.scheduler.depth(), "in_flight": app.scheduler.in_flight(), "delayed": app.scheduler.delayed(), "workers": cfg.workers.count},
