@@ -36,7 +36,7 @@ echo; echo "\$ stagegate webhook register --url http://127.0.0.1:$port/webhooks/
 sleep 2   # MLflow's webhook cache
 
 tags='{"accuracy": "0.9", "training_dataset_version": "v1", "feature_schema_version": "1"}'
-echo; echo "== training and registering to Staging: fraud-model v1 (good), churn-model v1 (bad: shuffled labels)" >&2
+echo; echo "== training and registering to Staging: fraud-model v1 (good), churn-model v1 (bad: trained on noise labels)" >&2
 start=$(date +%s.%N)
 "$py" "$root/tests/fixtures/registry.py" "[
   {\"op\": \"register\", \"name\": \"fraud-model\", \"stage\": \"Staging\", \"tags\": $tags},

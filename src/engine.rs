@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use crate::actions::{ActError, Actor};
-use crate::config::{Config, Policy};
+use std::path::PathBuf;
+
+use crate::config::{Config, Loaded, Policy};
 use crate::decision::{self, Decision, Options};
 use crate::evaluation::{self, EvalError, Evaluation, Verdict};
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::model_state::{Depth, ModelState};
 use crate::report::{self, TagNames};
+use crate::serving::Environment;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -62,15 +65,32 @@ pub struct Engine {
     pub client: Client,
     pub config: Arc<Config>,
     pub names: TagNames,
+    /// The config file's directory: policy working directories resolve against it.
+    base_dir: PathBuf,
 }
 
 impl Engine {
-    pub fn new(client: Client, config: Arc<Config>) -> Self {
+    pub fn new(client: Client, loaded: &Loaded) -> Self {
+        let config = Arc::new(loaded.config.clone());
         let names = TagNames::new(&config.mlflow.tag_prefix);
         Engine {
             client,
             config,
             names,
+            base_dir: loaded.base_dir(),
+        }
+    }
+
+    /// Where a policy's command gates run and its relative paths resolve.
+    pub fn environment(&self, policy: &Policy) -> Environment {
+        let workdir = match &policy.workdir {
+            Some(w) if w.is_absolute() => w.clone(),
+            Some(w) => self.base_dir.join(w),
+            None => self.base_dir.clone(),
+        };
+        Environment {
+            serving: self.config.serving.clone(),
+            workdir,
         }
     }
 
@@ -115,9 +135,6 @@ impl Engine {
         opts: Options,
     ) -> Result<Outcome, EngineError> {
         let policy = self.policy_for(model)?;
-        if let Some(why) = evaluation::unsupported_gates(policy) {
-            return Err(EvalError::Unsupported(why).into());
-        }
         let extra: Vec<&str> = version.into_iter().collect();
         let state = self.read(model, policy, Depth::Summary, &extra).await?;
         let candidate = match version {
@@ -202,7 +219,14 @@ impl Engine {
         let champion = state
             .champion(policy)
             .filter(|c| c.version != candidate.version);
-        Ok(evaluation::evaluate(&self.client, policy, candidate, champion).await?)
+        Ok(evaluation::evaluate(
+            &self.client,
+            &self.environment(policy),
+            policy,
+            candidate,
+            champion,
+        )
+        .await?)
     }
 
     async fn record(
@@ -225,8 +249,11 @@ pub fn exit_code(outcome: &Outcome) -> u8 {
     if outcome.act_error.is_some() {
         return 2;
     }
+    let blocking = || outcome.evaluation.gates.iter().filter(|g| g.blocks());
     match outcome.evaluation.verdict {
         Verdict::Passed => 0,
+        // A verdict that failed only because a comparison could not tell is "inconclusive".
+        Verdict::Failed if blocking().all(|g| g.inconclusive) => 2,
         Verdict::Failed => 1,
         Verdict::Error => 2,
     }

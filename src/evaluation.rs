@@ -6,9 +6,10 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::{Gate, GateKind, Policy};
-use crate::gates::{self, Facts, GateResult, Judgement, Outcome};
+use crate::config::{Gate, Policy};
+use crate::gates::{self, Facts, GateResult, Outcome};
 use crate::mlflow::{Client, MlflowError, ModelVersion};
+use crate::serving::{Environment, Session};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,63 +81,60 @@ pub enum EvalError {
     /// MLflow failed transiently; try again later.
     #[error(transparent)]
     Mlflow(#[from] MlflowError),
-    /// The policy uses a gate type this build cannot evaluate.
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 impl EvalError {
     pub fn is_transient(&self) -> bool {
         match self {
             EvalError::Mlflow(e) => e.is_transient(),
-            EvalError::Unsupported(_) => false,
         }
     }
 }
 
-/// Gate types whose evaluation is not available yet; a policy using them is refused rather
-/// than recorded with a fake pass.
-pub fn unsupported_gates(policy: &Policy) -> Option<String> {
-    let names: Vec<String> = policy
-        .gates
-        .iter()
-        .filter(|g| !is_registry_gate(&g.kind))
-        .map(|g| format!("{} ({})", g.name, g.kind.type_name()))
-        .collect();
-    (!names.is_empty()).then(|| {
-        format!(
-            "policy {:?} uses gate types that this stagegate cannot evaluate yet: {}; remove them or \
-             set them aside in another policy",
-            policy.name,
-            names.join(", ")
-        )
-    })
-}
-
-fn is_registry_gate(kind: &GateKind) -> bool {
-    matches!(
-        kind,
-        GateKind::Metric(_) | GateKind::Tags(_) | GateKind::Run(_) | GateKind::Champion(_)
-    )
-}
-
-/// Evaluate `candidate` against every gate of `policy`.
+/// Evaluate `candidate` against every gate of `policy`. Registry gates are judged from facts
+/// fetched up front; gates that exercise the model share one serving session, which is
+/// stopped (its processes killed) when this returns or is cancelled.
 pub async fn evaluate(
     client: &Client,
+    env: &Environment,
     policy: &Policy,
     candidate: &ModelVersion,
     champion: Option<&ModelVersion>,
 ) -> Result<Evaluation, EvalError> {
-    if let Some(why) = unsupported_gates(policy) {
-        return Err(EvalError::Unsupported(why));
-    }
     let started = Instant::now();
     let evaluated_at = now_rfc3339();
     let facts = Facts::fetch(client, &policy.gates, candidate, champion).await?;
-    let results: Vec<GateResult> = policy
-        .gates
+    let session = Session::new(
+        client.clone(),
+        env.clone(),
+        candidate.clone(),
+        champion.cloned(),
+    );
+    let mut results = Vec::with_capacity(policy.gates.len());
+    for gate in &policy.gates {
+        results.push(
+            judge(
+                gate,
+                candidate,
+                champion,
+                &facts,
+                &session,
+                client.tracking_uri(),
+            )
+            .await,
+        );
+    }
+    drop(session);
+    let datasets = results
         .iter()
-        .map(|g| judge(g, candidate, champion, &facts))
+        .filter_map(|g| {
+            let d = g.details.as_ref()?.get("dataset")?;
+            Some(DatasetRecord {
+                gate: g.name.clone(),
+                path: d["path"].as_str()?.to_string(),
+                sha256: d["sha256"].as_str()?.to_string(),
+            })
+        })
         .collect();
     Ok(Evaluation {
         model: candidate.name.clone(),
@@ -148,25 +146,32 @@ pub async fn evaluate(
         evaluated_at,
         duration_ms: started.elapsed().as_millis() as u64,
         champion: champion.map(|c| c.version.clone()),
-        datasets: Vec::new(),
+        datasets,
     })
 }
 
-fn judge(
+/// One gate; a model gate that does not pass is run again up to `retries` times.
+async fn judge(
     gate: &Gate,
     candidate: &ModelVersion,
     champion: Option<&ModelVersion>,
     facts: &Facts,
+    session: &Session,
+    tracking_uri: &str,
 ) -> GateResult {
     let started = Instant::now();
-    let j =
-        gates::judge_registry_gate(&gate.kind, candidate, champion, facts).unwrap_or_else(|| {
-            Judgement::error(format!(
-                "gate type {} is not evaluated here",
-                gate.kind.type_name()
-            ))
-        });
-    GateResult::new(gate, j, started.elapsed().as_millis() as u64, 1)
+    if let Some(j) = gates::judge_registry_gate(&gate.kind, candidate, champion, facts) {
+        return GateResult::new(gate, j, started.elapsed().as_millis() as u64, 1);
+    }
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let j = gates::judge_model_gate(&gate.kind, session, tracking_uri).await;
+        if j.outcome == Outcome::Pass || attempts > gate.retries {
+            return GateResult::new(gate, j, started.elapsed().as_millis() as u64, attempts);
+        }
+        tracing::info!(gate = %gate.name, attempt = attempts, outcome = j.outcome.as_str(), message = %j.message, "gate did not pass; retrying");
+    }
 }
 
 pub fn now_rfc3339() -> String {
@@ -224,6 +229,7 @@ mod tests {
             duration_ms: 0,
             attempts: 1,
             details: None,
+            inconclusive: false,
         }
     }
 

@@ -211,6 +211,7 @@ mod tests {
                 duration_ms: 1,
                 attempts: 1,
                 details: Some(json!({"log": "y".repeat(len)})),
+                inconclusive: false,
             })
             .collect();
         Evaluation::for_test("m", "1", Verdict::Failed, g)

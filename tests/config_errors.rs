@@ -208,19 +208,35 @@ fn missing_config_file_is_explained() {
 }
 
 #[test]
-fn gates_of_later_issues_are_parsed_but_refused_with_a_clear_message() {
-    let t = gate("  name = \"lat\"\n  type = \"latency\"\n  p99_ms = 10.0\n  requests = 50");
-    let w = Workdir::new(&t);
-    let r = w.run_at("http://127.0.0.1:9", &["evaluate", "m", "--promote"]);
-    r.expect_code(2);
-    assert!(
-        r.stderr.contains("lat (latency)") && r.stderr.contains("cannot evaluate yet"),
-        "{}",
-        r.stderr
-    );
-    // A typo in such a gate is still a config error.
+fn served_gate_tables_are_strict_too() {
     refused(
         &gate("  name = \"lat\"\n  type = \"latency\"\n  p99_ms = 10.0\n  timeout = \"1s\""),
         &["unknown field `timeout`"],
+    );
+    refused(
+        &gate("  name = \"lat\"\n  type = \"latency\"\n  requests = 10"),
+        &["p99_ms"],
+    );
+    refused(
+        &gate(
+            "  name = \"d\"\n  type = \"dataset\"\n  path = \"x.csv\"\n  label = \"y\"\n  metrics = { accuracy = 0.8, rmse = 1.0 }",
+        ),
+        &["mixes regression metrics"],
+    );
+    refused(
+        &gate(
+            "  name = \"d\"\n  type = \"dataset\"\n  path = \"x.csv\"\n  label = \"y\"\n  metrics = { acuracy = 0.8 }",
+        ),
+        &["unknown metric \"acuracy\""],
+    );
+    refused(
+        &gate("  name = \"c\"\n  type = \"command\"\n  run = []"),
+        &["needs a program"],
+    );
+    refused(
+        &gate(
+            "  name = \"d\"\n  type = \"dataset\"\n  path = \"x.csv\"\n  label = \"y\"\n  vs_champion = { metric = \"accuracy\", confidence = 1.5 }",
+        ),
+        &["vs_champion.confidence"],
     );
 }

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use tokio::signal::unix::{SignalKind, signal};
+
 use stagegate::decision::Options;
 use stagegate::engine;
 
@@ -14,7 +16,7 @@ pub async fn run(
     promote: bool,
     json: bool,
 ) -> anyhow::Result<u8> {
-    let result = async {
+    let work = async {
         let loaded = super::load_config(config)?;
         let engine = super::engine(&loaded)?;
         let outcome = engine
@@ -28,8 +30,16 @@ pub async fn run(
             )
             .await;
         anyhow::Ok((outcome, engine.client.request_count()))
-    }
-    .await;
+    };
+    // SIGTERM/SIGINT cancel the evaluation: dropping it stops any model it was serving and
+    // any command it was running, before the process exits.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let result = tokio::select! {
+        r = work => r,
+        _ = term.recv() => return fail(json, model, version, "interrupted by SIGTERM"),
+        _ = int.recv() => return fail(json, model, version, "interrupted by SIGINT"),
+    };
     let (outcome, requests) = match result {
         Ok((Ok(o), n)) => (o, n),
         Ok((Err(e), _)) => return fail(json, model, version, &e.to_string()),

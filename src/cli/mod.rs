@@ -11,7 +11,6 @@ mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -178,10 +177,7 @@ fn client(loaded: &Loaded) -> anyhow::Result<Client> {
 }
 
 fn engine(loaded: &Loaded) -> anyhow::Result<Engine> {
-    Ok(Engine::new(
-        client(loaded)?,
-        Arc::new(loaded.config.clone()),
-    ))
+    Ok(Engine::new(client(loaded)?, loaded))
 }
 
 /// `--url`, else `$STAGEGATE_URL`, else the config's `server.listen`, else the default port.

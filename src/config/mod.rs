@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use gate::{
-    ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind, LatencyGate, MetricGate,
-    RunGate, Slices, TagsGate, VsChampion,
+    ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind, Inconclusive,
+    LatencyGate, MetricGate, RunGate, Slices, TagsGate, VsChampion,
 };
 pub use load::{ConfigError, Loaded, load, locate};
 

@@ -333,6 +333,20 @@ fn gate(kind: &GateKind) -> Result<(), Problem> {
             for k in d.metrics.keys() {
                 known_metric(k).map_err(|r| (format!(".metrics.{k}"), r))?;
             }
+            let names = d
+                .metrics
+                .keys()
+                .chain(d.slices.iter().flat_map(|s| s.max_gap.keys()))
+                .chain(d.vs_champion.iter().map(|v| &v.metric));
+            let kinds: std::collections::BTreeSet<bool> = names
+                .map(|m| matches!(m.as_str(), "rmse" | "mae" | "r2"))
+                .collect();
+            if kinds.len() > 1 {
+                return bad(
+                    "",
+                    "mixes regression metrics (rmse, mae, r2) with classification metrics",
+                );
+            }
             if d.batch_size == 0 || d.batch_size > 100_000 {
                 return bad(".batch_size", "must be from 1 to 100000");
             }

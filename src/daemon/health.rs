@@ -29,7 +29,10 @@ pub struct Health {
 
 impl Health {
     pub fn new(metrics: Arc<Metrics>) -> Health {
-        Health { metrics, state: Mutex::new(State::default()) }
+        Health {
+            metrics,
+            state: Mutex::new(State::default()),
+        }
     }
 
     pub fn record(&self, result: Result<(), String>) {
@@ -44,12 +47,19 @@ impl Health {
         if up {
             s.last_answer = Some(Instant::now());
         }
-        s.now = Reachability { reachable: up, last_error: result.err() };
+        s.now = Reachability {
+            reachable: up,
+            last_error: result.err(),
+        };
         self.metrics.mlflow_up.set(up as i64);
     }
 
     pub fn snapshot(&self) -> Reachability {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).now.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .now
+            .clone()
     }
 
     /// How long since MLflow last answered (forever if never).
@@ -64,7 +74,9 @@ impl RequestObserver for Health {
         self.metrics.observe(endpoint, outcome, elapsed);
         match outcome {
             // A gateway in front of a dead MLflow answers these itself.
-            "unreachable" | "502" | "503" | "504" => self.record(Err(format!("MLflow {outcome} on {endpoint}"))),
+            "unreachable" | "502" | "503" | "504" => {
+                self.record(Err(format!("MLflow {outcome} on {endpoint}")))
+            }
             _ => self.record(Ok(())),
         }
     }

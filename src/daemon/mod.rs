@@ -152,7 +152,7 @@ impl App {
 
 fn build_engine(loaded: &Loaded, health: Arc<Health>) -> Result<Engine, MlflowError> {
     let client = Client::new(Settings::from_env(&loaded.config.mlflow))?.with_observer(health);
-    Ok(Engine::new(client, Arc::new(loaded.config.clone())))
+    Ok(Engine::new(client, loaded))
 }
 
 /// Refuse a non-loopback listen address without an API token (SPEC §6).

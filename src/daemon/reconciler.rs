@@ -10,7 +10,7 @@ use crate::daemon::notify;
 use crate::daemon::scheduler::{Attempt, Outcome};
 use crate::decision::{PlanInput, Step, plan};
 use crate::engine::EngineError;
-use crate::evaluation::{self, Verdict};
+use crate::evaluation::Verdict;
 use crate::model_state::Depth;
 use crate::store::StoreError;
 
@@ -77,10 +77,6 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<(), Reconc
         tracing::debug!(model, "no policy matches; nothing to do");
         return Ok(());
     };
-    if let Some(why) = evaluation::unsupported_gates(policy) {
-        tracing::error!(model, "{why}");
-        return Ok(());
-    }
     let names = &engine.names;
     let digest = policy.digest();
     let actor = Actor {

@@ -5,7 +5,11 @@
 //! up front, so they are unit-tested without a server.
 
 mod champion;
+mod command;
+pub mod dataset;
+mod edge_cases;
 pub mod facts;
+mod latency;
 mod metric;
 mod run;
 mod tags;
@@ -15,6 +19,7 @@ use serde_json::Value;
 
 use crate::config::{Gate, GateKind};
 use crate::mlflow::ModelVersion;
+use crate::serving::Session;
 pub use facts::Facts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,6 +49,8 @@ pub struct Judgement {
     pub message: String,
     /// Extra structured detail for the report (per-slice scores, failing cases…).
     pub details: Option<Value>,
+    /// A `fail` that is really "could not tell" (vs_champion): the CLI exits 2, not 1.
+    pub inconclusive: bool,
 }
 
 impl Judgement {
@@ -59,6 +66,7 @@ impl Judgement {
             threshold,
             message: message.into(),
             details: None,
+            inconclusive: false,
         }
     }
     pub fn error(message: impl Into<String>) -> Self {
@@ -81,6 +89,8 @@ pub struct GateResult {
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inconclusive: bool,
 }
 
 impl GateResult {
@@ -96,6 +106,7 @@ impl GateResult {
             duration_ms,
             attempts,
             details: j.details,
+            inconclusive: j.inconclusive,
         }
     }
 
@@ -131,6 +142,21 @@ pub fn judge_registry_gate(
         GateKind::Champion(c) => champion::judge(c, champion, facts),
         _ => return None,
     })
+}
+
+/// Judge a gate that exercises the model itself (served, or a command), through the
+/// evaluation's serving session.
+pub async fn judge_model_gate(kind: &GateKind, session: &Session, tracking_uri: &str) -> Judgement {
+    match kind {
+        GateKind::Latency(g) => latency::judge(g, session).await,
+        GateKind::EdgeCases(g) => edge_cases::judge(g, session).await,
+        GateKind::Dataset(g) => dataset::judge(g, session).await,
+        GateKind::Command(g) => command::judge(g, session, tracking_uri).await,
+        other => Judgement::error(format!(
+            "gate type {} is judged from registry facts",
+            other.type_name()
+        )),
+    }
 }
 
 /// Numbers in messages: exact for short values, 6 decimals at most for long ones.

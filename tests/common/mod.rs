@@ -82,6 +82,14 @@ impl Workdir {
         Workdir { dir }
     }
 
+    /// The same workdir with `from` replaced by `to` in its config.
+    pub fn config_replace(self, from: &str, to: &str) -> Workdir {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        assert!(text.contains(from), "config has no {from:?}");
+        std::fs::write(self.config(), text.replace(from, to)).unwrap();
+        self
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -270,4 +278,44 @@ impl Drop for PrivateMlflow {
     fn drop(&mut self) {
         self.down();
     }
+}
+
+/// `[serving]` using the venv's `mlflow`.
+pub fn serving_section(extra: &str) -> String {
+    format!(
+        "[serving]\ncommand = \"{}\"\nstartup_timeout = \"120s\"\n{extra}\n",
+        venv().join("bin/mlflow").display()
+    )
+}
+
+/// PIDs of live processes whose environment has `entry` (e.g. `MODEL_NAME=m`): children
+/// inherit the environment, so this finds a whole process tree, orphans included.
+pub fn processes_with_env(entry: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .is_ok_and(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')));
+        if !zombie
+            && raw
+                .split(|b| *b == 0)
+                .any(|kv| kv.starts_with(entry.as_bytes()))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The serving processes (mlflow models serve and its uvicorn) of any version of `model`.
+pub fn serving_processes(model: &str) -> Vec<u32> {
+    processes_with_env(&format!("STAGEGATE_SERVING=models:/{model}/"))
 }

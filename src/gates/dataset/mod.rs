@@ -1,0 +1,592 @@
+//! `dataset`: score a labelled CSV or Parquet file through the served candidate, in batches.
+//! Thresholds on accuracy/precision/recall/f1 (binary and macro), roc_auc and log_loss (with
+//! probabilities), rmse/mae/r2; the largest gap across `slices`; and `vs_champion`, a paired
+//! bootstrap of candidate minus champion on the same rows.
+
+mod read;
+pub mod score;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use super::{Judgement, Outcome, jnum, num};
+use crate::config::{DatasetGate, Inconclusive, VsChampion};
+use crate::model_files::Signature;
+use crate::serving::{Cell, Endpoint, Session, Which, dataframe_split, predictions, server_error};
+use score::{Classes, Scored, is_regression, lower_is_better, paired_bootstrap};
+
+pub async fn judge(g: &DatasetGate, s: &Session) -> Judgement {
+    match run(g, s).await {
+        Ok(j) => j,
+        Err(e) => Judgement::error(e),
+    }
+}
+
+/// The feature columns to send: the signature's (all required ones must be in the file), or,
+/// without a signature, every column but the label and the slice column.
+fn feature_columns(
+    sig: Option<&Signature>,
+    columns: &[String],
+    label: &str,
+    slice: Option<&str>,
+) -> Result<Vec<String>, String> {
+    match sig {
+        Some(Signature::Tensors(_)) => {
+            Err("the dataset gate needs a column signature; this model takes tensors".into())
+        }
+        Some(Signature::Columns(cols)) => {
+            let mut out = Vec::new();
+            let mut missing = Vec::new();
+            for c in cols {
+                let name = c.name.clone().ok_or(
+                    "the model signature has unnamed columns; a dataset cannot be matched to them",
+                )?;
+                if columns.contains(&name) {
+                    out.push(name);
+                } else if c.required {
+                    missing.push(name);
+                }
+            }
+            if missing.is_empty() {
+                Ok(out)
+            } else {
+                Err(format!(
+                    "the dataset lacks columns the model signature requires: {} (dataset columns: {})",
+                    missing.join(", "),
+                    columns.join(", ")
+                ))
+            }
+        }
+        None => Ok(columns
+            .iter()
+            .filter(|c| c.as_str() != label && Some(c.as_str()) != slice)
+            .cloned()
+            .collect()),
+    }
+}
+
+/// Send one batch; its predictions, one per row.
+async fn predict(
+    e: &Endpoint,
+    body: String,
+    first_row: usize,
+    rows: usize,
+    who: &str,
+) -> Result<Vec<Value>, String> {
+    let a = e
+        .invoke(body)
+        .await
+        .map_err(|err| format!("{who}: rows {first_row}-{}: {err}", first_row + rows))?;
+    if a.status != 200 {
+        return Err(format!(
+            "{who} could not score rows {first_row}-{}: {}",
+            first_row + rows,
+            server_error(&a)
+        ));
+    }
+    let p = predictions(&a.body).map_err(|err| format!("{who}: {err}"))?;
+    if p.len() != rows {
+        return Err(format!(
+            "{who} returned {} predictions for {rows} rows",
+            p.len()
+        ));
+    }
+    Ok(p)
+}
+
+struct Collected {
+    labels: Vec<Option<String>>,
+    slices: Vec<Option<String>>,
+    candidate: Vec<Value>,
+    champion: Option<Vec<Value>>,
+}
+
+async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
+    let path = s.env().resolve(&g.path);
+    if !path.is_file() {
+        return Err(format!("dataset {} does not exist", path.display()));
+    }
+    let sha = read::sha256(&path)?;
+    let mut reader = read::Reader::open(&path, g.batch_size)?;
+    let columns = reader.columns();
+    if !columns.contains(&g.label) {
+        return Err(format!(
+            "label column {:?} is not in dataset {} (columns: {})",
+            g.label,
+            path.display(),
+            columns.join(", ")
+        ));
+    }
+    let slice_col = g.slices.as_ref().map(|sl| sl.column.as_str());
+    if let Some(c) = slice_col.filter(|c| !columns.iter().any(|x| x == c)) {
+        return Err(format!(
+            "slice column {c:?} is not in dataset {}",
+            path.display()
+        ));
+    }
+    let files = s.files().await?;
+    let features = feature_columns(files.signature.as_ref(), &columns, &g.label, slice_col)?;
+    let cand = s.endpoint(Which::Candidate).await?;
+    let vs = g.vs_champion.as_ref();
+    let champ = match (vs, s.champion()) {
+        (Some(_), Some(ch)) => Some(
+            s.endpoint(Which::Champion)
+                .await
+                .map_err(|e| format!("serving the champion v{}: {e}", ch.version))?,
+        ),
+        _ => None,
+    };
+
+    let mut data = Collected {
+        labels: vec![],
+        slices: vec![],
+        candidate: vec![],
+        champion: champ.as_ref().map(|_| vec![]),
+    };
+    while let Some(batch) = reader.next_batch() {
+        let batch = batch?;
+        let n = batch.num_rows();
+        let cols: Vec<Vec<Cell>> = features
+            .iter()
+            .map(|f| read::cells(&batch, f))
+            .collect::<Result<_, _>>()?;
+        let rows: Vec<Vec<Cell>> = (0..n)
+            .map(|i| cols.iter().map(|c| c[i].clone()).collect())
+            .collect();
+        let body = dataframe_split(&features, &rows);
+        let first = data.labels.len();
+        data.candidate
+            .extend(predict(&cand, body.clone(), first, n, "the candidate").await?);
+        if let (Some(e), Some(out)) = (&champ, data.champion.as_mut()) {
+            out.extend(predict(e, body, first, n, "the champion").await?);
+        }
+        data.labels.extend(read::text_column(&batch, &g.label)?);
+        if let Some(c) = slice_col {
+            data.slices.extend(read::text_column(&batch, c)?);
+        }
+    }
+    if data.labels.is_empty() {
+        return Err(format!("dataset {} has no rows", path.display()));
+    }
+    let mut j = judge_scores(g, &data, s.champion().map(|c| c.version.as_str()))?;
+    let rows = data.labels.len();
+    let record = json!({"path": g.path.display().to_string(), "sha256": sha, "rows": rows});
+    j.observed["dataset"] = record.clone();
+    j.details = Some(json!({"dataset": record}));
+    Ok(j)
+}
+
+/// Turn the collected predictions into verdicts (pure, given the data).
+fn judge_scores(
+    g: &DatasetGate,
+    data: &Collected,
+    champion_version: Option<&str>,
+) -> Result<Judgement, String> {
+    let regression = g
+        .metrics
+        .keys()
+        .chain(g.slices.iter().flat_map(|s| s.max_gap.keys()))
+        .chain(g.vs_champion.iter().map(|v| &v.metric))
+        .any(|m| is_regression(m));
+    let (cand, champ) = build(
+        regression,
+        g.positive_label.as_deref(),
+        &data.labels,
+        &data.candidate,
+        data.champion.as_deref(),
+    )?;
+    let rows = cand.rows();
+    let mut fails = Vec::new();
+    let mut passes = Vec::new();
+    let mut notes = Vec::new();
+    let mut observed = json!({"rows": rows});
+
+    let mut values = serde_json::Map::new();
+    for (m, limit) in &g.metrics {
+        let v = cand.metric(m, None)?;
+        values.insert(m.clone(), jnum(v));
+        let (ok, op) = if lower_is_better(m) {
+            (v <= *limit, "<=")
+        } else {
+            (v >= *limit, ">=")
+        };
+        let text = format!(
+            "{m} {} {} {}",
+            num(v),
+            if ok {
+                op
+            } else if op == ">=" {
+                "<"
+            } else {
+                ">"
+            },
+            num(*limit)
+        );
+        if ok {
+            passes.push(text)
+        } else {
+            fails.push(text)
+        }
+    }
+    observed["metrics"] = Value::Object(values);
+
+    if let Some(sl) = &g.slices {
+        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, v) in data.slices.iter().enumerate() {
+            groups
+                .entry(v.clone().unwrap_or_else(|| "(null)".into()))
+                .or_default()
+                .push(i);
+        }
+        let mut report = serde_json::Map::new();
+        let small: Vec<String> = groups
+            .iter()
+            .filter(|(_, r)| r.len() < sl.min_rows)
+            .map(|(k, r)| format!("{k} ({} rows)", r.len()))
+            .collect();
+        for (m, max_gap) in &sl.max_gap {
+            let mut per = Vec::new();
+            for (k, r) in &groups {
+                let v = cand.metric(m, Some(r)).ok();
+                report.entry(k.clone()).or_insert_with(
+                    || json!({"rows": r.len(), "judged": r.len() >= sl.min_rows}),
+                )[m] = v.map(jnum).unwrap_or(Value::Null);
+                if let (Some(v), true) = (v, r.len() >= sl.min_rows) {
+                    per.push((k.clone(), v));
+                }
+            }
+            if per.len() < 2 {
+                notes.push(format!(
+                    "{m}: fewer than two slices of {} rows or more, gap not judged",
+                    sl.min_rows
+                ));
+                continue;
+            }
+            let (lo, hi) = (
+                per.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap(),
+                per.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap(),
+            );
+            let gap = hi.1 - lo.1;
+            let text = format!(
+                "{m} gap across {} {} ({} {} .. {} {})",
+                sl.column,
+                num(gap),
+                lo.0,
+                num(lo.1),
+                hi.0,
+                num(hi.1)
+            );
+            if gap > *max_gap {
+                fails.push(format!("{text} > {}", num(*max_gap)))
+            } else {
+                passes.push(format!("{text} <= {}", num(*max_gap)))
+            }
+        }
+        if !small.is_empty() {
+            notes.push(format!(
+                "not judged (under {} rows): {}",
+                sl.min_rows,
+                small.join(", ")
+            ));
+        }
+        observed["slices"] = Value::Object(report);
+    }
+
+    let mut inconclusive = false;
+    if let Some(vs) = &g.vs_champion {
+        match (&champ, champion_version) {
+            (Some(ch), Some(version)) => {
+                let (verdict, text, value) = compare(vs, &cand, ch, version)?;
+                observed["vs_champion"] = value;
+                match verdict {
+                    Compared::Better => passes.push(text),
+                    Compared::Worse => fails.push(text),
+                    Compared::Unsure => {
+                        let counts = vs
+                            .inconclusive
+                            .or(g.inconclusive)
+                            .unwrap_or(Inconclusive::Fail);
+                        if counts == Inconclusive::Pass {
+                            passes.push(format!("{text} (counts as pass)"));
+                        } else {
+                            inconclusive = true;
+                            fails.push(text);
+                        }
+                    }
+                }
+            }
+            _ => notes.push("no champion yet: vs_champion not compared".into()),
+        }
+    }
+
+    let threshold = json!({"metrics": g.metrics, "slices": g.slices, "vs_champion": g.vs_champion});
+    let tail = if notes.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", notes.join("; "))
+    };
+    let mut j = if fails.is_empty() {
+        Judgement::new(
+            Outcome::Pass,
+            observed,
+            threshold,
+            format!("{} on {rows} rows{tail}", passes.join(", ")),
+        )
+    } else {
+        Judgement::new(
+            Outcome::Fail,
+            observed,
+            threshold,
+            format!("{} on {rows} rows{tail}", fails.join("; ")),
+        )
+    };
+    // Inconclusive only when nothing failed outright.
+    j.inconclusive = inconclusive && fails.len() == 1;
+    Ok(j)
+}
+
+enum Compared {
+    Better,
+    Worse,
+    Unsure,
+}
+
+/// SPEC §3: fail when the interval of (candidate - champion) lies wholly below -max_drop,
+/// pass when wholly above, otherwise inconclusive. For lower-is-better metrics the difference
+/// is taken the other way round, so "above" always means "candidate better".
+fn compare(
+    vs: &VsChampion,
+    cand: &Scored,
+    champ: &Scored,
+    version: &str,
+) -> Result<(Compared, String, Value), String> {
+    let m = vs.metric.as_str();
+    let sign = if lower_is_better(m) { -1.0 } else { 1.0 };
+    let iv = paired_bootstrap(cand.rows(), vs.resamples, vs.confidence, vs.seed, |idx| {
+        Ok(sign * (cand.metric(m, Some(idx))? - champ.metric(m, Some(idx))?))
+    })?;
+    let floor = -vs.max_drop;
+    let pct = (vs.confidence * 100.0).round();
+    let text = format!(
+        "{m} vs champion v{version}: difference {} ({pct}% interval {} .. {}, resamples {})",
+        num(iv.observed),
+        num(iv.low),
+        num(iv.high),
+        vs.resamples
+    );
+    let verdict = if iv.high < floor {
+        Compared::Worse
+    } else if iv.low > floor {
+        Compared::Better
+    } else {
+        Compared::Unsure
+    };
+    let word = match verdict {
+        Compared::Worse => format!("{text} wholly below -max_drop {}", num(vs.max_drop)),
+        Compared::Better => format!("{text} wholly above -max_drop {}", num(vs.max_drop)),
+        Compared::Unsure => format!(
+            "inconclusive: {text} straddles -max_drop {}",
+            num(vs.max_drop)
+        ),
+    };
+    let value = json!({"metric": m, "difference": jnum(iv.observed), "low": jnum(iv.low), "high": jnum(iv.high),
+                       "champion": version, "candidate_value": jnum(cand.metric(m, None)?), "champion_value": jnum(champ.metric(m, None)?)});
+    Ok((verdict, word, value))
+}
+
+/// A label or a predicted class as a comparable key: integral numbers without a decimal point.
+fn class_key(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => n.as_f64().map(|f| {
+            if f.fract() == 0.0 && f.abs() < 1e15 {
+                format!("{}", f as i64)
+            } else {
+                format!("{f}")
+            }
+        }),
+        Value::String(s) => Some(norm_text(s)),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn norm_text(s: &str) -> String {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => s.trim().to_string(),
+    }
+}
+
+fn sorted_classes(set: BTreeSet<String>) -> Vec<String> {
+    let mut v: Vec<String> = set.into_iter().collect();
+    if v.iter().all(|c| c.parse::<f64>().is_ok()) {
+        v.sort_by(|a, b| {
+            a.parse::<f64>()
+                .unwrap_or(0.0)
+                .total_cmp(&b.parse::<f64>().unwrap_or(0.0))
+        });
+    }
+    v
+}
+
+fn probabilities(p: &Value) -> Option<Vec<f64>> {
+    let a = p.as_array()?;
+    (a.len() >= 2)
+        .then(|| a.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>())
+        .flatten()
+}
+
+fn scalar(p: &Value) -> Option<f64> {
+    match p {
+        Value::Number(n) => n.as_f64(),
+        Value::Array(a) if a.len() == 1 => scalar(&a[0]),
+        Value::Object(o) => o.values().find_map(scalar),
+        _ => None,
+    }
+}
+
+/// Build the candidate's (and champion's) scores over one shared class list.
+fn build(
+    regression: bool,
+    positive: Option<&str>,
+    labels: &[Option<String>],
+    cand: &[Value],
+    champ: Option<&[Value]>,
+) -> Result<(Scored, Option<Scored>), String> {
+    if let Some(i) = labels.iter().position(Option::is_none) {
+        return Err(format!("the label is empty on row {i}"));
+    }
+    let labels: Vec<&str> = labels.iter().map(|l| l.as_deref().unwrap_or("")).collect();
+    if regression {
+        let truth: Vec<f64> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("label {l:?} on row {i} is not a number"))
+            })
+            .collect::<Result<_, _>>()?;
+        let preds = |p: &[Value]| -> Result<Vec<f64>, String> {
+            p.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    scalar(v).ok_or_else(|| format!("prediction {v} on row {i} is not a number"))
+                })
+                .collect()
+        };
+        let c = Scored::Regression {
+            truth: truth.clone(),
+            pred: preds(cand)?,
+        };
+        let ch = champ
+            .map(|p| preds(p).map(|pred| Scored::Regression { truth, pred }))
+            .transpose()?;
+        return Ok((c, ch));
+    }
+    let truth_keys: Vec<String> = labels.iter().map(|l| norm_text(l)).collect();
+    let label_classes = sorted_classes(truth_keys.iter().cloned().collect());
+    // Per model: probabilities (classes = the dataset's labels, in sorted order) or labels.
+    let decode = |p: &[Value]| -> Result<(Vec<String>, Option<Vec<Vec<f64>>>), String> {
+        if p.first().and_then(probabilities).is_some() {
+            let proba: Vec<Vec<f64>> = p
+                .iter()
+                .map(|v| {
+                    probabilities(v)
+                        .ok_or_else(|| format!("prediction {v} is not a probability vector"))
+                })
+                .collect::<Result<_, _>>()?;
+            if proba[0].len() != label_classes.len() {
+                return Err(format!(
+                    "the model returns {} probabilities per row but the labels have {} classes",
+                    proba[0].len(),
+                    label_classes.len()
+                ));
+            }
+            let keys = proba
+                .iter()
+                .map(|r| {
+                    label_classes[r
+                        .iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .map(|x| x.0)
+                        .unwrap_or(0)]
+                    .clone()
+                })
+                .collect();
+            Ok((keys, Some(proba)))
+        } else {
+            let keys = p
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    class_key(v)
+                        .ok_or_else(|| format!("prediction {v} on row {i} is not a class label"))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok((keys, None))
+        }
+    };
+    let (cand_keys, cand_proba) = decode(cand)?;
+    let champ_dec = champ.map(decode).transpose()?;
+    let mut all: BTreeSet<String> = label_classes.iter().cloned().collect();
+    all.extend(cand_keys.iter().cloned());
+    if let Some((k, _)) = &champ_dec {
+        all.extend(k.iter().cloned());
+    }
+    let classes = sorted_classes(all);
+    let id = |k: &String| classes.iter().position(|c| c == k).unwrap_or(0);
+    let positive = match positive {
+        Some(p) => Some(
+            classes
+                .iter()
+                .position(|c| *c == norm_text(p))
+                .ok_or_else(|| {
+                    format!(
+                        "positive_label {p:?} is not among the classes {}",
+                        classes.join(", ")
+                    )
+                })?,
+        ),
+        None => match classes
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["0", "1"] | ["-1", "1"] | ["false", "true"] => Some(1),
+            _ => None,
+        },
+    };
+    // Probabilities are indexed by the label classes; re-index them onto the shared classes.
+    let reindex = |proba: Option<Vec<Vec<f64>>>| {
+        proba.map(|rows| {
+            rows.into_iter()
+                .map(|r| {
+                    let mut full = vec![0.0; classes.len()];
+                    for (j, p) in r.into_iter().enumerate() {
+                        full[id(&label_classes[j])] = p;
+                    }
+                    full
+                })
+                .collect()
+        })
+    };
+    let truth: Vec<usize> = truth_keys.iter().map(id).collect();
+    let make = |keys: Vec<String>, proba| Classes {
+        classes: classes.clone(),
+        truth: truth.clone(),
+        pred: keys.iter().map(id).collect(),
+        proba: reindex(proba),
+        positive,
+    };
+    let c = Scored::Classification(make(cand_keys, cand_proba));
+    let ch = champ_dec.map(|(k, p)| Scored::Classification(make(k, p)));
+    Ok((c, ch))
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,226 @@
+//! `latency`: real requests to the served candidate — warm-up, then `requests` requests at
+//! `concurrency`, timed into an HDR histogram. Any failed request fails the gate. With
+//! `max_ratio_to_champion`, the champion is served and measured in the same run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use super::{Judgement, Outcome, jnum, num};
+use crate::config::LatencyGate;
+use crate::serving::{Endpoint, Session, Which, server_error};
+
+/// Latencies of one measurement, in microseconds.
+pub struct Measured {
+    pub hist: Histogram<u64>,
+    pub errors: u32,
+    pub first_error: Option<String>,
+}
+
+impl Measured {
+    pub fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+    pub fn max_ms(&self) -> f64 {
+        self.hist.max() as f64 / 1000.0
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 10 min at 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Send `warmup` unrecorded requests, then `requests` recorded ones from `concurrency` tasks.
+pub async fn measure(
+    e: &Arc<Endpoint>,
+    body: &str,
+    warmup: u32,
+    requests: u32,
+    concurrency: u32,
+) -> Measured {
+    for _ in 0..warmup {
+        let _ = e.invoke(body.to_string()).await;
+    }
+    let next = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (e, next, body) = (e.clone(), next.clone(), body.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut m = Measured {
+                hist: histogram(),
+                errors: 0,
+                first_error: None,
+            };
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                match e.invoke(body.clone()).await {
+                    Ok(a) if a.status == 200 => {
+                        let _ = m.hist.record(a.elapsed.as_micros().max(1) as u64);
+                    }
+                    Ok(a) => {
+                        m.errors += 1;
+                        m.first_error.get_or_insert_with(|| server_error(&a));
+                    }
+                    Err(msg) => {
+                        m.errors += 1;
+                        m.first_error.get_or_insert(msg);
+                    }
+                }
+            }
+            m
+        }));
+    }
+    let mut all = Measured {
+        hist: histogram(),
+        errors: 0,
+        first_error: None,
+    };
+    for t in tasks {
+        match t.await {
+            Ok(m) => {
+                let _ = all.hist.add(&m.hist);
+                all.errors += m.errors;
+                if all.first_error.is_none() {
+                    all.first_error = m.first_error;
+                }
+            }
+            Err(e) => {
+                all.errors += 1;
+                all.first_error
+                    .get_or_insert(format!("measuring task failed: {e}"));
+            }
+        }
+    }
+    all
+}
+
+/// The request body: the gate's `input` file, else the model's serving input example.
+pub async fn input_body(input: Option<&std::path::Path>, s: &Session) -> Result<String, String> {
+    match input {
+        Some(p) => {
+            let path = s.env().resolve(p);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("input {}: {e}", path.display()))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| format!("input {} is not JSON: {e}", path.display()))?;
+            Ok(v.to_string())
+        }
+        None => match s.serving_example().await? {
+            Some(v) => Ok(v.to_string()),
+            None => Err(format!(
+                "v{} has no serving_input_example.json (log it with an input_example) and the gate sets no `input` file",
+                s.candidate().version
+            )),
+        },
+    }
+}
+
+pub async fn judge(g: &LatencyGate, s: &Session) -> Judgement {
+    let body = match input_body(g.input.as_deref(), s).await {
+        Ok(b) => b,
+        Err(e) => return Judgement::error(e),
+    };
+    let cand = match s.endpoint(Which::Candidate).await {
+        Ok(e) => e,
+        Err(e) => return Judgement::error(e),
+    };
+    let m = measure(&cand, &body, g.warmup, g.requests, g.concurrency).await;
+    let mut observed = json!({
+        "p50_ms": jnum(m.ms(0.5)), "p95_ms": jnum(m.ms(0.95)), "p99_ms": jnum(m.ms(0.99)), "max_ms": jnum(m.max_ms()),
+        "requests": g.requests, "concurrency": g.concurrency, "errors": m.errors,
+    });
+    let threshold = json!({"p50_ms": g.p50_ms, "p95_ms": g.p95_ms, "p99_ms": g.p99_ms, "max_ratio_to_champion": g.max_ratio_to_champion});
+    let summary = format!(
+        "p50 {} ms, p95 {} ms, p99 {} ms, max {} ms over {} requests at concurrency {}",
+        num(m.ms(0.5)),
+        num(m.ms(0.95)),
+        num(m.ms(0.99)),
+        num(m.max_ms()),
+        g.requests,
+        g.concurrency
+    );
+    if m.errors > 0 {
+        let first = m.first_error.unwrap_or_default();
+        return Judgement::new(
+            Outcome::Fail,
+            observed,
+            threshold,
+            format!(
+                "{} of {} requests failed (first: {first})",
+                m.errors, g.requests
+            ),
+        );
+    }
+    let mut failures = Vec::new();
+    for (label, q, limit) in [
+        ("p50", 0.5, g.p50_ms),
+        ("p95", 0.95, g.p95_ms),
+        ("p99", 0.99, g.p99_ms),
+    ] {
+        if let Some(limit) = limit.filter(|l| m.ms(q) > *l) {
+            failures.push(format!("{label} {} ms > {} ms", num(m.ms(q)), num(limit)));
+        }
+    }
+    let mut notes = Vec::new();
+    if let Some(max_ratio) = g.max_ratio_to_champion {
+        match s.champion() {
+            None => notes.push("no champion: ratio not checked".to_string()),
+            Some(ch) => {
+                let champ = match s.endpoint(Which::Champion).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        return Judgement::error(format!(
+                            "serving the champion v{}: {e}",
+                            ch.version
+                        ));
+                    }
+                };
+                let c = measure(&champ, &body, g.warmup, g.requests, g.concurrency).await;
+                if c.errors > 0 {
+                    return Judgement::error(format!(
+                        "the champion v{} failed {} requests (first: {})",
+                        ch.version,
+                        c.errors,
+                        c.first_error.unwrap_or_default()
+                    ));
+                }
+                let ratio = m.ms(0.99) / c.ms(0.99).max(0.001);
+                observed["champion_p99_ms"] = jnum(c.ms(0.99));
+                observed["ratio_to_champion"] = jnum(ratio);
+                let text = format!(
+                    "p99 {}x the champion v{}'s {} ms",
+                    num(ratio),
+                    ch.version,
+                    num(c.ms(0.99))
+                );
+                if ratio > max_ratio {
+                    failures.push(format!("{text} > max {}x", num(max_ratio)));
+                } else {
+                    notes.push(format!("{text} <= max {}x", num(max_ratio)));
+                }
+            }
+        }
+    }
+    let tail = if notes.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", notes.join("; "))
+    };
+    if failures.is_empty() {
+        Judgement::new(
+            Outcome::Pass,
+            observed,
+            threshold,
+            format!("{summary}{tail}"),
+        )
+    } else {
+        Judgement::new(
+            Outcome::Fail,
+            observed,
+            threshold,
+            format!("{} ({summary}){tail}", failures.join("; ")),
+        )
+    }
+}

@@ -1,0 +1,349 @@
+//! Talking to a scoring server: `POST /invocations` bodies (`dataframe_split`, `inputs`), the
+//! `{"predictions": …}` answer, and the server's error message.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::REQUEST_TIMEOUT;
+use super::local::LocalServer;
+
+/// A served model's invocations endpoint (and the server behind it, if we started it).
+pub struct Endpoint {
+    pub url: String,
+    http: reqwest::Client,
+    server: Option<LocalServer>,
+}
+
+/// One answer of the scoring server.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Endpoint {
+    fn with(url: String, server: Option<LocalServer>) -> Endpoint {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        Endpoint { url, http, server }
+    }
+
+    pub fn local(server: LocalServer) -> Endpoint {
+        Endpoint::with(format!("{}/invocations", server.base), Some(server))
+    }
+
+    pub fn remote(url: String) -> Endpoint {
+        Endpoint::with(url, None)
+    }
+
+    /// False once a server we started has exited.
+    pub fn alive(&self) -> bool {
+        self.server.as_ref().is_none_or(|s| s.exited().is_none())
+    }
+
+    pub fn server(&self) -> Option<&LocalServer> {
+        self.server.as_ref()
+    }
+
+    /// POST a JSON body; a transport failure is `Err` (with the server's log tail if we run it).
+    pub async fn invoke(&self, body: String) -> Result<Answer, String> {
+        let started = Instant::now();
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return Err(self.transport_error(&e).await),
+        };
+        let status = resp.status().as_u16();
+        let body = match resp.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => return Err(self.transport_error(&e).await),
+        };
+        Ok(Answer {
+            status,
+            body,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Explain a failed request. When our server's worker dies, the `mlflow models serve`
+    /// leader notices a moment later: give it that moment, so the message can say so.
+    async fn transport_error(&self, e: &reqwest::Error) -> String {
+        let what = if e.is_timeout() {
+            "timed out".to_string()
+        } else {
+            format!("failed: {e}")
+        };
+        let Some(s) = &self.server else {
+            return format!("request to {} {what}", self.url);
+        };
+        for _ in 0..30 {
+            if s.exited().is_some() {
+                return format!(
+                    "request {what}: the serving process died; log: {}",
+                    s.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        format!("request to {} {what}", self.url)
+    }
+}
+
+/// A cell of a request, written as JSON — but NaN and ±infinity as the bare tokens Python's
+/// `json` module reads, since JSON proper has no way to say them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Raw(Value),
+}
+
+impl Cell {
+    fn write(&self, out: &mut String) {
+        match self {
+            Cell::Null => out.push_str("null"),
+            Cell::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Cell::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Cell::Float(f) if f.is_nan() => out.push_str("NaN"),
+            Cell::Float(f) if f.is_infinite() => {
+                out.push_str(if *f > 0.0 { "Infinity" } else { "-Infinity" })
+            }
+            Cell::Float(f) => {
+                // `{:?}` keeps a decimal point and full precision (1e6 -> 1000000.0).
+                let _ = write!(out, "{f:?}");
+            }
+            Cell::Str(s) => out.push_str(&Value::String(s.clone()).to_string()),
+            Cell::Raw(v) => out.push_str(&v.to_string()),
+        }
+    }
+}
+
+/// `{"dataframe_split": {"columns": [...], "data": [[...], ...]}}`.
+pub fn dataframe_split(columns: &[String], rows: &[Vec<Cell>]) -> String {
+    let mut out = String::with_capacity(64 + rows.len() * columns.len() * 8);
+    out.push_str("{\"dataframe_split\":{\"columns\":");
+    out.push_str(&Value::from(columns.to_vec()).to_string());
+    out.push_str(",\"data\":[");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        for (j, c) in row.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            c.write(&mut out);
+        }
+        out.push(']');
+    }
+    out.push_str("]}}");
+    out
+}
+
+/// `{"inputs": …}` for tensor models: one nested array, or one per named input.
+pub fn tensor_inputs(named: &[(Option<String>, Value)]) -> String {
+    match named {
+        [(None, v)] => serde_json::json!({"inputs": v}).to_string(),
+        _ => {
+            let map: serde_json::Map<String, Value> = named
+                .iter()
+                .enumerate()
+                .map(|(i, (n, v))| (n.clone().unwrap_or_else(|| format!("input_{i}")), v.clone()))
+                .collect();
+            serde_json::json!({"inputs": map}).to_string()
+        }
+    }
+}
+
+/// Python's `json` writes NaN and infinities as bare tokens; read them as `null` (outside
+/// strings), which JSON can say.
+fn lenient_json(body: &[u8]) -> Result<Value, serde_json::Error> {
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let text = String::from_utf8_lossy(body);
+            let mut out = String::with_capacity(text.len());
+            let (mut in_str, mut escaped) = (false, false);
+            let mut rest = text.as_ref();
+            while let Some(c) = rest.chars().next() {
+                if in_str {
+                    out.push(c);
+                    match (escaped, c) {
+                        (true, _) => escaped = false,
+                        (false, '\\') => escaped = true,
+                        (false, '"') => in_str = false,
+                        _ => {}
+                    }
+                    rest = &rest[c.len_utf8()..];
+                    continue;
+                }
+                if let Some(tok) = ["-Infinity", "Infinity", "NaN"]
+                    .iter()
+                    .find(|t| rest.starts_with(**t))
+                {
+                    out.push_str("null");
+                    rest = &rest[tok.len()..];
+                    continue;
+                }
+                if c == '"' {
+                    in_str = true;
+                }
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+            serde_json::from_str(&out).map_err(|_| e)
+        }
+    }
+}
+
+/// The rows of `{"predictions": …}`: a list (one entry per row), or a dict of columns.
+pub fn predictions(body: &[u8]) -> Result<Vec<Value>, String> {
+    let v: Value = lenient_json(body).map_err(|e| format!("the answer is not JSON: {e}"))?;
+    let p = match v {
+        Value::Object(mut o) => o
+            .remove("predictions")
+            .ok_or("the answer has no \"predictions\"")?,
+        other => other,
+    };
+    match p {
+        Value::Array(rows) => Ok(rows),
+        Value::Object(cols) => {
+            // {"col": [..], ...}: one row per index, as an object.
+            let n = cols
+                .values()
+                .filter_map(Value::as_array)
+                .map(Vec::len)
+                .max()
+                .unwrap_or(0);
+            Ok((0..n)
+                .map(|i| {
+                    Value::Object(
+                        cols.iter()
+                            .map(|(k, c)| (k.clone(), c.get(i).cloned().unwrap_or(Value::Null)))
+                            .collect(),
+                    )
+                })
+                .collect())
+        }
+        other => Err(format!(
+            "\"predictions\" is neither a list nor a table: {other}"
+        )),
+    }
+}
+
+pub fn prediction_count(body: &[u8]) -> Result<usize, String> {
+    predictions(body).map(|p| p.len())
+}
+
+/// The server's explanation of a failed request: MLflow's `message`, plus the exception line
+/// of its stack trace when there is one (that is where "Input X contains NaN" lives).
+pub fn server_error(a: &Answer) -> String {
+    let v: Value = match serde_json::from_slice(&a.body) {
+        Ok(v) => v,
+        Err(_) => {
+            return format!(
+                "{}: {}",
+                a.status,
+                String::from_utf8_lossy(&a.body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+                    .trim()
+            );
+        }
+    };
+    let message = v.get("message").and_then(Value::as_str).unwrap_or("");
+    let exception = v
+        .get("stack_trace")
+        .and_then(Value::as_str)
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| l.contains("Error: ") || l.contains("Exception: "))
+        })
+        .map(str::trim);
+    let text = match exception {
+        Some(e) => e.to_string(),
+        None if !message.is_empty() => message.to_string(),
+        None => v.to_string(),
+    };
+    let text: String = text.chars().take(300).collect();
+    format!("{}: {text}", a.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bodies_carry_nan_and_infinity_as_python_reads_them() {
+        let rows = vec![vec![
+            Cell::Float(f64::NAN),
+            Cell::Float(1e6),
+            Cell::Str("ü\"".into()),
+            Cell::Null,
+            Cell::Int(-3),
+        ]];
+        let cols: Vec<String> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            dataframe_split(&cols, &rows),
+            r#"{"dataframe_split":{"columns":["a","b","c","d","e"],"data":[[NaN,1000000.0,"ü\"",null,-3]]}}"#
+        );
+        let mut s = String::new();
+        Cell::Float(f64::NEG_INFINITY).write(&mut s);
+        assert_eq!(s, "-Infinity");
+    }
+
+    #[test]
+    fn predictions_as_list_or_columns() {
+        assert_eq!(prediction_count(br#"{"predictions": [0, 1, 1]}"#), Ok(3));
+        assert_eq!(
+            prediction_count(br#"{"predictions": {"a": [1, 2], "b": [3, 4]}}"#),
+            Ok(2)
+        );
+        assert_eq!(prediction_count(br#"[1, 2]"#), Ok(2));
+        assert_eq!(
+            predictions(br#"{"predictions": [-Infinity, NaN, "NaN", 1.5]}"#),
+            Ok(vec![Value::Null, Value::Null, json!("NaN"), json!(1.5)])
+        );
+        assert!(prediction_count(b"oops").is_err());
+    }
+
+    #[test]
+    fn server_errors_name_the_exception() {
+        let body = br#"{"error_code": "BAD_REQUEST", "message": "Encountered an unexpected error", "stack_trace": "Traceback\n  File x\nValueError: Input X contains NaN.\nLogisticRegression does not accept"}"#;
+        let a = Answer {
+            status: 400,
+            body: body.to_vec(),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(server_error(&a), "400: ValueError: Input X contains NaN.");
+        let a = Answer {
+            status: 500,
+            body: b"Internal Server Error".to_vec(),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(server_error(&a), "500: Internal Server Error");
+    }
+}
