@@ -74,6 +74,8 @@ pub struct Evaluation {
     /// The promoted version at the time of evaluation.
     pub champion: Option<String>,
     pub datasets: Vec<DatasetRecord>,
+    /// Serving start-ups and request time (`null` when no gate served the model).
+    pub serving: Value,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +126,7 @@ pub async fn evaluate(
             .await,
         );
     }
+    let serving = session.usage();
     drop(session);
     let datasets = results
         .iter()
@@ -147,6 +150,7 @@ pub async fn evaluate(
         duration_ms: started.elapsed().as_millis() as u64,
         champion: champion.map(|c| c.version.clone()),
         datasets,
+        serving,
     })
 }
 
@@ -193,6 +197,7 @@ impl Evaluation {
             "champion": self.champion,
             "gates": self.gates,
             "datasets": self.datasets,
+            "serving": self.serving,
         })
     }
 
@@ -209,6 +214,7 @@ impl Evaluation {
             duration_ms: 0,
             champion: None,
             datasets: vec![],
+            serving: Value::Null,
         }
     }
 }

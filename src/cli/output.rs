@@ -97,6 +97,8 @@ pub fn evaluation_json(o: &Outcome, mlflow_requests: u64) -> Value {
         "champion": e.champion,
         "evaluated_at": e.evaluated_at,
         "duration_ms": e.duration_ms,
+        "serving": e.serving,
+        "datasets": e.datasets,
         "error": o.act_error.as_ref().map(|err| err.to_string()),
         "mlflow_requests": mlflow_requests,
     })

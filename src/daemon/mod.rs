@@ -269,11 +269,15 @@ pub async fn run(
     tracing::info!("shutting down: no new work; finishing in-flight evaluations");
     let _ = stop_tx.send(true);
     let grace = app.live().loaded.config.server.shutdown_grace;
-    if tokio::time::timeout(grace, sched).await.is_err() {
+    let mut sched = sched;
+    if tokio::time::timeout(grace, &mut sched).await.is_err() {
         tracing::warn!(
             ?grace,
             "in-flight evaluations did not finish within the grace period; abandoning them"
         );
+        // Dropping an evaluation stops what it started: served models, commands.
+        sched.abort();
+        let _ = sched.await;
     }
     reloader.abort();
     for task in [poller, health, gauges] {

@@ -154,13 +154,18 @@ pub async fn judge(g: &LatencyGate, s: &Session) -> Judgement {
         );
     }
     let mut failures = Vec::new();
+    let mut within = Vec::new();
     for (label, q, limit) in [
         ("p50", 0.5, g.p50_ms),
         ("p95", 0.95, g.p95_ms),
         ("p99", 0.99, g.p99_ms),
     ] {
-        if let Some(limit) = limit.filter(|l| m.ms(q) > *l) {
-            failures.push(format!("{label} {} ms > {} ms", num(m.ms(q)), num(limit)));
+        match limit {
+            Some(l) if m.ms(q) > l => {
+                failures.push(format!("{label} {} ms > {} ms", num(m.ms(q)), num(l)))
+            }
+            Some(l) => within.push(format!("{label} {} ms <= {} ms", num(m.ms(q)), num(l))),
+            None => {}
         }
     }
     let mut notes = Vec::new();
@@ -213,7 +218,11 @@ pub async fn judge(g: &LatencyGate, s: &Session) -> Judgement {
             Outcome::Pass,
             observed,
             threshold,
-            format!("{summary}{tail}"),
+            if within.is_empty() {
+                format!("{summary}{tail}")
+            } else {
+                format!("{} ({summary}){tail}", within.join(", "))
+            },
         )
     } else {
         Judgement::new(

@@ -2,6 +2,7 @@
 //! `{"predictions": …}` answer, and the server's error message.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,6 +15,9 @@ pub struct Endpoint {
     pub url: String,
     http: reqwest::Client,
     server: Option<LocalServer>,
+    /// Requests sent and the wall time spent in them (the report's serving figures).
+    requests: AtomicU64,
+    busy_us: AtomicU64,
 }
 
 /// One answer of the scoring server.
@@ -30,7 +34,13 @@ impl Endpoint {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();
-        Endpoint { url, http, server }
+        Endpoint {
+            url,
+            http,
+            server,
+            requests: AtomicU64::new(0),
+            busy_us: AtomicU64::new(0),
+        }
     }
 
     pub fn local(server: LocalServer) -> Endpoint {
@@ -48,6 +58,14 @@ impl Endpoint {
 
     pub fn server(&self) -> Option<&LocalServer> {
         self.server.as_ref()
+    }
+
+    /// `(requests answered, total time in them)`.
+    pub fn usage(&self) -> (u64, Duration) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            Duration::from_micros(self.busy_us.load(Ordering::Relaxed)),
+        )
     }
 
     /// POST a JSON body; a transport failure is `Err` (with the server's log tail if we run it).

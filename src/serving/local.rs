@@ -12,6 +12,8 @@ use crate::process::Group;
 
 pub struct LocalServer {
     pub base: String,
+    /// From spawn to the first `/ping` answered.
+    pub startup: Duration,
     group: std::sync::Mutex<Group>,
     log: tempfile::NamedTempFile,
 }
@@ -65,12 +67,15 @@ impl LocalServer {
         let group = Group::spawn(cmd).map_err(|e| {
             format!("cannot run `{command} models serve`: {e} (set serving.command)")
         })?;
-        let server = LocalServer {
+        let started = Instant::now();
+        let mut server = LocalServer {
             base: format!("http://127.0.0.1:{port}"),
+            startup: Duration::ZERO,
             group: std::sync::Mutex::new(group),
             log,
         };
         server.wait_ready(startup_timeout).await?;
+        server.startup = started.elapsed();
         tracing::debug!(model = model_uri, base = %server.base, "serving");
         Ok(server)
     }

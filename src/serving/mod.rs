@@ -53,6 +53,8 @@ pub struct Session {
     candidate: ModelVersion,
     champion: Option<ModelVersion>,
     endpoints: Mutex<[Option<Arc<Endpoint>>; 2]>,
+    /// Every endpoint this session used (restarted ones too), for its figures.
+    used: std::sync::Mutex<Vec<Arc<Endpoint>>>,
     files: Mutex<Option<Result<Arc<ModelFiles>, String>>>,
     example: Mutex<Option<Result<Option<Arc<Value>>, String>>>,
 }
@@ -70,6 +72,7 @@ impl Session {
             candidate,
             champion,
             endpoints: Mutex::new([None, None]),
+            used: std::sync::Mutex::new(Vec::new()),
             files: Mutex::new(None),
             example: Mutex::new(None),
         }
@@ -124,7 +127,34 @@ impl Session {
         };
         let e = Arc::new(endpoint);
         *slot = Some(e.clone());
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e.clone());
         Ok(e)
+    }
+
+    /// What serving cost this evaluation: start-ups and time spent in requests (`null` if
+    /// nothing was served). The benchmark compares the evaluation's wall time with these.
+    pub fn usage(&self) -> Value {
+        let used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if used.is_empty() {
+            return Value::Null;
+        }
+        let startup: Duration = used
+            .iter()
+            .filter_map(|e| e.server().map(|s| s.startup))
+            .sum();
+        let (requests, busy) = used
+            .iter()
+            .map(|e| e.usage())
+            .fold((0, Duration::ZERO), |a, b| (a.0 + b.0, a.1 + b.1));
+        serde_json::json!({
+            "servers_started": used.iter().filter(|e| e.server().is_some()).count(),
+            "startup_ms": startup.as_millis() as u64,
+            "requests": requests,
+            "requests_ms": busy.as_millis() as u64,
+        })
     }
 
     /// The candidate's MLmodel, parsed.

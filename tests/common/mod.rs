@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod proxy;
+pub mod served;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

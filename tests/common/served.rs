@@ -1,0 +1,65 @@
+//! Helpers of the served-gate tests (latency, edge cases, datasets, commands).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::*;
+
+pub fn register(name: &str, ops: &[Value]) -> Vec<String> {
+    let ops: Vec<Value> = ops
+        .iter()
+        .map(|extra| {
+            let mut op = json!({"op": "register", "name": name});
+            op.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            op
+        })
+        .collect();
+    fixtures(json!(ops))
+        .iter()
+        .map(|r| r["version"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A workdir whose policy has `gates` and the venv's serving.
+pub fn workdir(gates: &str, serving_extra: &str) -> Workdir {
+    Workdir::new(&format!(
+        "{}\n{}",
+        config(ALIAS_TARGETS, gates),
+        serving_section(serving_extra)
+    ))
+}
+
+pub fn gate<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == json!(name))
+        .unwrap_or_else(|| panic!("no gate {name} in {doc}"))
+}
+
+pub fn assert_no_serving_left(model: &str) {
+    // Killing is immediate, but reaping orphans takes the kernel a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if serving_processes(model).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "serving processes of {model} outlived the evaluation: {:?}",
+        serving_processes(model)
+    );
+}
+
+pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
