@@ -71,6 +71,7 @@ fn dataset_gates_score_csv_and_parquet_slices_and_compare_with_the_champion() {
         csv["observed"]["slices"]["C"]["judged"] == json!(false),
         "the small segment is reported, not judged: {csv}"
     );
+    assert_eq!(gate(&doc, "holdout-parquet")["outcome"], json!("fail"));
     let vs = gate(&doc, "vs-champion");
     assert_eq!(vs["outcome"], json!("fail"), "{vs}");
     assert!(

@@ -12,9 +12,16 @@ use serde_json::{Value, json};
 #[test]
 fn latency_gates_pass_and_fail_on_one_served_model_that_does_not_outlive_the_evaluation() {
     let m = unique("latency");
-    let v = register(&m, &[json!({"alias": "challenger"})]);
+    let v = register(&m, &[json!({"alias": "champion"}), json!({"alias": "challenger"})]);
+    let v = vec![v[1].clone(), v[0].clone()]; // [candidate, champion]
     let w = workdir(
         r#"
+  [[policies.gates]]
+  name = "vs-champion"
+  type = "latency"
+  max_ratio_to_champion = 50.0
+  requests = 20
+
   [[policies.gates]]
   name = "fast-enough"
   type = "latency"
@@ -79,7 +86,11 @@ fn edge_cases_pass_good_models_catch_a_nan_failure_and_refuse_a_model_without_si
     let edges = |version: &str, code: i32| {
         let r = w.run(&["evaluate", &m, version, "--json"]);
         r.expect_code(code);
-        gate(&r.json(), "edges").clone()
+        let doc = r.json();
+        if code != 2 {
+            assert_eq!(doc["serving"]["servers_started"], json!(1), "no champion is served without a comparison");
+        }
+        gate(&doc, "edges").clone()
     };
     let good = edges(&v[0], 0);
     assert!(

@@ -10,7 +10,11 @@ use serde_json::{Value, json};
 
 use super::{Judgement, Outcome, jnum, num};
 use crate::config::LatencyGate;
-use crate::serving::{Endpoint, Session, Which, server_error};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::serving::{Answer, Connection, Endpoint, Session, Which, server_error};
 
 /// Latencies of one measurement, in microseconds.
 pub struct Measured {
@@ -33,7 +37,48 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Send `warmup` unrecorded requests, then `requests` recorded ones from `concurrency` tasks.
+/// One request: on the task's own lean connection when there is one (reconnecting once if it
+/// broke), else through the endpoint's general client. `Ok(elapsed)` for a 200.
+async fn one(
+    e: &Endpoint,
+    conn: &mut Option<Connection>,
+    body: &Bytes,
+) -> Result<Duration, String> {
+    if conn.is_none() {
+        *conn = e.connect().await;
+    }
+    let answer = match conn.as_mut() {
+        Some(c) => match c.post(body.clone()).await {
+            Ok(a) => Ok(a),
+            Err(_) => {
+                *conn = e.connect().await;
+                match conn.as_mut() {
+                    Some(c) => c.post(body.clone()).await,
+                    None => Err("cannot reconnect to the served model".to_string()),
+                }
+            }
+        },
+        None => e
+            .invoke(String::from_utf8_lossy(body).into_owned())
+            .await
+            .map(|a| (a.status, a.body, a.elapsed)),
+    };
+    match answer {
+        Ok((200, _, elapsed)) => {
+            e.record(elapsed);
+            Ok(elapsed)
+        }
+        Ok((status, body, elapsed)) => Err(server_error(&Answer {
+            status,
+            body,
+            elapsed,
+        })),
+        Err(msg) => Err(msg),
+    }
+}
+
+/// Send `warmup` unrecorded requests, then `requests` recorded ones from `concurrency` tasks,
+/// each on its own kept-alive connection.
 pub async fn measure(
     e: &Arc<Endpoint>,
     body: &str,
@@ -41,27 +86,27 @@ pub async fn measure(
     requests: u32,
     concurrency: u32,
 ) -> Measured {
+    let body = Bytes::from(body.to_string());
+    let mut warm = None;
     for _ in 0..warmup {
-        let _ = e.invoke(body.to_string()).await;
+        let _ = one(e, &mut warm, &body).await;
     }
+    drop(warm);
     let next = Arc::new(AtomicU32::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let (e, next, body) = (e.clone(), next.clone(), body.to_string());
+        let (e, next, body) = (e.clone(), next.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
             let mut m = Measured {
                 hist: histogram(),
                 errors: 0,
                 first_error: None,
             };
+            let mut conn = None;
             while next.fetch_add(1, Ordering::Relaxed) < requests {
-                match e.invoke(body.clone()).await {
-                    Ok(a) if a.status == 200 => {
-                        let _ = m.hist.record(a.elapsed.as_micros().max(1) as u64);
-                    }
-                    Ok(a) => {
-                        m.errors += 1;
-                        m.first_error.get_or_insert_with(|| server_error(&a));
+                match one(&e, &mut conn, &body).await {
+                    Ok(elapsed) => {
+                        let _ = m.hist.record(elapsed.as_micros().max(1) as u64);
                     }
                     Err(msg) => {
                         m.errors += 1;

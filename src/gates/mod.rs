@@ -9,7 +9,7 @@ mod command;
 pub mod dataset;
 mod edge_cases;
 pub mod facts;
-mod latency;
+pub mod latency;
 mod metric;
 mod run;
 mod tags;

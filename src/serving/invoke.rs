@@ -87,10 +87,55 @@ impl Endpoint {
             Ok(b) => b.to_vec(),
             Err(e) => return Err(self.transport_error(&e).await),
         };
+        let elapsed = started.elapsed();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.busy_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         Ok(Answer {
             status,
             body,
-            elapsed: started.elapsed(),
+            elapsed,
+        })
+    }
+
+    /// Count a request made outside [`invoke`](Self::invoke) (the latency gate's own
+    /// connections) in this endpoint's figures.
+    pub fn record(&self, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.busy_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A dedicated kept-alive HTTP/1.1 connection (plain http only), for the latency gate:
+    /// it measures the model, so the client must cost as little as possible per request.
+    pub async fn connect(&self) -> Option<Connection> {
+        let uri: hyper::Uri = self.url.parse().ok()?;
+        if uri.scheme_str() != Some("http") {
+            return None;
+        }
+        let authority = uri.authority()?.clone();
+        let stream = tokio::net::TcpStream::connect(authority.as_str())
+            .await
+            .ok()?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .ok()?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        // Origin form (`/invocations`): the absolute form is for proxies.
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .parse()
+            .ok()?;
+        Some(Connection {
+            sender,
+            uri: path,
+            authority: authority.to_string(),
         })
     }
 
@@ -115,6 +160,49 @@ impl Endpoint {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         format!("request to {} {what}", self.url)
+    }
+}
+
+/// See [`Endpoint::connect`].
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    uri: hyper::Uri,
+    authority: String,
+}
+
+impl Connection {
+    /// POST `body`; `(status, elapsed)`, the answer read whole. Err if the connection broke.
+    pub async fn post(&mut self, body: bytes::Bytes) -> Result<(u16, Vec<u8>, Duration), String> {
+        use http_body_util::BodyExt;
+        let started = Instant::now();
+        let req = hyper::Request::post(self.uri.clone())
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            self.sender
+                .ready()
+                .await
+                .map_err(|e| format!("connection lost: {e}"))?;
+            let resp = self
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("request failed: {e}"))?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, body.to_vec()))
+        };
+        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))??;
+        Ok((status, body, started.elapsed()))
     }
 }
 

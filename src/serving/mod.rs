@@ -16,8 +16,8 @@ use crate::config::{ServingConfig, ServingMode};
 use crate::mlflow::{Client, ModelVersion};
 use crate::model_files::{ModelFiles, parse_mlmodel};
 pub use invoke::{
-    Answer, Cell, Endpoint, dataframe_split, prediction_count, predictions, server_error,
-    tensor_inputs,
+    Answer, Cell, Connection, Endpoint, dataframe_split, prediction_count, predictions,
+    server_error, tensor_inputs,
 };
 pub use local::LocalServer;
 
