@@ -29,10 +29,19 @@ fn register_many(name: &str, ops: &[serde_json::Value]) -> Vec<String> {
 
 /// Run the binary off the async runtime, so the proxy keeps serving meanwhile.
 async fn run(w: &Workdir, uri: &str, args: &[&str]) -> Run {
+    run_env(w, uri, args, &[]).await
+}
+
+/// Like `run`, with the MLflow credential variables cleared, then `env` set.
+async fn run_env(w: &Workdir, uri: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     let (uri, args) = (
         uri.to_string(),
         args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
     );
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let dir = w.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
@@ -40,6 +49,10 @@ async fn run(w: &Workdir, uri: &str, args: &[&str]) -> Run {
             .current_dir(dir)
             .env("MLFLOW_TRACKING_URI", uri)
             .env("RUST_LOG", "stagegate=debug")
+            .env_remove("MLFLOW_TRACKING_TOKEN")
+            .env_remove("MLFLOW_TRACKING_USERNAME")
+            .env_remove("MLFLOW_TRACKING_PASSWORD")
+            .envs(env)
             .output()
             .unwrap();
         Run::from(out)
@@ -208,4 +221,70 @@ async fn a_stalled_server_times_out_and_exits_2() {
         "nothing recorded for an evaluation that could not finish"
     );
     assert_eq!(got.current_stage, "Staging");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_the_mlflow_environment_are_sent_on_every_request() {
+    let proxy = FaultProxy::start(&mlflow_uri()).await;
+    let w = workdir("");
+    // Bearer token.
+    run_env(
+        &w,
+        &proxy.url,
+        &["check"],
+        &[("MLFLOW_TRACKING_TOKEN", "t0k")],
+    )
+    .await
+    .expect_code(0);
+    let seen = proxy.authorizations();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|a| a.as_deref() == Some("Bearer t0k")),
+        "{seen:?}"
+    );
+    // Basic auth (what the OSS basic-auth app accepts).
+    let proxy = FaultProxy::start(&mlflow_uri()).await;
+    run_env(
+        &w,
+        &proxy.url,
+        &["check"],
+        &[
+            ("MLFLOW_TRACKING_USERNAME", "alice"),
+            ("MLFLOW_TRACKING_PASSWORD", "s3cret"),
+        ],
+    )
+    .await
+    .expect_code(0);
+    // base64("alice:s3cret")
+    let seen = proxy.authorizations();
+    assert!(
+        !seen.is_empty()
+            && seen
+                .iter()
+                .all(|a| a.as_deref() == Some("Basic YWxpY2U6czNjcmV0")),
+        "{seen:?}"
+    );
+    // No credentials: no header; and nothing secret in the output.
+    let proxy = FaultProxy::start(&mlflow_uri()).await;
+    let r = run_env(&w, &proxy.url, &["check"], &[]).await;
+    r.expect_code(0);
+    assert!(proxy.authorizations().iter().all(Option::is_none));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_server_certificate_path_is_a_clear_error() {
+    let w = workdir("");
+    let r = run_env(
+        &w,
+        "https://127.0.0.1:9",
+        &["check"],
+        &[("MLFLOW_TRACKING_SERVER_CERT_PATH", "/nonexistent/ca.pem")],
+    )
+    .await;
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("MLFLOW_TRACKING_SERVER_CERT_PATH")
+            && r.stderr.contains("/nonexistent/ca.pem"),
+        "{}",
+        r.stderr
+    );
 }

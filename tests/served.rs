@@ -12,8 +12,11 @@ use serde_json::{Value, json};
 #[test]
 fn latency_gates_pass_and_fail_on_one_served_model_that_does_not_outlive_the_evaluation() {
     let m = unique("latency");
-    let v = register(&m, &[json!({"alias": "champion"}), json!({"alias": "challenger"})]);
-    let v = vec![v[1].clone(), v[0].clone()]; // [candidate, champion]
+    let v = register(
+        &m,
+        &[json!({"alias": "champion"}), json!({"alias": "challenger"})],
+    );
+    let v = [v[1].clone(), v[0].clone()]; // [candidate, champion]
     let w = workdir(
         r#"
   [[policies.gates]]
@@ -88,7 +91,11 @@ fn edge_cases_pass_good_models_catch_a_nan_failure_and_refuse_a_model_without_si
         r.expect_code(code);
         let doc = r.json();
         if code != 2 {
-            assert_eq!(doc["serving"]["servers_started"], json!(1), "no champion is served without a comparison");
+            assert_eq!(
+                doc["serving"]["servers_started"],
+                json!(1),
+                "no champion is served without a comparison"
+            );
         }
         gate(&doc, "edges").clone()
     };

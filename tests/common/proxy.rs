@@ -58,6 +58,8 @@ struct State {
     http: reqwest::Client,
     rules: Mutex<Vec<(Rule, usize)>>,
     log: Mutex<Vec<String>>,
+    /// The `Authorization` header of each request, in order.
+    auth: Mutex<Vec<Option<String>>>,
 }
 
 pub struct FaultProxy {
@@ -81,6 +83,7 @@ impl FaultProxy {
             http: reqwest::Client::new(),
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            auth: Mutex::new(Vec::new()),
         });
         let s = state.clone();
         let task = tokio::spawn(async move {
@@ -98,6 +101,11 @@ impl FaultProxy {
     /// `METHOD path` of every request seen, in order.
     pub fn requests(&self) -> Vec<String> {
         self.state.log.lock().unwrap().clone()
+    }
+
+    /// The `Authorization` header of every request seen.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.state.auth.lock().unwrap().clone()
     }
 
     /// How many requests matched `method` and contained `path`.
@@ -181,6 +189,12 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
             .lock()
             .unwrap()
             .push(format!("{} {}", req.method, req.path));
+        let auth = req
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v.clone());
+        state.auth.lock().unwrap().push(auth);
         match matching(&state, &req) {
             Some(Fault::Status(code)) => {
                 let body = format!(
