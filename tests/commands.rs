@@ -158,14 +158,17 @@ fn the_seed_pytest_suite_runs_as_a_command_gate() {
     r.expect_code(1);
     let doc = r.json();
     // On MLflow 3 the seed's run-data test fails (the model is a logged model, not a run
-    // artifact); the gate reports it as pytest said it.
+    // artifact); the gate reports it as pytest said it. (Its in-process p99 test is timing
+    // sensitive, so it is not relied on here.)
     let full = gate(&doc, "seed-suite");
     assert_eq!(full["outcome"], json!("fail"), "{full}");
+    let out = full["details"]["stdout_tail"].as_str().unwrap();
     assert!(
-        full["message"]
-            .as_str()
-            .unwrap()
-            .contains("1 failed, 4 passed"),
+        out.contains("FAILED tests/model/test_gates.py::test_model_version_has_complete_run_data"),
+        "{out}"
+    );
+    assert!(
+        full["message"].as_str().unwrap().contains("exited 1"),
         "{full}"
     );
     let rest = gate(&doc, "seed-suite-without-run-data");

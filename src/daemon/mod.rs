@@ -99,13 +99,11 @@ impl App {
         self.scheduler.enqueue(model);
     }
 
-    pub fn enqueue_after(&self, model: &str, delay: Duration, trigger: &str) {
-        self.triggers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(model.to_string())
-            .or_insert_with(|| trigger.to_string());
-        self.scheduler.enqueue_after(model, delay);
+    /// Queue a reconcile of `model` after `delay`, recorded as `trigger` when it fires.
+    pub fn enqueue_after(self: &Arc<Self>, model: &str, delay: Duration, trigger: &str) {
+        let (app, model, trigger) = (self.clone(), model.to_string(), trigger.to_string());
+        self.scheduler
+            .after(delay, move || app.enqueue(&model, &trigger));
     }
 
     pub fn take_trigger(&self, model: &str) -> String {

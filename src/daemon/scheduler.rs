@@ -103,12 +103,20 @@ impl Scheduler {
 
     /// Queue `model` after `delay`.
     pub fn enqueue_after(&self, model: &str, delay: Duration) {
-        self.state().delayed += 1;
         let (me, model) = (self.clone(), model.to_string());
+        self.after(delay, move || {
+            me.enqueue(&model);
+        });
+    }
+
+    /// Run `then` after `delay`, counted among the scheduled (delayed) entries meanwhile.
+    pub fn after(&self, delay: Duration, then: impl FnOnce() + Send + 'static) {
+        self.state().delayed += 1;
+        let me = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             me.state().delayed -= 1;
-            me.enqueue(&model);
+            then();
         });
     }
 

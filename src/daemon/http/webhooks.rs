@@ -45,7 +45,7 @@ pub async fn mlflow(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
 }
 
 async fn receive(
-    app: &App,
+    app: &Arc<App>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(&'static str, Response), Rejection> {
