@@ -159,7 +159,7 @@ impl Client {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// One logical call, retried on transient failures. `Ok(None)` is a 2xx with an empty body.
+    /// One logical call, retried on transient failures; an empty 2xx body reads as `{}`.
     pub(super) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

@@ -43,6 +43,41 @@ struct ModelsPage {
     next_page_token: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct WebhooksPage {
+    #[serde(default)]
+    webhooks: Vec<Webhook>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+/// One page of a paginated MLflow listing: its items and the token of the next page.
+trait Page: serde::de::DeserializeOwned {
+    type Item;
+    fn into_parts(self) -> (Vec<Self::Item>, Option<String>);
+}
+
+impl Page for VersionsPage {
+    type Item = ModelVersion;
+    fn into_parts(self) -> (Vec<ModelVersion>, Option<String>) {
+        (self.model_versions, self.next_page_token)
+    }
+}
+
+impl Page for ModelsPage {
+    type Item = RegisteredModel;
+    fn into_parts(self) -> (Vec<RegisteredModel>, Option<String>) {
+        (self.registered_models, self.next_page_token)
+    }
+}
+
+impl Page for WebhooksPage {
+    type Item = Webhook;
+    fn into_parts(self) -> (Vec<Webhook>, Option<String>) {
+        (self.webhooks, self.next_page_token)
+    }
+}
+
 impl Client {
     // ---- reads -------------------------------------------------------------------------
 
@@ -99,43 +134,41 @@ impl Client {
     /// `model-versions/search`, every page, in a stable order (the default order moves when a
     /// stage changes, which would skip or repeat versions across pages).
     async fn search_versions(&self, filter: &str) -> Result<Vec<ModelVersion>, MlflowError> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut q = vec![
-                ("filter", filter),
-                ("max_results", VERSIONS_PAGE),
-                ("order_by", "name ASC"),
-                ("order_by", "version_number ASC"),
-            ];
-            if let Some(t) = &token {
-                q.push(("page_token", t));
-            }
-            let page: VersionsPage = self
-                .call(Method::GET, Root::Api, "model-versions/search", &q, None)
-                .await?;
-            out.extend(page.model_versions);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
+        let q = [
+            ("filter", filter),
+            ("max_results", VERSIONS_PAGE),
+            ("order_by", "name ASC"),
+            ("order_by", "version_number ASC"),
+        ];
+        self.all_pages::<VersionsPage>("model-versions/search", &q)
+            .await
     }
 
     /// All registered models (1000 a page), each with aliases and per-stage latest versions.
     pub async fn all_registered_models(&self) -> Result<Vec<RegisteredModel>, MlflowError> {
+        self.all_pages::<ModelsPage>("registered-models/search", &[("max_results", MODELS_PAGE)])
+            .await
+    }
+
+    /// Every item of a paginated listing, following `next_page_token`.
+    async fn all_pages<P: Page>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<P::Item>, MlflowError> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut q = vec![("max_results", MODELS_PAGE)];
+            let mut q = query.to_vec();
             if let Some(t) = &token {
                 q.push(("page_token", t));
             }
-            let page: ModelsPage = self
-                .call(Method::GET, Root::Api, "registered-models/search", &q, None)
-                .await?;
-            out.extend(page.registered_models);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
+            let (items, next) = self
+                .call::<P>(Method::GET, Root::Api, path, &q, None)
+                .await?
+                .into_parts();
+            out.extend(items);
+            match next.filter(|t| !t.is_empty()) {
                 Some(t) => token = Some(t),
                 None => return Ok(out),
             }
@@ -335,29 +368,8 @@ impl Client {
     // ---- webhooks (MLflow >= 3.3, SQL backend) ------------------------------------------
 
     pub async fn list_webhooks(&self) -> Result<Vec<Webhook>, MlflowError> {
-        #[derive(Deserialize)]
-        struct Page {
-            #[serde(default)]
-            webhooks: Vec<Webhook>,
-            #[serde(default)]
-            next_page_token: Option<String>,
-        }
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut q = vec![("max_results", "1000")];
-            if let Some(t) = &token {
-                q.push(("page_token", t));
-            }
-            let page: Page = self
-                .call(Method::GET, Root::Api, "webhooks", &q, None)
-                .await?;
-            out.extend(page.webhooks);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
+        self.all_pages::<WebhooksPage>("webhooks", &[("max_results", "1000")])
+            .await
     }
 
     pub async fn create_webhook(&self, body: &Value) -> Result<Webhook, MlflowError> {
