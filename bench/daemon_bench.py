@@ -60,10 +60,21 @@ def get_json(url):
 
 
 class Daemon:
-    def __init__(self, sg, uri, workdir, models, schedule):
+    """A release daemon in its own directory. `policy` replaces the default alias policy
+    (models `models`, the seed-equivalent gates) with a `[[policies]]` text of the caller's."""
+
+    def __init__(self, sg, uri, workdir, models, schedule, policy=None):
         self.port = free_port()
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
+        policy = policy or f"""
+[[policies]]
+name = "bench"
+models = {json.dumps(models)}
+candidate = {{ alias = "challenger" }}
+promote = {{ alias = "champion" }}
+{GATES}
+"""
         with open(os.path.join(workdir, "stagegate.toml"), "w") as f:
             f.write(f"""
 [mlflow]
@@ -78,12 +89,7 @@ schedule = "{schedule}"
 count = 4
 [state]
 path = "state.db"
-[[policies]]
-name = "bench"
-models = {json.dumps(models)}
-candidate = {{ alias = "challenger" }}
-promote = {{ alias = "champion" }}
-{GATES}
+{policy}
 """)
         self.log = open(os.path.join(workdir, "daemon.log"), "w")
         env = dict(os.environ, MLFLOW_TRACKING_URI=uri, RUST_LOG="stagegate=warn")
@@ -99,7 +105,7 @@ promote = {{ alias = "champion" }}
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
+        self.proc.wait(timeout=60)
 
     def db(self):
         return sqlite3.connect(f"file:{os.path.join(self.dir, 'state.db')}?mode=ro", uri=True)

@@ -6,9 +6,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 venv=$(scripts/setup.sh)
 cargo build --release --quiet --bin stagegate --example latency_probe
+target=$(scripts/target-dir.sh)
 work=$(mktemp -d -t sg-served-bench.XXXXXX)
 trap 'STAGEGATE_VENV=$venv scripts/mlflow-server.sh stop "$work/mlflow"; rm -rf "$work"' EXIT
 uri=$(STAGEGATE_VENV=$venv scripts/mlflow-server.sh start "$work/mlflow")
 "$venv/bin/python" bench/served_bench.py --uri "$uri" --python "$venv/bin/python" \
-  --stagegate "$root/target/release/stagegate" --probe "$root/target/release/examples/latency_probe" \
+  --stagegate "$target/release/stagegate" --probe "$target/release/examples/latency_probe" \
   --rounds "${1:-3}"

@@ -11,7 +11,7 @@ export STAGEGATE_VENV=$(scripts/setup.sh)
 py=$STAGEGATE_VENV/bin/python
 echo "== building stagegate" >&2
 cargo build --release --quiet
-sg=$root/target/release/stagegate
+sg=$(scripts/target-dir.sh)/release/stagegate
 
 work=${DEMO_DIR:-$(mktemp -d -t stagegate-demo.XXXXXX)}
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -2,14 +2,20 @@
 //! alias move), archiving, rollback, and their bookkeeping tags.
 //!
 //! Every move re-reads the candidate and the champion first and refuses if either changed
-//! since the evaluation began (SPEC §5). Every step is idempotent, and a promotion is
-//! bracketed by the `promoting` action tag so an interrupted one is finished, never redone.
+//! since the evaluation began, or if the verdict is no longer current for the version's
+//! inputs (SPEC §5). Every step is idempotent, and a promotion is bracketed by
+//! `replaced_version` and `promoted` so an interrupted one is finished, never redone.
+//!
+//! stagegate never deletes or moves the *candidate* alias: MLflow has no conditional alias
+//! write, so removing it could take it from a newer version pointed at in the meantime. The
+//! alias belongs to the training pipeline; a promoted version may keep it until the next
+//! candidate takes it, and the plan treats that as settled.
 
 use crate::config::{OnBypass, Policy, Target};
 use crate::decision::{Decision, PROMOTED, REPLACED_NOTHING};
-use crate::evaluation::now_rfc3339;
+use crate::evaluation::{Verdict, now_rfc3339};
 use crate::mlflow::{Client, MlflowError};
-use crate::model_state::{Depth, Fingerprint, ModelState};
+use crate::model_state::{Depth, ModelState, Placement};
 use crate::report::{TagNames, clip};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +45,8 @@ impl ActError {
     }
 }
 
+const ARCHIVED: &str = "Archived";
+
 /// Acts on one model under one policy.
 pub struct Actor<'a> {
     pub client: &'a Client,
@@ -47,14 +55,16 @@ pub struct Actor<'a> {
 }
 
 impl Actor<'_> {
-    /// Carry out `decision` on `model` v`version`. `before` is the registry as it was when the
-    /// evaluation began; a move is refused if the candidate or champion differ now.
+    /// Carry out `decision`, made from `verdict`, on `model` v`version`. `before` is the
+    /// registry as it was when the evaluation began; a move is refused if the candidate, the
+    /// champion or the candidate's inputs differ now, or if its verdict is no longer current.
     pub async fn carry_out(
         &self,
         model: &str,
         version: &str,
         decision: &Decision,
-        before: &Fingerprint,
+        verdict: Verdict,
+        before: &Placement,
         intent_written: bool,
     ) -> Result<(), ActError> {
         if !decision.moves() {
@@ -64,7 +74,11 @@ impl Actor<'_> {
         }
         let now =
             ModelState::read(self.client, model, self.policy, Depth::Summary, &[version]).await?;
-        if let Some(why) = before.change_to(&now.fingerprint(self.policy, version)) {
+        let placed = now.placement(self.policy, self.names, version);
+        let why = before
+            .change_to(&placed)
+            .or_else(|| self.not_current(&now, version, verdict, &placed));
+        if let Some(why) = why {
             let note = format!("skipped: {why} during evaluation; re-evaluating");
             self.set_action(model, version, &note).await?;
             return Err(ActError::Changed {
@@ -78,6 +92,29 @@ impl Actor<'_> {
             Decision::Archive => self.archive(&now, version).await,
             _ => unreachable!("only promote and archive move"),
         }
+    }
+
+    /// Why the verdict on the freshly read version is not the current `verdict` (`None`: it is).
+    fn not_current(
+        &self,
+        now: &ModelState,
+        version: &str,
+        verdict: Verdict,
+        placed: &Placement,
+    ) -> Option<String> {
+        if placed.recorded.is_none() || placed.recorded != placed.inputs {
+            return Some("its verdict is no longer current".into());
+        }
+        let recorded = now
+            .version(version)
+            .and_then(|v| v.tag(&self.names.verdict()))
+            .and_then(Verdict::parse);
+        (recorded != Some(verdict)).then(|| {
+            format!(
+                "its verdict is now {}",
+                recorded.map(Verdict::as_str).unwrap_or("missing")
+            )
+        })
     }
 
     /// The tag that announces a promotion before it happens: `replaced_version`, the
@@ -119,46 +156,35 @@ impl Actor<'_> {
             Target::Alias(alias) => client.set_alias(model, &alias, version).await?,
         }
         tracing::info!(model, version, replaced = ?replaced, target = %self.policy.promote.target(), "promoted");
-        let holds_candidate_alias = state
-            .version(version)
-            .is_some_and(|v| state.at(v, self.policy.candidate()));
-        self.complete(model, version, replaced.as_deref(), holds_candidate_alias)
-            .await
+        self.complete(model, version, replaced.as_deref()).await
     }
 
     /// Finish a promotion that was interrupted after the move (the version is champion and
     /// carries `replaced_version`, but not yet `promoted`).
     pub async fn finish(&self, model: &str, version: &str) -> Result<(), ActError> {
         let v = self.client.model_version(model, version).await?;
-        let holds_candidate_alias =
-            matches!(self.policy.candidate(), Target::Alias(a) if v.aliases.contains(a));
-        self.complete(
-            model,
-            version,
-            v.tag(&self.names.replaced_version()),
-            holds_candidate_alias,
-        )
-        .await
+        self.complete(model, version, v.tag(&self.names.replaced_version()))
+            .await
     }
 
-    /// The bookkeeping after a move: mark the replaced version, release the candidate alias,
-    /// record `promoted`. Safe to repeat.
+    /// The bookkeeping after a move: mark the replaced version, record `promoted`. Safe to
+    /// repeat. The candidate alias is left where it is (see the module doc).
     async fn complete(
         &self,
         model: &str,
         version: &str,
         replaced: Option<&str>,
-        holds_candidate_alias: bool,
     ) -> Result<(), ActError> {
-        if let Some(old) = replaced.filter(|r| *r != REPLACED_NOTHING) {
-            self.mark_replaced(model, old, version).await?;
-        }
-        // The candidate alias means "awaiting a verdict"; once promoted, the version is no
-        // longer a challenger, so the alias is released (see README, "Aliases").
-        if let (Target::Alias(alias), true) = (self.policy.candidate(), holds_candidate_alias) {
-            self.client.delete_alias(model, alias).await?;
-        }
-        self.set_action(model, version, PROMOTED).await
+        // The replaced version's marks are a record, not a step of the promotion (rollback
+        // reads `replaced_version` on the promoted one): written alongside `promoted`.
+        let mark = async {
+            match replaced.filter(|r| *r != REPLACED_NOTHING) {
+                Some(old) => self.mark_replaced(model, old, version).await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(mark, self.set_action(model, version, PROMOTED))?;
+        Ok(())
     }
 
     async fn mark_replaced(&self, model: &str, old: &str, by: &str) -> Result<(), ActError> {
@@ -174,16 +200,17 @@ impl Actor<'_> {
         Ok(())
     }
 
-    /// A failed stage candidate moves to Archived; a failed alias candidate loses the alias.
+    /// A failed candidate moves to the Archived stage. An alias candidate keeps its alias
+    /// (see the module doc): the stage and the `archived` action say it is out.
     async fn archive(&self, state: &ModelState, version: &str) -> Result<(), ActError> {
         let model = state.name.as_str();
-        match self.policy.candidate() {
-            Target::Stage(_) => {
-                self.client
-                    .transition_stage(model, version, "Archived", false)
-                    .await?;
-            }
-            Target::Alias(alias) => self.client.delete_alias(model, alias).await?,
+        if state
+            .version(version)
+            .is_none_or(|v| v.current_stage != ARCHIVED)
+        {
+            self.client
+                .transition_stage(model, version, ARCHIVED, false)
+                .await?;
         }
         tracing::info!(model, version, "archived failed candidate");
         self.set_action(model, version, "archived").await

@@ -6,9 +6,11 @@
 //! never told why it was called.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
 
 use crate::config::{Mode, OnBypass, OnFail, Policy, Target};
 use crate::evaluation::Verdict;
+use crate::inputs;
 use crate::mlflow::ModelVersion;
 use crate::model_state::ModelState;
 use crate::report::TagNames;
@@ -120,6 +122,9 @@ pub enum Step {
     Finish(String),
     /// The champion was moved there by hand, past the gates (policy `on_bypass`).
     Bypass(String),
+    /// Nothing to do until `after` has passed: a failed candidate is archived only once its
+    /// inputs have stayed unchanged for `workers.settle`.
+    Wait { version: String, after: Duration },
     /// Nothing left to do.
     Idle,
 }
@@ -129,18 +134,27 @@ pub struct PlanInput<'a> {
     pub policy: &'a Policy,
     pub digest: &'a str,
     pub names: &'a TagNames,
-    /// Versions whose re-evaluation was asked for (tag webhook, API request).
-    pub forced: &'a BTreeSet<String>,
+    /// Versions whose evaluation was asked for explicitly (`POST /v1/evaluations`).
+    pub requested: &'a BTreeSet<String>,
     pub paused: bool,
+    pub now: SystemTime,
+    /// How long a failed candidate's inputs must stay unchanged before it is archived.
+    pub settle: Duration,
 }
 
+/// The next step for a model, from what the registry says now. Level-triggered: a verdict
+/// counts only while the version's inputs fingerprint matches the one it carries, so however
+/// the model got here (lost webhooks, a crash, a request during an evaluation), the step is
+/// the same.
 pub fn plan(input: &PlanInput, state: &ModelState) -> Step {
     let PlanInput {
         policy,
         digest,
         names,
-        forced,
+        requested,
         paused,
+        now,
+        settle,
     } = *input;
     let action = |v: &ModelVersion| v.tag(&names.action()).unwrap_or("").to_string();
     let champion = state.champion(policy);
@@ -153,25 +167,23 @@ pub fn plan(input: &PlanInput, state: &ModelState) -> Step {
         }
         let ours = action(ch) == PROMOTED || ch.tag(&names.restored_at()).is_some();
         if !ours && policy.on_bypass != OnBypass::Ignore && ch.tag(&names.bypass()).is_none() {
-            if !names.has_current_verdict(ch, digest) {
-                // "What the gates say of it" needs a verdict first.
+            // "What the gates say of it" needs a verdict on its current tags first; one made
+            // while it was a candidate (against the champion of then) still says it.
+            if inputs::verdict_as_judged(names, digest, ch).is_none() {
                 return Step::Evaluate(ch.version.clone());
             }
             return Step::Bypass(ch.version.clone());
         }
     }
 
-    // An explicit request re-evaluates any version, candidate or not (only candidates are
-    // acted on, below).
-    let candidates = state.candidates(policy);
-    if let Some(v) = forced
-        .iter()
-        .find(|v| state.version(v).is_some() && !candidates.iter().any(|c| &&c.version == v))
-    {
+    // An explicit request evaluates the version it names, candidate or not (only candidates
+    // are acted on, below).
+    if let Some(v) = requested.iter().find(|v| state.version(v).is_some()) {
         return Step::Evaluate(v.clone());
     }
 
-    for c in candidates {
+    let mut wait: Option<(String, Duration)> = None;
+    for c in state.candidates(policy) {
         let record = |decision: Decision| {
             (action(c) != decision.action_tag()).then(|| Step::Act {
                 version: c.version.clone(),
@@ -180,7 +192,9 @@ pub fn plan(input: &PlanInput, state: &ModelState) -> Step {
         };
         if let Some(ch) = champion {
             if ch.version == c.version {
-                continue; // e.g. a stage candidate promoted to an alias: it stays in its stage.
+                // Settled: a stage candidate promoted to an alias stays in its stage, and the
+                // candidate alias is never released (see `actions`), so the champion may hold it.
+                continue;
             }
             if c.number() < ch.number() {
                 match record(Decision::Superseded) {
@@ -197,20 +211,20 @@ pub fn plan(input: &PlanInput, state: &ModelState) -> Step {
                 None => continue,
             }
         }
-        if forced.contains(&c.version) || !names.has_current_verdict(c, digest) {
+        let now_inputs = inputs::fingerprint(names, digest, c, state.compared_with(policy, c));
+        let Some(verdict) = inputs::current_verdict(names, c, &now_inputs) else {
             return Step::Evaluate(c.version.clone());
-        }
-        let verdict = c
-            .tag(&names.verdict())
-            .and_then(Verdict::parse)
-            .unwrap_or(Verdict::Error);
-        // A pass judged against another champion (one promoted by hand since, say) is stale:
-        // the champion gate may say otherwise now.
-        let judged_against = evaluated_champion(c, names);
-        if verdict == Verdict::Passed && judged_against != champion.map(|ch| ch.version.clone()) {
-            return Step::Evaluate(c.version.clone());
-        }
+        };
         let decision = decide(policy, state, c, verdict, Options { act: true, paused });
+        if decision == Decision::Archive
+            && let Some(left) = unsettled(c, names, now, settle)
+        {
+            // Its writer may still be tagging it: archiving is irreversible, keeping is not.
+            if wait.as_ref().is_none_or(|(_, w)| left < *w) {
+                wait = Some((c.version.clone(), left));
+            }
+            continue; // a failed candidate does not hide older ones
+        }
         // A failed candidate does not hide older ones; anything else does.
         let settled = matches!(
             decision,
@@ -220,16 +234,29 @@ pub fn plan(input: &PlanInput, state: &ModelState) -> Step {
             return step;
         }
         if !settled {
-            return Step::Idle;
+            break;
         }
     }
-    Step::Idle
+    match wait {
+        Some((version, after)) => Step::Wait { version, after },
+        None => Step::Idle,
+    }
 }
 
-/// The champion an evaluation was made against, from its report (`None`: there was none).
-fn evaluated_champion(v: &ModelVersion, names: &TagNames) -> Option<String> {
-    let report: serde_json::Value = serde_json::from_str(v.tag(&names.report())?).ok()?;
-    report.get("champion")?.as_str().map(str::to_string)
+/// How much longer `v`'s current verdict must stand before it counts as settled; `None` once
+/// it has stood for `settle`. The fingerprint is current, so the inputs have not changed
+/// since the evaluation began (`evaluated_at`).
+fn unsettled(
+    v: &ModelVersion,
+    names: &TagNames,
+    now: SystemTime,
+    settle: Duration,
+) -> Option<Duration> {
+    let at = v.tag(&names.evaluated_at())?;
+    // An unreadable time cannot be waited on; the verdict is current, so act on it.
+    let at = humantime::parse_rfc3339_weak(at).ok()?;
+    let stood = now.duration_since(at).unwrap_or_default();
+    settle.checked_sub(stood).filter(|left| !left.is_zero())
 }
 
 /// For a stage target, the stage; alias targets have none.
@@ -243,3 +270,7 @@ pub fn stage_of(t: &Target) -> Option<&str> {
 #[cfg(test)]
 #[path = "decision_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "decision_races.rs"]
+mod races;

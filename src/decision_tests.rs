@@ -1,16 +1,18 @@
 //! Unit tests of the decision core: promotion rules and the reconciler's plan.
 
+use std::time::UNIX_EPOCH;
+
 use super::*;
 use crate::model_state::tests::{policy, state, version};
 
-fn stage_policy() -> Policy {
+pub(super) fn stage_policy() -> Policy {
     policy(
         Target::Stage("Staging".into()),
         Target::Stage("Production".into()),
     )
 }
 
-fn alias_policy() -> Policy {
+pub(super) fn alias_policy() -> Policy {
     policy(
         Target::Alias("challenger".into()),
         Target::Alias("champion".into()),
@@ -21,18 +23,23 @@ const ACT: Options = Options {
     act: true,
     paused: false,
 };
-const DIGEST: &str = "d1";
+pub(super) const DIGEST: &str = "d1";
 
-fn names() -> TagNames {
+pub(super) fn names() -> TagNames {
     TagNames::new("stagegate.")
 }
 
+/// Stands for "the fingerprint of the inputs this version was judged from", filled in by
+/// [`sealed`] once the whole state is known.
+const SEAL: &str = "SEAL";
+
 /// A version with a verdict (for DIGEST, judged with no champion) and an action tag.
-fn evaluated(n: u64, stage: &str, verdict: &str, action: Option<&str>) -> ModelVersion {
+pub(super) fn evaluated(n: u64, stage: &str, verdict: &str, action: Option<&str>) -> ModelVersion {
     evaluated_against(n, stage, verdict, action, None)
 }
 
-fn evaluated_against(
+/// A version with a verdict judged against `champion`, current for its inputs as they stand.
+pub(super) fn evaluated_against(
     n: u64,
     stage: &str,
     verdict: &str,
@@ -47,29 +54,60 @@ fn evaluated_against(
     v.tags.insert("stagegate.verdict".into(), verdict.into());
     v.tags
         .insert("stagegate.policy_digest".into(), DIGEST.into());
+    v.tags.insert("stagegate.fingerprint".into(), SEAL.into());
     if let Some(a) = action {
         v.tags.insert("stagegate.action".into(), a.into());
     }
     v
 }
 
+/// Replace each [`SEAL`] with the fingerprint of the version's inputs as they stand, judged
+/// against the champion its report names: what `report::write_evaluation` would have left.
+/// Tests then change a tag, the champion or the digest to make a verdict stale.
+pub(super) fn sealed(mut s: ModelState) -> ModelState {
+    let n = names();
+    for v in s.versions.values_mut() {
+        if v.tag("stagegate.fingerprint") == Some(SEAL) {
+            let against = inputs::judged_against(&n, v);
+            let fp = inputs::fingerprint(&n, DIGEST, v, against.as_deref());
+            v.tags.insert("stagegate.fingerprint".into(), fp);
+        }
+    }
+    s
+}
+
 fn plan_for(p: &Policy, s: &ModelState) -> Step {
     plan_with(p, s, &BTreeSet::new(), false)
 }
 
-fn plan_with(p: &Policy, s: &ModelState, forced: &BTreeSet<String>, paused: bool) -> Step {
+fn plan_with(p: &Policy, s: &ModelState, requested: &BTreeSet<String>, paused: bool) -> Step {
+    plan_at(p, s, requested, paused, DIGEST, UNIX_EPOCH)
+}
+
+pub(super) fn plan_at(
+    p: &Policy,
+    s: &ModelState,
+    requested: &BTreeSet<String>,
+    paused: bool,
+    digest: &str,
+    now: SystemTime,
+) -> Step {
     let n = names();
     plan(
         &PlanInput {
             policy: p,
-            digest: DIGEST,
+            digest,
             names: &n,
-            forced,
+            requested,
             paused,
+            now,
+            settle: SETTLE,
         },
-        s,
+        &sealed(s.clone()),
     )
 }
+
+pub(super) const SETTLE: Duration = Duration::from_secs(60);
 
 #[test]
 fn passing_candidate_newer_than_champion_is_promoted() {
@@ -263,7 +301,7 @@ fn plan_is_idle_when_converged_and_reevaluates_on_a_new_digest_or_request() {
     let s = state(
         vec![
             evaluated(1, "Production", "passed", Some("promoted")),
-            evaluated(2, "Staging", "failed", Some("kept")),
+            evaluated_against(2, "Staging", "failed", Some("kept"), Some("1")),
         ],
         &[],
     );
@@ -273,14 +311,11 @@ fn plan_is_idle_when_converged_and_reevaluates_on_a_new_digest_or_request() {
         plan_with(&p, &s, &forced, false),
         Step::Evaluate("2".into())
     );
-    let mut stale = s.clone();
-    stale
-        .versions
-        .get_mut(&2)
-        .unwrap()
-        .tags
-        .insert("stagegate.policy_digest".into(), "old".into());
-    assert_eq!(plan_for(&p, &stale), Step::Evaluate("2".into()));
+    // A changed policy makes every verdict stale.
+    assert_eq!(
+        plan_at(&p, &s, &BTreeSet::new(), false, "d2", UNIX_EPOCH),
+        Step::Evaluate("2".into())
+    );
 }
 
 #[test]

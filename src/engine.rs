@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use crate::config::{Config, Loaded, Policy};
 use crate::decision::{self, Decision, Options};
 use crate::evaluation::{self, EvalError, Evaluation, Verdict};
+use crate::inputs;
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::model_state::{Depth, ModelState};
 use crate::report::{self, TagNames};
@@ -167,7 +168,7 @@ impl Engine {
         candidate: &ModelVersion,
         opts: Options,
     ) -> Result<Outcome, EngineError> {
-        let before = state.fingerprint(policy, &candidate.version);
+        let before = state.placement(policy, &self.names, &candidate.version);
         let evaluation = self.run_gates(policy, state, candidate).await?;
         let decision = decision::decide(policy, state, candidate, evaluation.verdict, opts);
         let actor = Actor {
@@ -186,6 +187,7 @@ impl Engine {
                 &state.name,
                 &candidate.version,
                 &decision,
+                evaluation.verdict,
                 &before,
                 !intent.is_empty(),
             )
@@ -210,6 +212,7 @@ impl Engine {
         Ok(evaluation)
     }
 
+    /// Run the gates on `candidate` as `state` shows it, against the champion `state` shows.
     async fn run_gates(
         &self,
         policy: &Policy,
@@ -219,12 +222,22 @@ impl Engine {
         let champion = state
             .champion(policy)
             .filter(|c| c.version != candidate.version);
+        // The fingerprint names the champion the comparison really used: for an alias target
+        // the alias map may name a holder that was not read, and then it is compared with
+        // nothing, which the fingerprint must say.
+        let fingerprint = inputs::fingerprint(
+            &self.names,
+            &policy.digest(),
+            candidate,
+            champion.map(|c| c.version.as_str()),
+        );
         Ok(evaluation::evaluate(
             &self.client,
             &self.environment(policy),
             policy,
             candidate,
             champion,
+            fingerprint,
         )
         .await?)
     }

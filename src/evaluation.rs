@@ -73,6 +73,8 @@ pub struct Evaluation {
     pub duration_ms: u64,
     /// The promoted version at the time of evaluation.
     pub champion: Option<String>,
+    /// The inputs fingerprint the verdict was judged from (see [`crate::inputs`]).
+    pub fingerprint: String,
     pub datasets: Vec<DatasetRecord>,
     /// Serving start-ups and request time (`null` when no gate served the model).
     pub serving: Value,
@@ -95,13 +97,15 @@ impl EvalError {
 
 /// Evaluate `candidate` against every gate of `policy`. Registry gates are judged from facts
 /// fetched up front; gates that exercise the model share one serving session, which is
-/// stopped (its processes killed) when this returns or is cancelled.
+/// stopped (its processes killed) when this returns or is cancelled. `fingerprint` names the
+/// inputs the caller read `candidate` and `champion` as (recorded with the verdict).
 pub async fn evaluate(
     client: &Client,
     env: &Environment,
     policy: &Policy,
     candidate: &ModelVersion,
     champion: Option<&ModelVersion>,
+    fingerprint: String,
 ) -> Result<Evaluation, EvalError> {
     let started = Instant::now();
     let evaluated_at = now_rfc3339();
@@ -149,6 +153,7 @@ pub async fn evaluate(
         evaluated_at,
         duration_ms: started.elapsed().as_millis() as u64,
         champion: champion.map(|c| c.version.clone()),
+        fingerprint,
         datasets,
         serving,
     })
@@ -178,8 +183,9 @@ async fn judge(
     }
 }
 
+/// Now, RFC 3339 UTC with milliseconds (a settle period is measured from `evaluated_at`).
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 impl Evaluation {
@@ -195,6 +201,7 @@ impl Evaluation {
             "evaluated_at": self.evaluated_at,
             "duration_ms": self.duration_ms,
             "champion": self.champion,
+            "fingerprint": self.fingerprint,
             "gates": self.gates,
             "datasets": self.datasets,
             "serving": self.serving,
@@ -213,6 +220,7 @@ impl Evaluation {
             evaluated_at: now_rfc3339(),
             duration_ms: 0,
             champion: None,
+            fingerprint: "f".into(),
             datasets: vec![],
             serving: Value::Null,
         }

@@ -8,6 +8,7 @@ pub mod decision;
 pub mod engine;
 pub mod evaluation;
 pub mod gates;
+pub mod inputs;
 pub mod mlflow;
 pub mod model_files;
 pub mod model_state;

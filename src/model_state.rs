@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Policy, Target};
+use crate::inputs;
 use crate::mlflow::{Client, MlflowError, ModelVersion, RegisteredModel};
+use crate::report::TagNames;
 
 /// A model's versions as far as they were read, and its aliases.
 #[derive(Debug, Clone, Default)]
@@ -28,12 +30,17 @@ pub enum Depth {
     Full,
 }
 
-/// The facts that must not change between evaluating a candidate and acting on it.
+/// Where a version stands, and what its verdict is judged from: the facts that must not
+/// change between evaluating a candidate and acting on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint {
+pub struct Placement {
     pub candidate_stage: String,
     pub is_candidate: bool,
     pub champion: Option<String>,
+    /// The inputs fingerprint computed from the registry as it stands (`None`: no such version).
+    pub inputs: Option<String>,
+    /// The fingerprint the version carries: its verdict is current when the two are equal.
+    pub recorded: Option<String>,
 }
 
 impl ModelState {
@@ -144,19 +151,40 @@ impl ModelState {
         self.versions.values().rev().find(|v| self.at(v, &target))
     }
 
-    pub fn fingerprint(&self, policy: &Policy, version: &str) -> Fingerprint {
+    /// The champion's version number. For an alias target the alias map alone says it, even
+    /// when the holder itself was not read (a summary read).
+    pub fn champion_version(&self, policy: &Policy) -> Option<&str> {
+        match policy.promote.target() {
+            Target::Alias(a) => self.aliases.get(&a).map(String::as_str),
+            Target::Stage(_) => self.champion(policy).map(|c| c.version.as_str()),
+        }
+    }
+
+    /// The champion `v` is compared with: the champion, unless `v` is the champion.
+    pub fn compared_with(&self, policy: &Policy, v: &ModelVersion) -> Option<&str> {
+        self.champion_version(policy).filter(|c| *c != v.version)
+    }
+
+    /// The inputs fingerprint of `v` as the registry stands (see [`crate::inputs`]).
+    pub fn inputs(&self, policy: &Policy, names: &TagNames, v: &ModelVersion) -> String {
+        inputs::fingerprint(names, &policy.digest(), v, self.compared_with(policy, v))
+    }
+
+    pub fn placement(&self, policy: &Policy, names: &TagNames, version: &str) -> Placement {
         let v = self.version(version);
-        Fingerprint {
+        Placement {
             candidate_stage: v.map(|v| v.current_stage.clone()).unwrap_or_default(),
             is_candidate: v.is_some_and(|v| self.at(v, policy.candidate())),
-            champion: self.champion(policy).map(|c| c.version.clone()),
+            champion: self.champion_version(policy).map(str::to_string),
+            inputs: v.map(|v| self.inputs(policy, names, v)),
+            recorded: v.and_then(|v| v.tag(&names.fingerprint()).map(str::to_string)),
         }
     }
 }
 
-impl Fingerprint {
+impl Placement {
     /// What changed from `self` to `now`, in words; `None` when nothing did.
-    pub fn change_to(&self, now: &Fingerprint) -> Option<String> {
+    pub fn change_to(&self, now: &Placement) -> Option<String> {
         let mut what = Vec::new();
         if self.champion != now.champion {
             let show = |c: &Option<String>| {
@@ -181,6 +209,9 @@ impl Fingerprint {
                 "its stage changed from {} to {}",
                 self.candidate_stage, now.candidate_stage
             ));
+        }
+        if self.champion == now.champion && self.inputs != now.inputs {
+            what.push("its tags, run or source changed".into());
         }
         (!what.is_empty()).then(|| what.join("; "))
     }
@@ -277,17 +308,23 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn fingerprint_reports_a_changed_champion() {
+    fn placement_reports_a_changed_champion_and_changed_inputs() {
         let p = policy(
             Target::Stage("Staging".into()),
             Target::Stage("Production".into()),
         );
-        let before =
-            state(vec![version(1, "Production"), version(3, "Staging")], &[]).fingerprint(&p, "3");
-        let after =
-            state(vec![version(2, "Production"), version(3, "Staging")], &[]).fingerprint(&p, "3");
+        let n = TagNames::new("stagegate.");
+        let before = state(vec![version(1, "Production"), version(3, "Staging")], &[])
+            .placement(&p, &n, "3");
+        let after = state(vec![version(2, "Production"), version(3, "Staging")], &[])
+            .placement(&p, &n, "3");
         let why = before.change_to(&after).unwrap();
         assert!(why.contains("from v1 to v2"), "{why}");
         assert_eq!(before.change_to(&before), None);
+        let mut tagged = version(3, "Staging");
+        tagged.tags.insert("owner".into(), "me".into());
+        let retagged = state(vec![version(1, "Production"), tagged], &[]).placement(&p, &n, "3");
+        let why = before.change_to(&retagged).unwrap();
+        assert!(why.contains("tags, run or source"), "{why}");
     }
 }

@@ -71,9 +71,9 @@ impl TagNames {
         self.key("restored_at")
     }
 
-    /// Whether `v` carries a verdict for the policy digest `digest`.
-    pub fn has_current_verdict(&self, v: &ModelVersion, digest: &str) -> bool {
-        v.tag(&self.digest()) == Some(digest) && v.tag(&self.verdict()).is_some()
+    /// The inputs fingerprint that marks the verdict current (see `inputs`).
+    pub fn fingerprint(&self) -> String {
+        self.key("fingerprint")
     }
 }
 
@@ -127,17 +127,19 @@ pub fn report_json(e: &Evaluation) -> String {
     if s.len() <= REPORT_LIMIT {
         s
     } else {
-        json!({"truncated": true, "verdict": doc["verdict"], "policy_digest": doc["policy_digest"], "champion": doc["champion"]})
-            .to_string()
+        json!({"truncated": true, "verdict": doc["verdict"], "policy_digest": doc["policy_digest"],
+               "champion": doc["champion"], "fingerprint": doc["fingerprint"]})
+        .to_string()
     }
 }
 
 /// Write an evaluation's tags on its version, with `extra` tags riding along.
 ///
-/// Order matters for crash safety. A version counts as evaluated for a digest only when its
-/// verdict and digest tags both match, so the verdict is written after everything else and
-/// the digest last: an interrupted write is simply evaluated again. When the version carries
-/// no verdict yet, no stale verdict can pair with a new digest, so everything goes at once.
+/// Order matters for crash safety. What marks a verdict current is the inputs fingerprint, so
+/// it is written last, after everything it vouches for (verdict, gates, report). If the
+/// version already carries one, it is removed first: otherwise a crash halfway through would
+/// leave the old mark vouching for a mix of old and new tags. An interrupted write therefore
+/// leaves no current verdict, and the version is simply evaluated again.
 pub async fn write_evaluation(
     client: &Client,
     names: &TagNames,
@@ -145,35 +147,35 @@ pub async fn write_evaluation(
     previous: &ModelVersion,
     extra: &[(String, String)],
 ) -> Result<(), MlflowError> {
-    let mut first: Vec<(String, String)> = e
+    let (name, version) = (e.model.as_str(), e.version.as_str());
+    if previous.tag(&names.fingerprint()).is_some() {
+        client
+            .delete_version_tag(name, version, &names.fingerprint())
+            .await?;
+    }
+    let mut tags: Vec<(String, String)> = e
         .gates
         .iter()
         .map(|g| (names.gate(&g.name), g.tag_value()))
         .collect();
-    first.push((names.report(), report_json(e)));
-    first.push((names.policy(), e.policy.clone()));
-    first.push((names.evaluated_at(), e.evaluated_at.clone()));
-    first.extend(extra.iter().cloned());
-    let mut last = vec![
-        (names.verdict(), e.verdict.as_str().to_string()),
-        (names.digest(), e.policy_digest.clone()),
-    ];
-    if previous.tag(&names.verdict()).is_none() {
-        first.append(&mut last);
-    }
+    tags.push((names.report(), report_json(e)));
+    tags.push((names.policy(), e.policy.clone()));
+    tags.push((names.evaluated_at(), e.evaluated_at.clone()));
+    tags.push((names.verdict(), e.verdict.as_str().to_string()));
+    tags.push((names.digest(), e.policy_digest.clone()));
+    tags.extend(extra.iter().cloned());
     // Gate tags left over from an earlier policy would read as current results.
     let gate_prefix = names.gate("");
     let stale: Vec<String> = previous
         .tags
         .keys()
-        .filter(|k| k.starts_with(&gate_prefix) && !first.iter().any(|(key, _)| key == *k))
+        .filter(|k| k.starts_with(&gate_prefix) && !tags.iter().any(|(key, _)| key == *k))
         .cloned()
         .collect();
-    let (name, version) = (e.model.as_str(), e.version.as_str());
     // Built in a loop, not an iterator adapter: closures over borrowed pairs make the future
     // lose `Send` generality, which the daemon's worker pool needs.
     let mut calls: Vec<BoxFuture<'_, Result<(), MlflowError>>> = Vec::new();
-    for (k, v) in &first {
+    for (k, v) in &tags {
         calls.push(client.set_version_tag(name, version, k, v).boxed());
     }
     for k in &stale {
@@ -183,10 +185,9 @@ pub async fn write_evaluation(
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    for (k, v) in &last {
-        client.set_version_tag(name, version, k, v).await?;
-    }
-    Ok(())
+    client
+        .set_version_tag(name, version, &names.fingerprint(), &e.fingerprint)
+        .await
 }
 
 use futures::FutureExt as _;

@@ -5,7 +5,7 @@
 //! Calls are synchronous and short (WAL, `synchronous = NORMAL`: an insert is tens of
 //! microseconds), so async callers use them directly behind one mutex.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,7 +40,8 @@ impl StoreError {
 }
 
 /// Versioned schema: migration `i` takes the database from `user_version = i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE evaluations (
         id          INTEGER PRIMARY KEY,
         model       TEXT NOT NULL,
@@ -84,7 +85,22 @@ const MIGRATIONS: &[&str] = &[r#"
         requested_at INTEGER NOT NULL,
         PRIMARY KEY (model, version)
     );
-"#];
+"#,
+    // Requests get a sequence number, so that an evaluation consumes only the requests made
+    // before it began (AUTOINCREMENT never reuses a number, even after deletes).
+    r#"
+    CREATE TABLE eval_requests (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        model        TEXT NOT NULL,
+        version      TEXT NOT NULL,
+        requested_at INTEGER NOT NULL
+    );
+    CREATE INDEX eval_requests_by_model ON eval_requests (model, version);
+    INSERT INTO eval_requests (model, version, requested_at)
+        SELECT model, version, requested_at FROM requests ORDER BY requested_at;
+    DROP TABLE requests;
+"#,
+];
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -253,13 +269,23 @@ impl Store {
         })
     }
 
-    /// Record the action taken on the latest evaluation of a version.
-    pub fn set_action(&self, model: &str, version: &str, action: &str) -> Result<(), StoreError> {
+    /// Record the action taken on a version on its latest evaluation, if that evaluation is
+    /// the one whose verdict (`verdict`, as recorded in MLflow) was acted on. An evaluation
+    /// cut short by a crash after its tags were written leaves an `interrupted` row: the
+    /// action then stays in the audit log only, never on an older row with another verdict.
+    pub fn set_action(
+        &self,
+        model: &str,
+        version: &str,
+        verdict: Option<&str>,
+        action: &str,
+    ) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "UPDATE evaluations SET action = ?3 WHERE id =
-                   (SELECT MAX(id) FROM evaluations WHERE model = ?1 AND version = ?2 AND status = 'done')",
-                params![model, version, action],
+                "UPDATE evaluations SET action = ?4
+                 WHERE id = (SELECT MAX(id) FROM evaluations WHERE model = ?1 AND version = ?2)
+                   AND status = 'done' AND (?3 IS NULL OR verdict = ?3)",
+                params![model, version, verdict, action],
             )?;
             Ok(())
         })
@@ -387,39 +413,44 @@ impl Store {
         })
     }
 
-    /// Ask for `version` to be evaluated again even if it has a current verdict.
-    pub fn request_reevaluation(&self, model: &str, version: &str) -> Result<(), StoreError> {
+    /// Ask for `version` to be evaluated (again, even if it has a current verdict).
+    pub fn request_evaluation(&self, model: &str, version: &str) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT OR REPLACE INTO requests (model, version, requested_at) VALUES (?1, ?2, ?3)",
+                "INSERT INTO eval_requests (model, version, requested_at) VALUES (?1, ?2, ?3)",
                 params![model, version, now_ms()],
             )?;
             Ok(())
         })
     }
 
-    pub fn requests(&self, model: &str) -> Result<BTreeSet<String>, StoreError> {
+    /// Pending requests of `model`: version → the newest request's sequence number.
+    pub fn requests(&self, model: &str) -> Result<BTreeMap<String, i64>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT version FROM requests WHERE model = ?1")?;
-            let rows = st.query_map(params![model], |r| r.get(0))?;
+            let mut st = c.prepare(
+                "SELECT version, MAX(seq) FROM eval_requests WHERE model = ?1 GROUP BY version",
+            )?;
+            let rows = st.query_map(params![model], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
     }
 
-    /// Models with pending re-evaluation requests.
+    /// Models with pending requests.
     pub fn requested_models(&self) -> Result<BTreeSet<String>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT DISTINCT model FROM requests")?;
+            let mut st = c.prepare("SELECT DISTINCT model FROM eval_requests")?;
             let rows = st.query_map([], |r| r.get(0))?;
             rows.collect()
         })
     }
 
-    pub fn clear_request(&self, model: &str, version: &str) -> Result<(), StoreError> {
+    /// Consume the requests for `version` up to sequence number `up_to` (those an evaluation
+    /// that began after them has served); later ones stay pending.
+    pub fn clear_requests(&self, model: &str, version: &str, up_to: i64) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "DELETE FROM requests WHERE model = ?1 AND version = ?2",
-                params![model, version],
+                "DELETE FROM eval_requests WHERE model = ?1 AND version = ?2 AND seq <= ?3",
+                params![model, version, up_to],
             )?;
             Ok(())
         })
@@ -508,13 +539,70 @@ mod tests {
         s.queue_push("a").unwrap();
         s.queue_remove("b").unwrap();
         assert_eq!(s.queued().unwrap(), vec!["a".to_string()]);
-        s.request_reevaluation("a", "3").unwrap();
-        assert_eq!(
-            s.requests("a").unwrap().into_iter().collect::<Vec<_>>(),
-            vec!["3".to_string()]
-        );
-        s.clear_request("a", "3").unwrap();
+        s.request_evaluation("a", "3").unwrap();
+        let seen = s.requests("a").unwrap();
+        assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["3"]);
+        // A request made after an evaluation began outlives that evaluation's clearing.
+        s.request_evaluation("a", "3").unwrap();
+        s.clear_requests("a", "3", seen["3"]).unwrap();
+        let left = s.requests("a").unwrap();
+        assert!(left["3"] > seen["3"], "the later request is still pending");
+        s.clear_requests("a", "3", left["3"]).unwrap();
         assert!(s.requests("a").unwrap().is_empty());
+        // Numbers are never reused, even once the table is empty.
+        s.request_evaluation("a", "3").unwrap();
+        assert!(s.requests("a").unwrap()["3"] > left["3"]);
+    }
+
+    #[test]
+    fn pending_requests_survive_the_schema_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            tx.execute(
+                "INSERT INTO requests (model, version, requested_at) VALUES ('m', '2', 1)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.requests("m").unwrap().keys().collect::<Vec<_>>(),
+            vec!["2"]
+        );
+    }
+
+    #[test]
+    fn an_action_is_recorded_only_on_the_evaluation_it_was_taken_on() {
+        let s = Store::in_memory().unwrap();
+        let failed = s.begin_evaluation("m", "1", "p", "d", "poll").unwrap();
+        s.finish_evaluation(
+            failed,
+            &Evaluation::for_test("m", "1", Verdict::Failed, vec![]),
+        )
+        .unwrap();
+        // The re-evaluation wrote `passed` to MLflow, then the process was killed.
+        s.begin_evaluation("m", "1", "p", "d", "webhook").unwrap();
+        s.interrupt_running().unwrap();
+        s.set_action("m", "1", Some("passed"), "promoted").unwrap();
+        let rows = s.evaluations(Some("m"), 10).unwrap();
+        assert!(rows.iter().all(|r| r.action.is_none()), "{rows:?}");
+        let done = s.begin_evaluation("m", "1", "p", "d", "poll").unwrap();
+        s.finish_evaluation(
+            done,
+            &Evaluation::for_test("m", "1", Verdict::Passed, vec![]),
+        )
+        .unwrap();
+        s.set_action("m", "1", Some("passed"), "promoted").unwrap();
+        assert_eq!(
+            s.evaluation(done).unwrap().unwrap().action.as_deref(),
+            Some("promoted")
+        );
     }
 
     #[test]

@@ -172,9 +172,9 @@ pub fn parse(body: &[u8]) -> Result<Event, Rejection> {
 pub enum Route {
     /// A new version: reconcile now, and re-check a few times (no stage-transition event exists).
     Created { version: Option<String> },
-    /// A user tag changed on a version: re-evaluate it.
-    Retag { version: String },
-    /// Anything else about the model: reconcile it.
+    /// Anything else about the model (a tag, an alias): reconcile it. A changed tag is not a
+    /// request to evaluate: the reconcile sees from the version's inputs fingerprint whether a
+    /// candidate's verdict is stale, and leaves versions that are not candidates alone.
     Reconcile,
     /// Not ours to act on (our own tag writes, events we don't use).
     Ignore(&'static str),
@@ -193,10 +193,7 @@ pub fn route(e: &Event, tag_prefix: &str) -> Route {
                 // Our own writes echo back; acting on them would feed the daemon itself.
                 return Route::Ignore("stagegate's own tag");
             }
-            match &e.version {
-                Some(v) => Route::Retag { version: v.clone() },
-                None => Route::Reconcile,
-            }
+            Route::Reconcile
         }
         "model_version_alias.created"
         | "model_version_alias.deleted"
@@ -341,12 +338,7 @@ mod tests {
             route(&tag("stagegate.verdict"), "stagegate."),
             Route::Ignore("stagegate's own tag")
         );
-        assert_eq!(
-            route(&tag("accuracy"), "stagegate."),
-            Route::Retag {
-                version: "2".into()
-            }
-        );
+        assert_eq!(route(&tag("accuracy"), "stagegate."), Route::Reconcile);
         assert!(matches!(parse(b"{not json"), Err(Rejection::Malformed(_))));
         assert!(matches!(
             parse(br#"{"entity":"model_version","action":"created","data":{}}"#),

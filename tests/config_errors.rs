@@ -240,3 +240,27 @@ fn served_gate_tables_are_strict_too() {
         &["vs_champion.confidence"],
     );
 }
+
+#[test]
+fn unknown_or_empty_edge_case_families() {
+    let t =
+        gate("  name = \"edges\"\n  type = \"edge_cases\"\n  cases = [\"zeros\", \"dtype_limit\"]");
+    refused(
+        &t,
+        &[
+            "policies[0].gates[0]",
+            "gate `edges`",
+            "`cases[1]`",
+            "unknown case family \"dtype_limit\"",
+            "expected one of zeros, large, nan, missing, strings, booleans, one_row, batch, dtype_limits",
+        ],
+    );
+    refused(
+        &gate("  name = \"edges\"\n  type = \"edge_cases\"\n  cases = []"),
+        &["gate `edges`", "`cases`", "list at least one case family"],
+    );
+    refused(
+        &gate("  name = \"edges\"\n  type = \"edge_cases\"\n  cases = \"nan\""),
+        &["gate `edges`", "`cases`", "invalid type"],
+    );
+}

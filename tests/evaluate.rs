@@ -103,8 +103,9 @@ async fn alias_candidate_passes_and_the_champion_alias_moves() {
 
     let rm = client().registered_model(&m).await.unwrap();
     assert_eq!(rm.alias("champion"), Some(v2.as_str()));
-    // The challenger alias is released once its holder is promoted (README, "Aliases").
-    assert_eq!(rm.alias("challenger"), None);
+    // The challenger alias is never moved or removed by stagegate (README, "Aliases"): it
+    // stays on the promoted version until the next training job moves it.
+    assert_eq!(rm.alias("challenger"), Some(v2.as_str()));
     let new = version(&m, &v2).await;
     assert_eq!(new.tag("stagegate.action"), Some("promoted"));
     assert_eq!(new.tag("stagegate.replaced_version"), Some(v1.as_str()));

@@ -69,21 +69,43 @@ fn latency_gates_pass_and_fail_on_one_served_model_that_does_not_outlive_the_eva
     assert_no_serving_left(&m);
 }
 
+/// The cases the edge-case gate `name` reported, as (case, outcome, error).
+fn edge_cases_sent(g: &Value) -> Vec<(String, String, String)> {
+    g["details"]["cases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no cases in {g}"))
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("case"), s("outcome"), s("error"))
+        })
+        .collect()
+}
+
+fn failing_cases(g: &Value) -> Vec<String> {
+    edge_cases_sent(g)
+        .into_iter()
+        .filter(|(_, outcome, _)| outcome == "fail")
+        .map(|(case, _, _)| case)
+        .collect()
+}
+
 #[test]
-fn edge_cases_pass_good_models_catch_a_nan_failure_and_refuse_a_model_without_signature() {
-    let m = unique("edges");
+fn edge_cases_default_set_sends_nan_to_required_float_columns_and_names_the_failing_case() {
+    let m = unique("edges-nan");
     let v = register(
         &m,
         &[
+            // LogisticRegression without an imputer, required float columns (no NaN in its
+            // example): it passed when NaN went to optional columns only.
             json!({"kind": "classifier"}),
             json!({"kind": "nan_fragile"}),
-            json!({"kind": "strings"}),
             json!({"kind": "regressor", "form": "mlflow2"}),
             json!({"light": true}),
         ],
     );
     let w = workdir(
-        "\n  [[policies.gates]]\n  name = \"edges\"\n  type = \"edge_cases\"\n  batch_rows = 1000\n",
+        "\n  [[policies.gates]]\n  name = \"edges\"\n  type = \"edge_cases\"\n",
         "",
     );
     let edges = |version: &str, code: i32| {
@@ -99,60 +121,77 @@ fn edge_cases_pass_good_models_catch_a_nan_failure_and_refuse_a_model_without_si
         }
         gate(&doc, "edges").clone()
     };
-    let good = edges(&v[0], 0);
-    assert!(
-        good["message"].as_str().unwrap().starts_with("all "),
-        "{good}"
-    );
-    let cases: Vec<&str> = good["details"]["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["case"].as_str().unwrap())
-        .collect();
-    for c in [
-        "zeros",
-        "+1e6",
-        "-1e6",
-        "type minimum",
-        "type maximum",
-        "1-row batch",
-        "1000-row batch",
-    ] {
-        assert!(cases.contains(&c), "{c} missing from {cases:?}");
-    }
 
-    let nan = edges(&v[1], 1);
-    let msg = nan["message"].as_str().unwrap();
+    let g = edges(&v[0], 1);
+    assert_eq!(g["outcome"], json!("fail"), "{g}");
+    let sent = edge_cases_sent(&g);
+    let names: Vec<&str> = sent.iter().map(|(c, _, _)| c.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "zeros",
+            "+1e6",
+            "-1e6",
+            "NaN in float columns",
+            "1-row batch",
+            "1000-row batch"
+        ],
+        "the default set, without dtype limits: {g}"
+    );
+    for (case, outcome, error) in &sent {
+        if case == "NaN in float columns" {
+            assert_eq!(outcome, "fail");
+            assert!(
+                error.starts_with("400") && error.contains("Input X contains NaN"),
+                "{error}"
+            );
+        } else {
+            assert_eq!(outcome, "pass", "{case}: {error}");
+        }
+    }
+    assert_eq!(g["observed"]["failing"], json!(["NaN in float columns"]));
+    assert_eq!(
+        g["details"]["not_applicable"],
+        json!(["missing", "strings", "booleans"])
+    );
+    let msg = g["message"].as_str().unwrap();
     assert!(
-        msg.contains("NaN in optional columns") && msg.contains("Input X contains NaN"),
+        msg.starts_with("1 of 6 cases failed: NaN in float columns [nan] (400")
+            && msg.contains("Input X contains NaN"),
         "{msg}"
     );
-    let failing: Vec<&Value> = nan["details"]["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["ok"] == json!(false))
-        .collect();
+    // The registry says the same: the gate's tag and the report tag name the failing case.
+    let mv = block(version(&m, &v[0]));
+    let tag = mv.tag("stagegate.gate.edges").unwrap();
     assert!(
-        failing
+        tag.starts_with("fail: 1 of 6 cases failed: NaN in float columns [nan]"),
+        "{tag}"
+    );
+    let report: Value = serde_json::from_str(mv.tag("stagegate.report").unwrap()).unwrap();
+    assert_eq!(
+        gate(&report, "edges")["observed"]["failing"],
+        json!(["NaN in float columns"])
+    );
+
+    // An optional column adds the missing-value case; this model takes neither.
+    let g = edges(&v[1], 1);
+    assert_eq!(
+        failing_cases(&g),
+        ["NaN in float columns", "missing optional values"]
+    );
+    assert!(
+        edge_cases_sent(&g)
             .iter()
-            .all(|c| c["error"].as_str().unwrap().starts_with("400")),
-        "{failing:?}"
+            .filter(|(_, o, _)| o == "fail")
+            .all(|(_, _, e)| e.starts_with("400") && e.contains("Input X contains NaN")),
+        "{g}"
     );
 
-    let strings = edges(&v[2], 0);
-    let cases = strings["details"]["cases"].to_string();
-    assert!(
-        cases.contains("unicode strings")
-            && cases.contains("long strings")
-            && cases.contains("empty strings"),
-        "{cases}"
-    );
+    // MLflow 2 form (signature in the run's artifacts): LinearRegression fails on NaN only.
+    let g = edges(&v[2], 1);
+    assert_eq!(failing_cases(&g), ["NaN in float columns"], "{g}");
 
-    edges(&v[3], 0); // a regressor, MLflow 2 form
-
-    let none = edges(&v[4], 2);
+    let none = edges(&v[3], 2);
     assert_eq!(none["outcome"], json!("error"));
     assert!(
         none["message"]
@@ -160,6 +199,105 @@ fn edge_cases_pass_good_models_catch_a_nan_failure_and_refuse_a_model_without_si
             .unwrap()
             .contains("has no signature"),
         "{none}"
+    );
+    assert_no_serving_left(&m);
+}
+
+#[test]
+fn edge_cases_default_set_passes_nan_tolerant_models_and_dtype_limits_are_opt_in() {
+    let m = unique("edges-pass");
+    let v = register(
+        &m,
+        &[
+            json!({"kind": "forest"}),
+            json!({"kind": "strings"}),
+            json!({"kind": "tensor"}),
+        ],
+    );
+    let default = "\n  [[policies.gates]]\n  name = \"edges\"\n  type = \"edge_cases\"\n";
+    let limits = format!(
+        "{default}\n  [[policies.gates]]\n  name = \"limits\"\n  type = \"edge_cases\"\n  cases = [\"dtype_limits\", \"zeros\"]\n"
+    );
+
+    // A RandomForest takes NaN and ±1e6 but works in float32: it passes the default set and
+    // fails the opt-in dtype limits, both gates on one served model.
+    let r = workdir(&limits, "").run(&["evaluate", &m, &v[0], "--json"]);
+    r.expect_code(1);
+    let doc = r.json();
+    assert_eq!(doc["serving"]["servers_started"], json!(1));
+    let g = gate(&doc, "edges");
+    assert_eq!(g["outcome"], json!("pass"), "{g}");
+    assert!(
+        g["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("all 6 cases answered"),
+        "{g}"
+    );
+    assert!(
+        edge_cases_sent(g)
+            .iter()
+            .any(|(c, o, _)| c == "NaN in float columns" && o == "pass"),
+        "{g}"
+    );
+    let g = gate(&doc, "limits");
+    assert_eq!(g["outcome"], json!("fail"), "{g}");
+    assert_eq!(failing_cases(g), ["dtype minimum", "dtype maximum"], "{g}");
+    assert!(
+        edge_cases_sent(g)
+            .iter()
+            .any(|(c, o, _)| c == "zeros" && o == "pass"),
+        "{g}"
+    );
+    let msg = g["message"].as_str().unwrap();
+    assert!(
+        msg.contains("dtype maximum [dtype_limits] (400")
+            && msg.contains("too large for dtype('float32')"),
+        "{msg}"
+    );
+    let tag = block(version(&m, &v[0]))
+        .tag("stagegate.gate.limits")
+        .unwrap()
+        .to_string();
+    assert!(
+        tag.starts_with("fail: 2 of 3 cases failed: dtype minimum [dtype_limits]"),
+        "{tag}"
+    );
+
+    let w = workdir(default, "");
+    // A pipeline that imputes its numeric columns, with a string column.
+    let r = w.run(&["evaluate", &m, &v[1], "--json"]);
+    r.expect_code(0);
+    let g = gate(&r.json(), "edges").clone();
+    let sent = edge_cases_sent(&g);
+    for c in [
+        "NaN in float columns",
+        "empty strings",
+        "long strings",
+        "unicode strings",
+    ] {
+        assert!(
+            sent.iter().any(|(case, o, _)| case == c && o == "pass"),
+            "{c} not sent and passed: {g}"
+        );
+    }
+
+    // A tensor signature: NaN goes to the float tensor too.
+    let r = w.run(&["evaluate", &m, &v[2], "--json"]);
+    r.expect_code(0);
+    let g = gate(&r.json(), "edges").clone();
+    let names: Vec<String> = edge_cases_sent(&g).into_iter().map(|(c, _, _)| c).collect();
+    assert_eq!(
+        names,
+        [
+            "zeros",
+            "+1e6",
+            "-1e6",
+            "NaN in float tensors",
+            "1-row batch",
+            "1000-row batch"
+        ],
+        "{g}"
     );
     assert_no_serving_left(&m);
 }

@@ -128,6 +128,117 @@ pub struct EdgeCasesGate {
     /// Rows of the large-batch case.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
+    /// The case families to send, sorted and without repeats. Omitted = the default set,
+    /// filled in here so the policy digest covers the effective set: when a release changes
+    /// the default, versions judged by the old set are re-evaluated.
+    #[serde(
+        default = "CaseFamily::default_set",
+        deserialize_with = "case_families"
+    )]
+    pub cases: Vec<CaseFamily>,
+}
+
+/// A family of `edge_cases` requests (`cases = [...]`). The declaration order is the order the
+/// cases are sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum CaseFamily {
+    /// 0 in every numeric column or tensor.
+    Zeros,
+    /// +1e6 and -1e6 in every numeric column or tensor.
+    Large,
+    /// NaN in every float column (required or not) and float tensor.
+    Nan,
+    /// null in every optional column.
+    Missing,
+    /// Empty, long and unicode strings in string columns.
+    Strings,
+    /// `true` and `false` in boolean columns and tensors.
+    Booleans,
+    /// One typical row.
+    OneRow,
+    /// `batch_rows` typical rows.
+    Batch,
+    /// Each type's minimum and maximum. Opt-in: scikit-learn's trees work in float32 and
+    /// refuse float64 extremes, which would fail the most common tabular models by default.
+    DtypeLimits,
+}
+
+impl CaseFamily {
+    pub const ALL: &[CaseFamily] = &[
+        CaseFamily::Zeros,
+        CaseFamily::Large,
+        CaseFamily::Nan,
+        CaseFamily::Missing,
+        CaseFamily::Strings,
+        CaseFamily::Booleans,
+        CaseFamily::OneRow,
+        CaseFamily::Batch,
+        CaseFamily::DtypeLimits,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CaseFamily::Zeros => "zeros",
+            CaseFamily::Large => "large",
+            CaseFamily::Nan => "nan",
+            CaseFamily::Missing => "missing",
+            CaseFamily::Strings => "strings",
+            CaseFamily::Booleans => "booleans",
+            CaseFamily::OneRow => "one_row",
+            CaseFamily::Batch => "batch",
+            CaseFamily::DtypeLimits => "dtype_limits",
+        }
+    }
+
+    /// What a healthy production model passes: everything but `dtype_limits`.
+    pub fn default_set() -> Vec<CaseFamily> {
+        Self::ALL
+            .iter()
+            .copied()
+            .filter(|f| *f != CaseFamily::DtypeLimits)
+            .collect()
+    }
+}
+
+impl std::fmt::Display for CaseFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl TryFrom<String> for CaseFamily {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown case family {s:?} (expected one of {})",
+                    Self::ALL
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+    }
+}
+
+/// `cases = [...]`: at least one family; sorted and de-duplicated, so that order and repeats
+/// in the file change neither what is sent nor the policy digest.
+fn case_families<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CaseFamily>, D::Error> {
+    let mut v = Vec::<CaseFamily>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(D::Error::custom(
+            "list at least one case family, or omit `cases` for the default set",
+        ));
+    }
+    v.sort();
+    v.dedup();
+    Ok(v)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -306,4 +417,78 @@ fn typed<T: DeserializeOwned>(v: Value) -> Result<T, String> {
             format!("`{path}`: {inner}")
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Policy;
+
+    fn policy(edge_gate: Value) -> Result<Policy, String> {
+        let mut gate = json!({"name": "edges", "type": "edge_cases"});
+        gate.as_object_mut()
+            .unwrap()
+            .extend(edge_gate.as_object().unwrap().clone());
+        serde_json::from_value(json!({
+            "name": "p",
+            "candidate": {"stage": "Staging"},
+            "promote": {"stage": "Production"},
+            "gates": [gate],
+        }))
+        .map_err(|e| e.to_string())
+    }
+
+    fn cases(p: &Policy) -> Vec<CaseFamily> {
+        match &p.gates[0].kind {
+            GateKind::EdgeCases(e) => e.cases.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cases_default_to_everything_but_dtype_limits() {
+        let p = policy(json!({})).unwrap();
+        assert_eq!(
+            cases(&p).iter().map(|f| f.name()).collect::<Vec<_>>(),
+            [
+                "zeros", "large", "nan", "missing", "strings", "booleans", "one_row", "batch"
+            ]
+        );
+    }
+
+    #[test]
+    fn cases_are_sorted_and_deduplicated_so_the_digest_follows_the_set() {
+        let a = policy(json!({"cases": ["nan", "zeros", "nan"]})).unwrap();
+        assert_eq!(cases(&a), [CaseFamily::Zeros, CaseFamily::Nan]);
+        let b = policy(json!({"cases": ["zeros", "nan"]})).unwrap();
+        assert_eq!(a.digest(), b.digest());
+        // Omitted and the default set written out are the same policy…
+        let default = policy(json!({})).unwrap();
+        let names: Vec<&str> = CaseFamily::default_set().iter().map(|f| f.name()).collect();
+        assert_eq!(
+            default.digest(),
+            policy(json!({ "cases": names })).unwrap().digest()
+        );
+        // …and a different set is a different one: its versions are re-evaluated.
+        let limits = policy(json!({"cases": ["zeros", "nan", "dtype_limits"]})).unwrap();
+        assert_ne!(limits.digest(), b.digest());
+        assert_ne!(limits.digest(), default.digest());
+    }
+
+    #[test]
+    fn unknown_or_no_case_families_are_refused() {
+        let e = policy(json!({"cases": ["zeros", "dtype_limit"]})).unwrap_err();
+        assert!(
+            e.contains("`cases[1]`")
+                && e.contains("unknown case family \"dtype_limit\"")
+                && e.contains(
+                    "zeros, large, nan, missing, strings, booleans, one_row, batch, dtype_limits"
+                ),
+            "{e}"
+        );
+        let e = policy(json!({"cases": []})).unwrap_err();
+        assert!(e.contains("`cases`") && e.contains("at least one"), "{e}");
+    }
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use gate::{
-    ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind, Inconclusive,
-    LatencyGate, MetricGate, RunGate, Slices, TagsGate, VsChampion,
+    CaseFamily, ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind,
+    Inconclusive, LatencyGate, MetricGate, RunGate, Slices, TagsGate, VsChampion,
 };
 pub use load::{ConfigError, Loaded, load, locate};
 
@@ -133,6 +133,10 @@ pub struct WorkersConfig {
     /// First retry delay; doubles each attempt, with jitter.
     #[serde(with = "duration")]
     pub backoff: Duration,
+    /// How long a failed candidate's inputs must stay unchanged before `on_fail = "archive"`
+    /// archives it: its training job may still be writing its tags one call at a time.
+    #[serde(with = "duration")]
+    pub settle: Duration,
 }
 
 impl Default for WorkersConfig {
@@ -141,6 +145,7 @@ impl Default for WorkersConfig {
             count: 4,
             max_attempts: 5,
             backoff: Duration::from_secs(2),
+            settle: Duration::from_secs(60),
         }
     }
 }

@@ -59,10 +59,14 @@ pub struct Live {
 /// What the last poll did, for `/status`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PollStatus {
+    /// Polls finished since start-up.
+    pub completed: u64,
     pub last_started: Option<String>,
     pub last_duration_ms: Option<u64>,
     pub last_models: Option<usize>,
     pub last_enqueued: Option<usize>,
+    /// Models whose next step is a timed wait (a failed candidate settling before archiving).
+    pub last_waiting: Option<usize>,
     pub last_error: Option<String>,
     pub next: Option<String>,
 }

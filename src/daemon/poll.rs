@@ -1,21 +1,30 @@
 //! The reconcile poll: the guarantee behind the webhook hints. On the `poll.schedule` cron
 //! (with a seconds field) and once at start-up, it lists every registered model — 1000 a page,
 //! each with its aliases and the newest version of each stage, tags included — and enqueues
-//! those whose state the decision core would act on. Versions already carrying a verdict for
-//! the current policy digest are skipped.
+//! those whose state the decision core would act on. A candidate whose verdict is current for
+//! its inputs fingerprint costs nothing; one whose tags changed since (every webhook lost) is
+//! seen here, because the fingerprint is recomputed from what the listing shows.
+//!
+//! Two candidates the listing cannot show are found with one search each, run only when some
+//! model may hide one: an alias holder that is not its model's newest version (judged
+//! versions carry the policy digest tag), and a failed stage candidate behind a newer failed
+//! one (it carries `action = kept`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Target;
 use crate::daemon::App;
 use crate::decision::{PlanInput, Step, plan};
-use crate::evaluation::now_rfc3339;
+use crate::evaluation::{Verdict, now_rfc3339};
 use crate::mlflow::{MlflowError, ModelVersion};
 use crate::model_state::ModelState;
+
+/// The action of a failed candidate that stays a candidate (on_fail = keep).
+const KEPT: &str = "kept";
 
 pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
     let mut stop = std::pin::pin!(stop);
@@ -54,15 +63,21 @@ async fn poll_once(app: &App) {
         tracing::warn!(error = %e, "could not prune old webhook deliveries");
     }
     let mut status = app.poll.lock().unwrap_or_else(|p| p.into_inner());
+    status.completed += 1;
     status.last_started = Some(started_at);
     status.last_duration_ms = Some(elapsed.as_millis() as u64);
     match result {
-        Ok((matched, enqueued)) => {
-            app.metrics.poll_models.set(matched as i64);
-            status.last_models = Some(matched);
+        Ok(Sweep {
+            models,
+            enqueued,
+            waiting,
+        }) => {
+            app.metrics.poll_models.set(models as i64);
+            status.last_models = Some(models);
             status.last_enqueued = Some(enqueued);
+            status.last_waiting = Some(waiting);
             status.last_error = None;
-            tracing::debug!(matched, enqueued, ?elapsed, "poll");
+            tracing::debug!(models, enqueued, waiting, ?elapsed, "poll");
         }
         Err(e) => {
             tracing::warn!(error = %e, "poll failed; the next one will try again");
@@ -71,8 +86,17 @@ async fn poll_once(app: &App) {
     }
 }
 
-/// List, judge, enqueue. Returns (models matched by a policy, models enqueued).
-async fn sweep(app: &App) -> Result<(usize, usize), MlflowError> {
+/// What one sweep found.
+struct Sweep {
+    /// Models matched by a policy.
+    models: usize,
+    enqueued: usize,
+    /// Models waiting for a candidate to settle.
+    waiting: usize,
+}
+
+/// List, judge, enqueue.
+async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
     let live = app.live();
     let (config, engine) = (&live.loaded.config, &live.engine);
     let names = &engine.names;
@@ -126,13 +150,56 @@ async fn sweep(app: &App) -> Result<(usize, usize), MlflowError> {
         }
     }
 
+    // Failed stage candidates behind a newer one: the listing shows only the newest version
+    // of each stage, and a tag fixed on an older kept candidate must still be noticed. Only a
+    // failed newest candidate can hide one (anything else either hides nothing or queues the
+    // model anyway), so the search runs only when some model has one.
+    let failed_first = |(pi, st): &(usize, ModelState)| {
+        let policy = &config.policies[*pi];
+        matches!(policy.candidate(), Target::Stage(_))
+            && st.candidates(policy).first().is_some_and(|c| {
+                c.tag(&names.verdict()) == Some(Verdict::Failed.as_str())
+                    && Some(c.version.as_str()) != st.champion_version(policy)
+            })
+    };
+    if states.iter().any(failed_first) {
+        let index: BTreeMap<&str, usize> = states
+            .iter()
+            .enumerate()
+            .map(|(si, (_, st))| (st.name.as_str(), si))
+            .collect();
+        let kept = engine
+            .client
+            .versions_with_tag(&names.action(), KEPT)
+            .await?;
+        let mut found = Vec::new();
+        for v in kept {
+            if let Some(&si) = index.get(v.name.as_str()) {
+                let policy = &config.policies[states[si].0];
+                let at_candidate_stage =
+                    matches!(policy.candidate(), Target::Stage(s) if *s == v.current_stage);
+                if at_candidate_stage && states[si].1.version(&v.version).is_none() {
+                    found.push((si, v));
+                }
+            }
+        }
+        for (si, v) in found {
+            states[si].1.insert(v);
+        }
+    }
+
     let paused = app.is_paused();
+    let now = SystemTime::now();
     let digests: Vec<String> = config.policies.iter().map(|p| p.digest()).collect();
-    let mut enqueued = 0;
+    let (mut enqueued, mut waiting) = (0, 0);
     for (si, (pi, state)) in states.iter().enumerate() {
         let policy = &config.policies[*pi];
-        let forced = if requested.contains(&state.name) {
-            app.store.requests(&state.name).unwrap_or_default()
+        let requested: BTreeSet<String> = if requested.contains(&state.name) {
+            app.store
+                .requests(&state.name)
+                .unwrap_or_default()
+                .into_keys()
+                .collect()
         } else {
             BTreeSet::new()
         };
@@ -140,13 +207,25 @@ async fn sweep(app: &App) -> Result<(usize, usize), MlflowError> {
             policy,
             digest: &digests[*pi],
             names,
-            forced: &forced,
+            requested: &requested,
             paused,
+            now,
+            settle: config.workers.settle,
         };
-        if unjudged.contains(&si) || plan(&input, state) != Step::Idle {
-            app.enqueue(&state.name, "poll");
-            enqueued += 1;
+        match plan(&input, state) {
+            // The reconcile that planned the wait also scheduled its wake-up; after a
+            // restart, the poll acts once the wait is over.
+            Step::Wait { .. } if !unjudged.contains(&si) => waiting += 1,
+            Step::Idle if !unjudged.contains(&si) => {}
+            _ => {
+                app.enqueue(&state.name, "poll");
+                enqueued += 1;
+            }
         }
     }
-    Ok((states.len(), enqueued))
+    Ok(Sweep {
+        models: states.len(),
+        enqueued,
+        waiting,
+    })
 }

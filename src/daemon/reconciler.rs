@@ -2,7 +2,9 @@
 //! for the next step, carries it out, and repeats until there is nothing left to do. It is
 //! never told why it was called and trusts no payload, so lost or repeated events are harmless.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::actions::{ActError, Actor};
 use crate::daemon::App;
@@ -53,7 +55,7 @@ impl ReconcileError {
 pub async fn reconcile(app: Arc<App>, model: String, attempt: Attempt) -> Outcome {
     let result = converge(&app, &model, attempt).await;
     let outcome = match &result {
-        Ok(()) => Outcome::Done,
+        Ok(o) => o.clone(),
         Err(e) => {
             let o = e.outcome();
             if o == Outcome::Done {
@@ -62,7 +64,7 @@ pub async fn reconcile(app: Arc<App>, model: String, attempt: Attempt) -> Outcom
             o
         }
     };
-    if (matches!(outcome, Outcome::Done) || attempt.last)
+    if (matches!(outcome, Outcome::Done | Outcome::After(_)) || attempt.last)
         && let Err(e) = app.store.queue_remove(&model)
     {
         tracing::warn!(model, error = %e, "could not update the persisted queue");
@@ -70,12 +72,13 @@ pub async fn reconcile(app: Arc<App>, model: String, attempt: Attempt) -> Outcom
     outcome
 }
 
-async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<(), ReconcileError> {
+async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, ReconcileError> {
     let live = app.live();
     let engine = &live.engine;
-    let Some(policy) = live.loaded.config.policy_for(model) else {
+    let config = &live.loaded.config;
+    let Some(policy) = config.policy_for(model) else {
         tracing::debug!(model, "no policy matches; nothing to do");
-        return Ok(());
+        return Ok(Outcome::Done);
     };
     let names = &engine.names;
     let digest = policy.digest();
@@ -84,45 +87,53 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<(), Reconc
         names,
         policy,
     };
-    let mut forced = app.store.requests(model)?;
     let trigger = app.take_trigger(model);
 
     for _ in 0..MAX_STEPS {
+        // Requests are re-read every step: one made during an evaluation is served by the
+        // next evaluation, never consumed by the one already running.
+        let requests = app.store.requests(model)?;
         let state = match engine.read(model, policy, Depth::Full, &[]).await {
             Err(EngineError::NoModel(_)) => {
                 tracing::info!(model, "model no longer exists");
-                for v in &forced {
-                    app.store.clear_request(model, v)?;
+                for (v, seq) in &requests {
+                    app.store.clear_requests(model, v, *seq)?;
                 }
-                return Ok(());
+                return Ok(Outcome::Done);
             }
             other => other?,
         };
         // Requests for versions that no longer exist can never be served.
-        for gone in forced
-            .iter()
-            .filter(|v| state.version(v).is_none())
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            app.store.clear_request(model, &gone)?;
-            forced.remove(&gone);
+        for (gone, seq) in requests.iter().filter(|(v, _)| state.version(v).is_none()) {
+            app.store.clear_requests(model, gone, *seq)?;
         }
+        let requested: BTreeSet<String> = requests.keys().cloned().collect();
         let paused = app.is_paused();
         let input = PlanInput {
             policy,
             digest: &digest,
             names,
-            forced: &forced,
+            requested: &requested,
             paused,
+            now: SystemTime::now(),
+            settle: config.workers.settle,
         };
         let step = plan(&input, &state);
         tracing::debug!(model, ?step, "plan");
         match step {
-            Step::Idle => return Ok(()),
+            Step::Idle => return Ok(Outcome::Done),
+            Step::Wait { version, after } => {
+                tracing::debug!(
+                    model,
+                    version,
+                    ?after,
+                    "waiting for the candidate to settle"
+                );
+                return Ok(Outcome::After(after));
+            }
             Step::Evaluate(version) => {
                 let Some(candidate) = state.version(&version).cloned() else {
-                    return Ok(());
+                    return Ok(Outcome::Done);
                 };
                 let id =
                     app.store
@@ -136,23 +147,30 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<(), Reconc
                 };
                 app.store.finish_evaluation(id, &evaluation)?;
                 app.metrics.evaluation(&evaluation);
-                forced.remove(&version);
-                app.store.clear_request(model, &version)?;
+                if let Some(seq) = requests.get(&version) {
+                    app.store.clear_requests(model, &version, *seq)?;
+                }
                 notify::verdict(app, &evaluation);
                 if evaluation.verdict == Verdict::Error && !attempt.last {
                     // SPEC §5: an error is retried with backoff; the request makes the next
                     // attempt evaluate again despite the recorded verdict.
-                    app.store.request_reevaluation(model, &version)?;
+                    app.store.request_evaluation(model, &version)?;
                     return Err(ReconcileError::GateError(version));
                 }
             }
             Step::Act { version, decision } => {
-                let before = state.fingerprint(policy, &version);
+                let before = state.placement(policy, names, &version);
+                let recorded = state
+                    .version(&version)
+                    .and_then(|v| v.tag(&names.verdict()))
+                    .and_then(Verdict::parse);
+                let verdict = recorded.unwrap_or(Verdict::Error);
                 actor
-                    .carry_out(model, &version, &decision, &before, false)
+                    .carry_out(model, &version, &decision, verdict, &before, false)
                     .await?;
                 let action = decision.action_tag();
-                app.store.set_action(model, &version, &action)?;
+                app.store
+                    .set_action(model, &version, recorded.map(Verdict::as_str), &action)?;
                 app.store.audit(
                     model,
                     Some(&version),

@@ -26,6 +26,8 @@ pub enum Outcome {
     Retry(String),
     /// The world changed under it: run again right away.
     Requeue,
+    /// Converged for now; run again after this long (a candidate settling).
+    After(Duration),
 }
 
 /// Which attempt this is; `last` means no retry follows a failure.
@@ -191,9 +193,14 @@ impl Scheduler {
         s.running.remove(model);
         let rerun = s.rerun.remove(model);
         let mut retry_after = None;
+        let mut wake_after = None;
         match outcome {
             Outcome::Done => {
                 s.attempts.remove(model);
+            }
+            Outcome::After(d) => {
+                s.attempts.remove(model);
+                wake_after = Some(d);
             }
             Outcome::Retry(why) if !attempt.last => {
                 s.attempts.insert(model.to_string(), attempt.n + 1);
@@ -225,6 +232,10 @@ impl Scheduler {
                 self.enqueue(model);
             }
             None => {}
+        }
+        // A trigger that came during the run is served now; the wake-up still follows.
+        if let Some(d) = wake_after {
+            self.enqueue_after(model, d);
         }
     }
 }

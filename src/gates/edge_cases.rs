@@ -1,20 +1,31 @@
-//! `edge_cases`: requests built from the model signature's types — zeros, ±1e6, each type's
-//! min and max, NaN and missing values where a column is not required, empty/long/unicode
-//! strings, booleans, a one-row and a large batch. Pass = every request answered 200 with
-//! exactly one prediction per row.
+//! `edge_cases`: requests built from the model signature, family by family (`cases = [...]`,
+//! see [`CaseFamily`]), then sent to the served candidate. Pass = every request answered 200
+//! with exactly one prediction per row. Building the cases is pure; only [`judge`] does IO.
+//!
+//! Why the families are drawn where they are:
+//! - NaN goes to every float column, required or not. MLflow's schema enforcement passes NaN
+//!   through a required double/float column, so a model without an imputer meets it and
+//!   raises — as it will on the first NaN in production. Sending NaN only to optional
+//!   columns let such a model pass.
+//! - A missing value (`null`) goes only to optional columns: that is what `required = false`
+//!   in the signature promises the model accepts.
+//! - Integer columns never get NaN (MLflow refuses it before the model sees it: that would
+//!   judge MLflow, not the model).
+//! - Each type's minimum and maximum (`dtype_limits`) is opt-in: scikit-learn's trees work in
+//!   float32 and answer 400 to float64 extremes, and a default the most common tabular models
+//!   fail only teaches users to switch the gate off.
 
 use serde_json::{Value, json};
 
 use super::{Judgement, Outcome};
-use crate::config::EdgeCasesGate;
+use crate::config::{CaseFamily, EdgeCasesGate};
 use crate::model_files::{ColType, Column, Signature, Tensor};
-use crate::serving::{
-    Cell, Session, Which, dataframe_split, prediction_count, server_error, tensor_inputs,
-};
+use crate::serving::{Cell, Session, Which, dataframe_split, prediction_count, server_error};
 
 /// One request of the gate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Case {
+    pub family: CaseFamily,
     pub name: String,
     pub rows: usize,
     pub body: String,
@@ -22,6 +33,15 @@ pub struct Case {
 
 const LONG_STRING_LEN: usize = 10_000;
 const UNICODE: &str = "ünïcødé ✓ 你好 🙂 \u{202e}";
+
+/// The selected families in sending order (the order of [`CaseFamily::ALL`]), whatever the
+/// order of the list given.
+fn in_order(families: &[CaseFamily]) -> impl Iterator<Item = CaseFamily> + '_ {
+    CaseFamily::ALL
+        .iter()
+        .copied()
+        .filter(move |f| families.contains(f))
+}
 
 fn default_cell(t: ColType) -> Cell {
     match t {
@@ -68,19 +88,29 @@ pub fn base_row(cols: &[Column], example: Option<&Value>) -> Vec<Cell> {
         .collect()
 }
 
-/// The cases for a column signature.
-pub fn column_cases(cols: &[Column], base: &[Cell], batch_rows: usize) -> Vec<Case> {
+/// The cases of the selected families for a column signature. A family with nothing to
+/// vary (strings without a string column…) sends nothing.
+pub fn column_cases(
+    cols: &[Column],
+    base: &[Cell],
+    families: &[CaseFamily],
+    batch_rows: usize,
+) -> Vec<Case> {
     let names = column_names(cols);
-    let case = |name: &str, rows: Vec<Vec<Cell>>| Case {
+    let case = |family, name: &str, rows: Vec<Vec<Cell>>| Case {
+        family,
         name: name.to_string(),
         rows: rows.len(),
         body: dataframe_split(&names, &rows),
     };
-    let with = |f: &dyn Fn(&Column) -> Option<Cell>| -> Vec<Cell> {
-        cols.iter()
-            .zip(base)
-            .map(|(c, b)| f(c).unwrap_or_else(|| b.clone()))
-            .collect()
+    // The base row with the cells `f` has a value for replaced.
+    let with = |f: &dyn Fn(&Column) -> Option<Cell>| -> Vec<Vec<Cell>> {
+        vec![
+            cols.iter()
+                .zip(base)
+                .map(|(c, b)| f(c).unwrap_or_else(|| b.clone()))
+                .collect(),
+        ]
     };
     let numeric = |v: f64| {
         move |c: &Column| match c.ty {
@@ -89,157 +119,249 @@ pub fn column_cases(cols: &[Column], base: &[Cell], batch_rows: usize) -> Vec<Ca
             _ => None,
         }
     };
-    let mut out = vec![
-        case("zeros", vec![with(&numeric(0.0))]),
-        case("+1e6", vec![with(&numeric(1e6))]),
-        case("-1e6", vec![with(&numeric(-1e6))]),
-        case(
-            "type minimum",
-            vec![with(&|c| match c.ty {
-                ColType::Integer => Some(Cell::Int(i32::MIN as i64)),
-                ColType::Long => Some(Cell::Int(i64::MIN)),
-                ColType::Float => Some(Cell::Float(f32::MIN as f64)),
-                ColType::Double => Some(Cell::Float(f64::MIN)),
-                _ => None,
-            })],
-        ),
-        case(
-            "type maximum",
-            vec![with(&|c| match c.ty {
-                ColType::Integer => Some(Cell::Int(i32::MAX as i64)),
-                ColType::Long => Some(Cell::Int(i64::MAX)),
-                ColType::Float => Some(Cell::Float(f32::MAX as f64)),
-                ColType::Double => Some(Cell::Float(f64::MAX)),
-                _ => None,
-            })],
-        ),
-    ];
-    let optional: Vec<&Column> = cols.iter().filter(|c| !c.required).collect();
-    if optional.iter().any(|c| c.ty.is_float()) {
-        out.push(case(
-            "NaN in optional columns",
-            vec![with(&|c| {
-                (!c.required && c.ty.is_float()).then_some(Cell::Float(f64::NAN))
-            })],
-        ));
+    let has = |t: &dyn Fn(ColType) -> bool| cols.iter().any(|c| t(c.ty));
+    let mut out = Vec::new();
+    for family in in_order(families) {
+        let mut push = |name: &str, rows| out.push(case(family, name, rows));
+        match family {
+            CaseFamily::Zeros if has(&ColType::is_numeric) => push("zeros", with(&numeric(0.0))),
+            CaseFamily::Large if has(&ColType::is_numeric) => {
+                push("+1e6", with(&numeric(1e6)));
+                push("-1e6", with(&numeric(-1e6)));
+            }
+            CaseFamily::Nan if has(&ColType::is_float) => push(
+                "NaN in float columns",
+                with(&|c| c.ty.is_float().then_some(Cell::Float(f64::NAN))),
+            ),
+            CaseFamily::Missing if cols.iter().any(|c| !c.required) => push(
+                "missing optional values",
+                with(&|c| (!c.required).then_some(Cell::Null)),
+            ),
+            CaseFamily::Strings if has(&|t| t == ColType::String) => {
+                let strings = |s: &str| {
+                    let s = s.to_string();
+                    move |c: &Column| (c.ty == ColType::String).then(|| Cell::Str(s.clone()))
+                };
+                push("empty strings", with(&strings("")));
+                push("long strings", with(&strings(&"x".repeat(LONG_STRING_LEN))));
+                push("unicode strings", with(&strings(UNICODE)));
+            }
+            CaseFamily::Booleans if has(&|t| t == ColType::Boolean) => {
+                for b in [true, false] {
+                    push(
+                        &format!("booleans {b}"),
+                        with(&|c| (c.ty == ColType::Boolean).then_some(Cell::Bool(b))),
+                    );
+                }
+            }
+            CaseFamily::OneRow => push("1-row batch", vec![base.to_vec()]),
+            CaseFamily::Batch => push(
+                &format!("{batch_rows}-row batch"),
+                vec![base.to_vec(); batch_rows],
+            ),
+            CaseFamily::DtypeLimits if has(&ColType::is_numeric) => {
+                push(
+                    "dtype minimum",
+                    with(&|c| match c.ty {
+                        ColType::Integer => Some(Cell::Int(i32::MIN as i64)),
+                        ColType::Long => Some(Cell::Int(i64::MIN)),
+                        ColType::Float => Some(Cell::Float(f32::MIN as f64)),
+                        ColType::Double => Some(Cell::Float(f64::MIN)),
+                        _ => None,
+                    }),
+                );
+                push(
+                    "dtype maximum",
+                    with(&|c| match c.ty {
+                        ColType::Integer => Some(Cell::Int(i32::MAX as i64)),
+                        ColType::Long => Some(Cell::Int(i64::MAX)),
+                        ColType::Float => Some(Cell::Float(f32::MAX as f64)),
+                        ColType::Double => Some(Cell::Float(f64::MAX)),
+                        _ => None,
+                    }),
+                );
+            }
+            _ => {}
+        }
     }
-    if !optional.is_empty() {
-        out.push(case(
-            "missing optional values",
-            vec![with(&|c| (!c.required).then_some(Cell::Null))],
-        ));
-    }
-    if cols.iter().any(|c| c.ty == ColType::String) {
-        let strings =
-            |s: String| move |c: &Column| (c.ty == ColType::String).then(|| Cell::Str(s.clone()));
-        out.push(case("empty strings", vec![with(&strings(String::new()))]));
-        out.push(case(
-            "long strings",
-            vec![with(&strings("x".repeat(LONG_STRING_LEN)))],
-        ));
-        out.push(case(
-            "unicode strings",
-            vec![with(&strings(UNICODE.to_string()))],
-        ));
-    }
-    if cols.iter().any(|c| c.ty == ColType::Boolean) {
-        out.push(case(
-            "booleans true",
-            vec![with(&|c| {
-                (c.ty == ColType::Boolean).then_some(Cell::Bool(true))
-            })],
-        ));
-        out.push(case(
-            "booleans false",
-            vec![with(&|c| {
-                (c.ty == ColType::Boolean).then_some(Cell::Bool(false))
-            })],
-        ));
-    }
-    out.push(case("1-row batch", vec![base.to_vec()]));
-    out.push(case(
-        &format!("{batch_rows}-row batch"),
-        vec![base.to_vec(); batch_rows],
-    ));
     out
 }
 
-fn is_int(dtype: &str) -> bool {
-    dtype.starts_with("int") || dtype.starts_with("uint")
+/// What a tensor's numpy dtype holds, as far as the cases go.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Dtype {
+    Int {
+        min: i128,
+        max: i128,
+    },
+    Float {
+        max: f64,
+    },
+    Bool,
+    /// Strings, bytes, objects, datetimes: sent a typical value, never varied.
+    Other,
 }
 
-/// A tensor of `shape` (the batch dimension, -1, set to `rows`) filled with `v`.
-fn filled(shape: &[i64], rows: usize, v: &Value) -> Value {
-    fn fill(dims: &[usize], v: &Value) -> Value {
-        match dims.split_first() {
-            None => v.clone(),
-            Some((n, rest)) => Value::Array((0..*n).map(|_| fill(rest, v)).collect()),
+fn dtype(name: &str) -> Dtype {
+    let int = |min: i128, max: i128| Dtype::Int { min, max };
+    match name {
+        "int8" => int(i8::MIN.into(), i8::MAX.into()),
+        "int16" => int(i16::MIN.into(), i16::MAX.into()),
+        "int32" => int(i32::MIN.into(), i32::MAX.into()),
+        "uint8" => int(0, u8::MAX.into()),
+        "uint16" => int(0, u16::MAX.into()),
+        "uint32" => int(0, u32::MAX.into()),
+        "uint64" => int(0, u64::MAX.into()),
+        "float16" => Dtype::Float { max: 65504.0 },
+        "float32" => Dtype::Float {
+            max: f32::MAX.into(),
+        },
+        "bool" => Dtype::Bool,
+        n if n.starts_with("int") => int(i64::MIN.into(), i64::MAX.into()),
+        n if n.starts_with("float") => Dtype::Float { max: f64::MAX },
+        _ => Dtype::Other,
+    }
+}
+
+impl Dtype {
+    fn is_numeric(self) -> bool {
+        matches!(self, Dtype::Int { .. } | Dtype::Float { .. })
+    }
+
+    /// A typical value, as a JSON token.
+    fn base(self) -> String {
+        match self {
+            Dtype::Int { .. } => "1".into(),
+            Dtype::Float { .. } => "0.5".into(),
+            Dtype::Bool => "true".into(),
+            Dtype::Other => "\"a\"".into(),
         }
     }
+
+    /// `v` in a numeric dtype, clamped to its range (±1e6 does not fit an int8: that is the
+    /// `dtype_limits` family's question, not `large`'s); the typical value otherwise.
+    fn number(self, v: f64) -> String {
+        match self {
+            Dtype::Int { min, max } => (v as i128).clamp(min, max).to_string(),
+            // `{:?}` keeps a decimal point and full precision (1e6 -> 1000000.0).
+            Dtype::Float { max } => format!("{:?}", v.clamp(-max, max)),
+            _ => self.base(),
+        }
+    }
+}
+
+/// A tensor of `shape` filled with `token`, written as nested JSON arrays. The first
+/// variable dimension (-1) is the batch and gets `rows`; any other variable one gets 1.
+fn write_filled(shape: &[i64], rows: usize, token: &str, out: &mut String) {
+    fn fill(dims: &[usize], token: &str, out: &mut String) {
+        match dims.split_first() {
+            None => out.push_str(token),
+            Some((n, rest)) => {
+                out.push('[');
+                for i in 0..*n {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    fill(rest, token, out);
+                }
+                out.push(']');
+            }
+        }
+    }
+    let mut batch = Some(rows);
     let dims: Vec<usize> = if shape.is_empty() {
         vec![rows]
     } else {
         shape
             .iter()
-            .map(|d| if *d < 0 { rows } else { *d as usize })
+            .map(|d| match usize::try_from(*d) {
+                Ok(d) => d,
+                Err(_) => batch.take().unwrap_or(1),
+            })
             .collect()
     };
-    fill(&dims, v)
+    fill(&dims, token, out);
 }
 
-/// The cases for a tensor signature (NaN and missing values do not apply to tensors).
-pub fn tensor_cases(tensors: &[Tensor], batch_rows: usize) -> Vec<Case> {
-    let value = |t: &Tensor, f: f64, i: i64| if is_int(&t.dtype) { json!(i) } else { json!(f) };
-    let int_range = |t: &Tensor| -> (i64, i64) {
-        match t.dtype.as_str() {
-            "int8" => (i8::MIN as i64, i8::MAX as i64),
-            "int16" => (i16::MIN as i64, i16::MAX as i64),
-            "int32" => (i32::MIN as i64, i32::MAX as i64),
-            "uint8" => (0, u8::MAX as i64),
-            "uint16" => (0, u16::MAX as i64),
-            "uint32" => (0, u32::MAX as i64),
-            _ => (i64::MIN, i64::MAX),
+/// `{"inputs": …}`: one nested array, or an object of them by input name. Written by hand
+/// rather than through `serde_json::Value`, which cannot hold NaN.
+fn tensor_body(tensors: &[Tensor], rows: usize, token: &dyn Fn(Dtype) -> String) -> String {
+    let mut out = String::from("{\"inputs\":");
+    if let [t] = tensors
+        && t.name.is_none()
+    {
+        write_filled(&t.shape, rows, &token(dtype(&t.dtype)), &mut out);
+    } else {
+        out.push('{');
+        for (i, t) in tensors.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let name = t.name.clone().unwrap_or_else(|| format!("input_{i}"));
+            out.push_str(&Value::String(name).to_string());
+            out.push(':');
+            write_filled(&t.shape, rows, &token(dtype(&t.dtype)), &mut out);
         }
-    };
-    let fmax = |t: &Tensor| {
-        if t.dtype == "float32" {
-            f32::MAX as f64
-        } else {
-            f64::MAX
+        out.push('}');
+    }
+    out.push('}');
+    out
+}
+
+/// The cases of the selected families for a tensor signature. Tensors have no optional
+/// inputs and no string variations, so `missing` and `strings` send nothing.
+pub fn tensor_cases(tensors: &[Tensor], families: &[CaseFamily], batch_rows: usize) -> Vec<Case> {
+    let has = |f: &dyn Fn(Dtype) -> bool| tensors.iter().any(|t| f(dtype(&t.dtype)));
+    let mut out = Vec::new();
+    for family in in_order(families) {
+        let mut push = |name: &str, rows: usize, token: &dyn Fn(Dtype) -> String| {
+            out.push(Case {
+                family,
+                name: name.to_string(),
+                rows,
+                body: tensor_body(tensors, rows, token),
+            })
+        };
+        let numeric = has(&Dtype::is_numeric);
+        match family {
+            CaseFamily::Zeros if numeric => push("zeros", 1, &|d| d.number(0.0)),
+            CaseFamily::Large if numeric => {
+                push("+1e6", 1, &|d| d.number(1e6));
+                push("-1e6", 1, &|d| d.number(-1e6));
+            }
+            CaseFamily::Nan if has(&|d| matches!(d, Dtype::Float { .. })) => {
+                push("NaN in float tensors", 1, &|d| match d {
+                    // The bare token Python's json reads; JSON proper cannot say NaN.
+                    Dtype::Float { .. } => "NaN".into(),
+                    _ => d.base(),
+                })
+            }
+            CaseFamily::Booleans if has(&|d| d == Dtype::Bool) => {
+                for b in [true, false] {
+                    push(&format!("booleans {b}"), 1, &|d| match d {
+                        Dtype::Bool => b.to_string(),
+                        _ => d.base(),
+                    });
+                }
+            }
+            CaseFamily::OneRow => push("1-row batch", 1, &Dtype::base),
+            CaseFamily::Batch => push(&format!("{batch_rows}-row batch"), batch_rows, &Dtype::base),
+            CaseFamily::DtypeLimits if numeric => {
+                push("dtype minimum", 1, &|d| match d {
+                    Dtype::Int { min, .. } => min.to_string(),
+                    Dtype::Float { max } => format!("{:?}", -max),
+                    _ => d.base(),
+                });
+                push("dtype maximum", 1, &|d| match d {
+                    Dtype::Int { max, .. } => max.to_string(),
+                    Dtype::Float { max } => format!("{max:?}"),
+                    _ => d.base(),
+                });
+            }
+            _ => {}
         }
-    };
-    let make = |name: &str, rows: usize, v: &dyn Fn(&Tensor) -> Value| {
-        let named: Vec<(Option<String>, Value)> = tensors
-            .iter()
-            .map(|t| (t.name.clone(), filled(&t.shape, rows, &v(t))))
-            .collect();
-        Case {
-            name: name.to_string(),
-            rows,
-            body: tensor_inputs(&named),
-        }
-    };
-    vec![
-        make("zeros", 1, &|t| value(t, 0.0, 0)),
-        make("+1e6", 1, &|t| value(t, 1e6, 1_000_000)),
-        make("-1e6", 1, &|t| {
-            value(
-                t,
-                -1e6,
-                if t.dtype.starts_with('u') {
-                    0
-                } else {
-                    -1_000_000
-                },
-            )
-        }),
-        make("type minimum", 1, &|t| value(t, -fmax(t), int_range(t).0)),
-        make("type maximum", 1, &|t| value(t, fmax(t), int_range(t).1)),
-        make("1-row batch", 1, &|t| value(t, 0.5, 1)),
-        make(&format!("{batch_rows}-row batch"), batch_rows, &|t| {
-            value(t, 0.5, 1)
-        }),
-    ]
+    }
+    out
 }
 
 pub async fn judge(g: &EdgeCasesGate, s: &Session) -> Judgement {
@@ -247,25 +369,45 @@ pub async fn judge(g: &EdgeCasesGate, s: &Session) -> Judgement {
         Ok(f) => f,
         Err(e) => return Judgement::error(e),
     };
-    let cases = match &files.signature {
+    let (cases, described) = match &files.signature {
         None => {
             return Judgement::error(format!(
                 "v{} has no signature in its MLmodel: edge cases cannot be built (log the model with a signature or input_example)",
                 s.candidate().version
             ));
         }
-        Some(Signature::Columns(cols)) => {
+        Some(sig @ Signature::Columns(cols)) => {
             let example = s.serving_example().await.ok().flatten();
-            column_cases(cols, &base_row(cols, example.as_deref()), g.batch_rows)
+            let base = base_row(cols, example.as_deref());
+            let cases = column_cases(cols, &base, &g.cases, g.batch_rows);
+            (cases, sig.describe())
         }
-        Some(Signature::Tensors(t)) => tensor_cases(t, g.batch_rows),
+        Some(sig @ Signature::Tensors(t)) => {
+            (tensor_cases(t, &g.cases, g.batch_rows), sig.describe())
+        }
     };
+    let sent: Vec<&str> = in_order(&g.cases)
+        .filter(|f| cases.iter().any(|c| c.family == *f))
+        .map(CaseFamily::name)
+        .collect();
+    let not_applicable: Vec<&str> = in_order(&g.cases)
+        .filter(|f| !cases.iter().any(|c| c.family == *f))
+        .map(CaseFamily::name)
+        .collect();
+    if cases.is_empty() {
+        // Passing on nothing sent would be a verdict without evidence.
+        return Judgement::error(format!(
+            "none of the case families in `cases` ({}) applies to this signature ({described}): nothing to send",
+            not_applicable.join(", ")
+        ));
+    }
     let endpoint = match s.endpoint(Which::Candidate).await {
         Ok(e) => e,
         Err(e) => return Judgement::error(e),
     };
     let mut results = Vec::new();
     let mut failures = Vec::new();
+    let mut failing = Vec::new();
     for case in &cases {
         let verdict = match endpoint.invoke(case.body.clone()).await {
             Err(e) => Err(e),
@@ -276,26 +418,35 @@ pub async fn judge(g: &EdgeCasesGate, s: &Session) -> Judgement {
                 Err(e) => Err(e),
             },
         };
-        results.push(json!({"case": case.name, "rows": case.rows, "ok": verdict.is_ok(), "error": verdict.as_ref().err()}));
-        if let Err(e) = verdict {
-            failures.push(format!("{} ({e})", case.name));
+        let mut r = json!({"case": case.name, "family": case.family.name(), "rows": case.rows});
+        match verdict {
+            Ok(()) => r["outcome"] = json!("pass"),
+            Err(e) => {
+                r["outcome"] = json!("fail");
+                r["error"] = json!(e);
+                failures.push(format!("{} [{}] ({e})", case.name, case.family));
+                failing.push(case.name.clone());
+            }
         }
+        results.push(r);
     }
-    let observed = json!({"cases": cases.len(), "failed": failures.len()});
+    // The failing names are in `observed` too: the report drops `details` first when capped.
+    let observed = json!({"cases": cases.len(), "failed": failures.len(), "failing": failing});
     let threshold = json!({"failed": 0});
     let mut j = if failures.is_empty() {
+        let skipped = if not_applicable.is_empty() {
+            String::new()
+        } else {
+            format!("; not applicable: {}", not_applicable.join(", "))
+        };
         Judgement::new(
             Outcome::Pass,
             observed,
             threshold,
             format!(
-                "all {} cases answered with one prediction per row ({})",
+                "all {} cases answered with one prediction per row ({described}; families: {}{skipped})",
                 cases.len(),
-                files
-                    .signature
-                    .as_ref()
-                    .map(|s| s.describe())
-                    .unwrap_or_default()
+                sent.join(", ")
             ),
         )
     } else {
@@ -311,110 +462,10 @@ pub async fn judge(g: &EdgeCasesGate, s: &Session) -> Judgement {
             ),
         )
     };
-    j.details = Some(json!({"cases": results}));
+    j.details = Some(json!({"cases": results, "families": sent, "not_applicable": not_applicable}));
     j
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn col(name: &str, ty: ColType, required: bool) -> Column {
-        Column {
-            name: Some(name.into()),
-            ty,
-            required,
-        }
-    }
-
-    #[test]
-    fn cases_follow_the_column_types() {
-        let cols = vec![
-            col("x", ColType::Double, true),
-            col("y", ColType::Double, false),
-            col("s", ColType::String, true),
-            col("n", ColType::Long, true),
-        ];
-        let base = base_row(&cols, None);
-        let cases = column_cases(&cols, &base, 1000);
-        let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(
-            names,
-            vec![
-                "zeros",
-                "+1e6",
-                "-1e6",
-                "type minimum",
-                "type maximum",
-                "NaN in optional columns",
-                "missing optional values",
-                "empty strings",
-                "long strings",
-                "unicode strings",
-                "1-row batch",
-                "1000-row batch"
-            ]
-        );
-        let nan = &cases[5].body;
-        assert!(
-            nan.contains("[0.5,NaN,\"a\",1]"),
-            "only the optional float column gets NaN: {nan}"
-        );
-        assert!(
-            cases[3].body.contains("-9223372036854775808"),
-            "long minimum: {}",
-            cases[3].body
-        );
-        assert_eq!(cases[11].rows, 1000);
-        assert_eq!(cases[11].body.matches("[0.5,0.5,\"a\",1]").count(), 1000);
-    }
-
-    #[test]
-    fn required_columns_get_no_nan_or_missing_cases() {
-        let cols = vec![
-            col("x", ColType::Double, true),
-            col("b", ColType::Boolean, true),
-        ];
-        let names: Vec<String> = column_cases(&cols, &base_row(&cols, None), 5)
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
-        assert!(
-            !names
-                .iter()
-                .any(|n| n.contains("NaN") || n.contains("missing"))
-        );
-        assert!(names.contains(&"booleans true".to_string()));
-    }
-
-    #[test]
-    fn the_base_row_comes_from_the_serving_example() {
-        let cols = vec![
-            col("a", ColType::Double, true),
-            col("b", ColType::Double, true),
-        ];
-        let ex = json!({"dataframe_split": {"columns": ["b", "a"], "data": [[2.5, 1.5]]}});
-        assert_eq!(
-            base_row(&cols, Some(&ex)),
-            vec![Cell::Raw(json!(1.5)), Cell::Raw(json!(2.5))]
-        );
-    }
-
-    #[test]
-    fn tensor_cases_fill_the_batch_dimension() {
-        let t = vec![Tensor {
-            name: None,
-            dtype: "float64".into(),
-            shape: vec![-1, 3],
-        }];
-        let cases = tensor_cases(&t, 4);
-        assert_eq!(cases[0].body, r#"{"inputs":[[0.0,0.0,0.0]]}"#);
-        assert_eq!(cases.last().unwrap().rows, 4);
-        let ints = vec![Tensor {
-            name: Some("ids".into()),
-            dtype: "int32".into(),
-            shape: vec![-1],
-        }];
-        assert!(tensor_cases(&ints, 2)[4].body.contains("2147483647"));
-    }
-}
+#[path = "edge_cases_tests.rs"]
+mod tests;

@@ -116,6 +116,10 @@ impl Client {
         if !settings.keep_alive {
             builder = builder.pool_max_idle_per_host(0);
         }
+        if settings.tracking_uri.starts_with("http://") {
+            // Plain http needs no CA store; loading the system's costs milliseconds a start.
+            builder = builder.tls_built_in_root_certs(false);
+        }
         if settings.insecure_tls {
             builder = builder.danger_accept_invalid_certs(true);
         }

@@ -32,6 +32,8 @@ impl Endpoint {
     fn with(url: String, server: Option<LocalServer>) -> Endpoint {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            // A CA store only for https endpoints; loading it costs milliseconds.
+            .tls_built_in_root_certs(url.starts_with("https://"))
             .build()
             .unwrap_or_default();
         Endpoint {
@@ -261,21 +263,6 @@ pub fn dataframe_split(columns: &[String], rows: &[Vec<Cell>]) -> String {
     }
     out.push_str("]}}");
     out
-}
-
-/// `{"inputs": …}` for tensor models: one nested array, or one per named input.
-pub fn tensor_inputs(named: &[(Option<String>, Value)]) -> String {
-    match named {
-        [(None, v)] => serde_json::json!({"inputs": v}).to_string(),
-        _ => {
-            let map: serde_json::Map<String, Value> = named
-                .iter()
-                .enumerate()
-                .map(|(i, (n, v))| (n.clone().unwrap_or_else(|| format!("input_{i}")), v.clone()))
-                .collect();
-            serde_json::json!({"inputs": map}).to_string()
-        }
-    }
 }
 
 /// Python's `json` writes NaN and infinities as bare tokens; read them as `null` (outside

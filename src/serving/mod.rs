@@ -17,7 +17,7 @@ use crate::mlflow::{Client, ModelVersion};
 use crate::model_files::{ModelFiles, parse_mlmodel};
 pub use invoke::{
     Answer, Cell, Connection, Endpoint, dataframe_split, prediction_count, predictions,
-    server_error, tensor_inputs,
+    server_error,
 };
 pub use local::LocalServer;
 

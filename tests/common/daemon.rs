@@ -30,8 +30,12 @@ impl Daemon {
     /// Write `stagegate.toml` (`body` holds everything but `[mlflow]`, `[server]`, `[state]`)
     /// and start the daemon against `mlflow`.
     pub fn start(mlflow: &str, body: &str) -> Daemon {
+        Daemon::start_on(mlflow, free_port(), body)
+    }
+
+    /// Like [`Daemon::start`], listening on `port` (known before the daemon starts).
+    pub fn start_on(mlflow: &str, port: u16, body: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let mut d = Daemon {
             dir,
             port,
@@ -225,9 +229,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.kill9();
         if let Some(id) = self.webhook_id.take() {
-            // A webhook left pointing at a dead port would make MLflow retry into the void.
+            // Deleted while the daemon still answers: deliveries MLflow already queued for a
+            // dead port are retried for minutes and delay everyone else's.
             let mlflow = self.mlflow.clone();
             let _ = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -238,6 +242,7 @@ impl Drop for Daemon {
             })
             .join();
         }
+        self.kill9();
     }
 }
 

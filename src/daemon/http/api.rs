@@ -58,7 +58,8 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
         "config": live.loaded.path.display().to_string(),
         "mlflow": {"tracking_uri": live.engine.client.tracking_uri(), "reachable": app.health.snapshot().reachable, "last_error": app.health.snapshot().last_error},
         "poll": {"schedule": cfg.poll.schedule, "last_started": poll.last_started, "last_duration_ms": poll.last_duration_ms,
-                 "last_models": poll.last_models, "last_enqueued": poll.last_enqueued, "last_error": poll.last_error, "next": poll.next},
+                 "last_models": poll.last_models, "last_enqueued": poll.last_enqueued, "last_waiting": poll.last_waiting,
+                 "completed": poll.completed, "last_error": poll.last_error, "next": poll.next},
         "queue": {"depth": app.scheduler.depth(), "in_flight": app.scheduler.in_flight(), "delayed": app.scheduler.delayed(), "workers": cfg.workers.count},
         "webhooks": {"enabled": !cfg.webhooks.secrets.is_empty(), "secrets": cfg.webhooks.secrets.len()},
         "totals": totals,
@@ -138,7 +139,7 @@ pub async fn request_evaluation(State(app): State<Arc<App>>, body: Bytes) -> Res
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
     if let Some(v) = &req.version
-        && let Err(e) = app.store.request_reevaluation(&req.model, v)
+        && let Err(e) = app.store.request_evaluation(&req.model, v)
     {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     }

@@ -117,12 +117,6 @@ async fn receive(
                 app.enqueue_after(model, Duration::from_secs(s), "recheck");
             }
         }
-        Route::Retag { version } => {
-            if let Err(e) = app.store.request_reevaluation(model, &version) {
-                tracing::warn!(model, error = %e, "could not record the re-evaluation request");
-            }
-            app.enqueue(model, "webhook");
-        }
         Route::Reconcile => app.enqueue(model, "webhook"),
         Route::Ignore(_) => {}
     }
