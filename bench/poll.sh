@@ -15,9 +15,10 @@ trap 'STAGEGATE_VENV=$venv scripts/mlflow-server.sh stop "$work/mlflow"; git wor
 
 echo "== building the baseline ($baseline) and the current stagegate" >&2
 git worktree add --detach --quiet "$work/before" "$baseline"
-# The same target directory: dependencies are shared, only stagegate itself is rebuilt.
-(cd "$work/before" && CARGO_TARGET_DIR=$target cargo build --release --quiet --bin stagegate)
-cp "$target/release/stagegate" "$work/stagegate-before"
+# Its own target directory (kept for the next run): sharing ours would leave the baseline's
+# binary at target/release/stagegate with cargo believing the current one up to date.
+(cd "$work/before" && CARGO_TARGET_DIR=$target/poll-baseline cargo build --release --quiet --bin stagegate)
+cp "$target/poll-baseline/release/stagegate" "$work/stagegate-before"
 cargo build --release --quiet --bin stagegate
 
 uri=$(STAGEGATE_VENV=$venv scripts/mlflow-server.sh start "$work/mlflow")

@@ -3,16 +3,20 @@ bench/poll.sh): the build before the inputs fingerprint (issue 7) and the curren
 
 Steady states, N registered models each (a policy with one `tags` gate; on_bypass ignore):
   listing: one version per model, no candidate: the poll is the listing calls alone;
-  kept:    per model v1 in Production and v2 in Staging, failed (a tag missing) and kept:
-           the current build's poll also searches for older kept candidates behind a failed
-           newest one; the old build does not look at them at all.
-The `kept` state is reached by letting the current daemon converge first. Each figure is the
+  kept:    per model v1 in Production and v2 in Staging, failed (a tag missing) and kept.
+           The listing shows every version number, so nothing can hide behind v2.
+  kept-gap: per model v1 and v2 (no stage) and v3 in Staging, failed and kept. v1 is not
+           the newest of any stage: the current build's poll also runs its search for older
+           kept candidates behind a failed newest one; the old build never looks for them.
+The kept states are reached by letting the current daemon converge first. Each figure is the
 median of 8 polls (`/status` last_duration_ms, polling every second), against the bare listing
-calls (`registered-models/search`, 1,000 a page, fresh connections, median of 8).
+calls (`registered-models/search`, 1,000 a page, fresh connections, median of 8); each
+build is measured `--rounds` times, alternating, and the medians are reported.
 """
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -37,15 +41,26 @@ on_bypass = "ignore"
 """
 
 
-def make(uri, prefix, n, kept):
+def make(uri, prefix, n, state):
     for i in range(n):
         name = f"{prefix}{i:04d}"
         rest(uri, "POST", "registered-models/create", {"name": name})
-        rest(uri, "POST", "model-versions/create", {"name": name, "source": "s3://bench/model", "run_id": ""})
-        if kept:
-            rest(uri, "POST", "model-versions/transition-stage", {"name": name, "version": "1", "stage": "Production", "archive_existing_versions": False})
-            rest(uri, "POST", "model-versions/create", {"name": name, "source": "s3://bench/model", "run_id": ""})
-            rest(uri, "POST", "model-versions/transition-stage", {"name": name, "version": "2", "stage": "Staging", "archive_existing_versions": False})
+
+        def version(stage=None):
+            status, body = rest(uri, "POST", "model-versions/create", {"name": name, "source": "s3://bench/model", "run_id": ""})
+            v = json.loads(body)["model_version"]["version"]
+            if stage:
+                rest(uri, "POST", "model-versions/transition-stage", {"name": name, "version": v, "stage": stage, "archive_existing_versions": False})
+
+        if state == "listing":
+            version()
+        elif state == "kept":
+            version("Production")
+            version("Staging")
+        else:  # kept-gap: v1 is not the newest of any stage, so the listing cannot show it
+            version()
+            version()
+            version("Staging")
 
 
 def converge(sg, uri, work, prefix, n):
@@ -76,22 +91,31 @@ def main():
     ap.add_argument("--before", required=True, help="stagegate binary before issue 7")
     ap.add_argument("--after", required=True, help="the current stagegate binary")
     ap.add_argument("--models", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="sg-poll-bench-")
     out = []
-    for state in ("listing", "kept"):
+    for state in ("listing", "kept", "kept-gap"):
         prefix = f"poll-{state}-"
         print(f"{state}: registering {a.models} models…", file=sys.stderr)
-        make(a.uri, prefix, a.models, kept=state == "kept")
-        if state == "kept":
+        make(a.uri, prefix, a.models, state)
+        if state != "listing":
             print("kept: converging…", file=sys.stderr)
             converge(a.after, a.uri, work, prefix, a.models)
-        bare = bare_listing(a.uri)
+        # Alternate the two builds (and the bare listing) over several rounds: the machine's
+        # and MLflow's own noise then falls on both alike.
+        polls = {"before": [], "after": []}
+        bares = []
+        for r in range(a.rounds):
+            bares.append(bare_listing(a.uri))
+            for label, sg in (("before", a.before), ("after", a.after)):
+                polls[label].append(measure(sg, a.uri, work, prefix, f"{label}{r}")["poll_ms"])
+        bare = statistics.median(bares)
         row = {"state": state, "models": a.models, "bare_listing_ms": round(bare, 1)}
-        for label, sg in (("before", a.before), ("after", a.after)):
-            m = measure(sg, a.uri, work, prefix, label)
-            row[label] = m
-            row[f"{label}_ratio"] = round(m["poll_ms"] / bare, 2)
+        for label, ms in polls.items():
+            row[f"{label}_ms"] = statistics.median(ms)
+            row[f"{label}_ratio"] = round(statistics.median(ms) / bare, 2)
+        row["after_over_before"] = round(row["after_ms"] / row["before_ms"], 2)
         out.append(row)
         print(json.dumps(row), file=sys.stderr)
     print(json.dumps(out, indent=2))

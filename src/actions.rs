@@ -175,16 +175,13 @@ impl Actor<'_> {
         version: &str,
         replaced: Option<&str>,
     ) -> Result<(), ActError> {
-        // The replaced version's marks are a record, not a step of the promotion (rollback
-        // reads `replaced_version` on the promoted one): written alongside `promoted`.
-        let mark = async {
-            match replaced.filter(|r| *r != REPLACED_NOTHING) {
-                Some(old) => self.mark_replaced(model, old, version).await,
-                None => Ok(()),
-            }
-        };
-        tokio::try_join!(mark, self.set_action(model, version, PROMOTED))?;
-        Ok(())
+        // The replaced version is marked before `promoted` is written: `promoted` is what
+        // tells the next reconcile the bookkeeping is done, so if marking fails, `finish`
+        // redoes all of it instead of leaving the old champion unmarked for good.
+        if let Some(old) = replaced.filter(|r| *r != REPLACED_NOTHING) {
+            self.mark_replaced(model, old, version).await?;
+        }
+        self.set_action(model, version, PROMOTED).await
     }
 
     async fn mark_replaced(&self, model: &str, old: &str, by: &str) -> Result<(), ActError> {

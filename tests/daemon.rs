@@ -93,8 +93,12 @@ fn an_alias_candidate_is_promoted_through_the_webhook_path_and_a_failing_one_nev
         op(&bad, 0.95, json!({"alias": "champion"})),
         op(&bad, 0.5, json!({"alias": "challenger"})),
     ])));
+    // The alias moves before the promotion is recorded: wait for both.
     d.wait_for("the good challenger to become champion", WAIT, || {
         block(alias(&good, "champion")).as_deref() == Some(v[1].as_str())
+            && d.evaluations(&good)
+                .iter()
+                .any(|e| e["version"] == json!(v[1]) && e["action"] == json!("promoted"))
     });
     let evals = d.evaluations(&good);
     assert!(
@@ -370,6 +374,7 @@ fn a_hand_promoted_champion_is_tagged_as_a_bypass_and_reverted_when_the_policy_s
     ])));
     d.wait_for("v1 promoted", WAIT, || {
         block(alias(&m, "champion")).as_deref() == Some(v[0].as_str())
+            && block(version(&m, &v[0])).tag("stagegate.action") == Some("promoted")
     });
     // Someone moves the champion alias to the failing v2 by hand.
     fixtures(json!([{"op": "alias", "name": m, "alias": "champion", "version": v[1]}]));
@@ -387,12 +392,14 @@ fn a_hand_promoted_champion_is_tagged_as_a_bypass_and_reverted_when_the_policy_s
         "{note}"
     );
     assert!(note.contains(&format!("reverted to v{}", v[0])), "{note}");
-    d.wait_for("the champion restored", WAIT, || {
-        block(alias(&m, "champion")).as_deref() == Some(v[0].as_str())
-    });
-    assert_eq!(
-        block(version(&m, &v[1])).tag("stagegate.replaced_by"),
-        Some(v[0].as_str())
+    // The alias moves back first, then the reverted version is marked.
+    d.wait_for(
+        "the champion restored and the bypass marked replaced",
+        WAIT,
+        || {
+            block(alias(&m, "champion")).as_deref() == Some(v[0].as_str())
+                && block(version(&m, &v[1])).tag("stagegate.replaced_by") == Some(v[0].as_str())
+        },
     );
 }
 

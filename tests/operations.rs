@@ -213,8 +213,12 @@ fn the_status_command_summarises_a_running_daemon() {
     let v = register(&mlflow_uri(), &m, "Staging");
     let (s, _) = d.post("/v1/evaluations", &json!({"model": m}).to_string(), None);
     assert_eq!(s, 202);
+    // The stage moves before the promotion is recorded: wait for the record too.
     d.wait_for("promotion", WAIT, || {
         block(version(&m, &v)).current_stage == "Production"
+            && d.evaluations(&m)
+                .iter()
+                .any(|e| e["action"] == json!("promoted"))
     });
     let w = Workdir::new("");
     let r = w.run(&["status", "--url", &d.url()]);

@@ -130,8 +130,11 @@ fn a_new_challenger_set_while_the_previous_promotion_is_held_is_evaluated_and_pr
         )
     });
     let d = Daemon::start(&p.proxy.url, &body(&m, ALIAS_TARGETS, "*/2 * * * * *", ""));
-    d.wait_for("v3 to become champion", WAIT, || {
+    // The alias moves before the bookkeeping tags: wait for the promotion to be recorded.
+    d.wait_for("v3 to become champion and be recorded", WAIT, || {
         alias(&m, "champion").as_deref() == Some(v3.as_str())
+            && mv(&m, &v3).tag("stagegate.action") == Some("promoted")
+            && mv(&m, &v2).tag("stagegate.replaced_by") == Some(v3.as_str())
     });
     assert_eq!(
         alias(&m, "challenger").as_deref(),
@@ -298,4 +301,44 @@ fn a_failed_candidate_still_being_tagged_is_never_archived_and_a_settled_failure
         "{good_evals:?}"
     );
     assert_eq!(mv(&good, &v).tag("stagegate.action"), Some("promoted"));
+}
+
+#[test]
+fn a_tag_fixed_on_an_older_failed_candidate_is_seen_by_the_poll_alone() {
+    let m = unique("race-older-kept");
+    let mut missing = good_tags();
+    missing
+        .as_object_mut()
+        .unwrap()
+        .remove("feature_schema_version");
+    // Two failed candidates in Staging; the listing the poll reads shows only the newer.
+    let older = register(&m, json!({"stage": "Staging", "tags": missing}));
+    let newer = register(
+        &m,
+        json!({"stage": "Staging", "metrics": {"val_accuracy": 0.5, "val_f1": 0.5}}),
+    );
+    let d = Daemon::start(&mlflow_uri(), &body(&m, STAGE_TARGETS, "* * * * * *", ""));
+    d.wait_for("both candidates to be kept", WAIT, || {
+        [&older, &newer]
+            .iter()
+            .all(|v| mv(&m, v).tag("stagegate.action") == Some("kept"))
+    });
+    // The training job fixes the older one; no webhook is registered.
+    block(client().set_version_tag(&m, &older, "feature_schema_version", "1")).unwrap();
+    d.wait_for("the fixed older candidate to be promoted", WAIT, || {
+        let got = mv(&m, &older);
+        got.current_stage == "Production" && got.tag("stagegate.action") == Some("promoted")
+    });
+    let got = mv(&m, &older);
+    assert_eq!(got.tag("stagegate.verdict"), Some("passed"));
+    assert_eq!(got.tag("stagegate.action"), Some("promoted"));
+    let evals = d.evaluations(&m);
+    assert!(
+        evals.iter().any(|e| e["version"] == json!(older)
+            && e["trigger"] == json!("poll")
+            && e["verdict"] == json!("passed")),
+        "{evals:?}"
+    );
+    // The newer one still fails for good: kept, never promoted.
+    assert_eq!(mv(&m, &newer).current_stage, "Staging");
 }

@@ -153,16 +153,18 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
     // Failed stage candidates behind a newer one: the listing shows only the newest version
     // of each stage, and a tag fixed on an older kept candidate must still be noticed. Only a
     // failed newest candidate can hide one (anything else either hides nothing or queues the
-    // model anyway), so the search runs only when some model has one.
-    let failed_first = |(pi, st): &(usize, ModelState)| {
+    // model anyway), and only among the older version numbers the listing does not show, so
+    // the search runs only when some model has both.
+    let may_hide = |(pi, st): &(usize, ModelState)| {
         let policy = &config.policies[*pi];
         matches!(policy.candidate(), Target::Stage(_))
             && st.candidates(policy).first().is_some_and(|c| {
                 c.tag(&names.verdict()) == Some(Verdict::Failed.as_str())
                     && Some(c.version.as_str()) != st.champion_version(policy)
+                    && (1..c.number()).any(|n| !st.versions.contains_key(&n))
             })
     };
-    if states.iter().any(failed_first) {
+    if states.iter().any(may_hide) {
         let index: BTreeMap<&str, usize> = states
             .iter()
             .enumerate()
