@@ -33,7 +33,16 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<u8> {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
-            match config::load(Some(&path)) {
+            // Reading the file blocks: off the async workers.
+            let file = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || config::load(Some(&file))).await;
+            match loaded.unwrap_or_else(|e| {
+                Err(config::ConfigError::new(
+                    path.display().to_string(),
+                    "",
+                    e.to_string(),
+                ))
+            }) {
                 Ok(loaded) => {
                     if reload_tx.send(loaded).await.is_err() {
                         return;

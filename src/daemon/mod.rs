@@ -13,7 +13,6 @@ mod poll;
 pub mod reconciler;
 pub mod scheduler;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,8 +80,6 @@ pub struct App {
     pub started: Instant,
     pub poll: Mutex<PollStatus>,
     pub health: Arc<Health>,
-    /// Why each queued model was queued (recorded with its evaluations).
-    triggers: Mutex<HashMap<String, String>>,
     pub listen: SocketAddr,
 }
 
@@ -92,30 +89,13 @@ impl App {
     }
 
     /// Queue a reconcile of `model`; `trigger` says why (webhook, poll, api, recheck…).
-    pub fn enqueue(&self, model: &str, trigger: &str) {
-        if let Err(e) = self.store.queue_push(model) {
+    /// The entry is persisted first, so that work accepted before a crash is redone after it.
+    pub async fn enqueue(&self, model: &str, trigger: &str) {
+        let m = model.to_string();
+        if let Err(e) = self.store.call(move |s| s.queue_push(&m)).await {
             tracing::warn!(model, error = %e, "could not persist the queue entry");
         }
-        self.triggers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(model.to_string(), trigger.to_string());
-        self.scheduler.enqueue(model);
-    }
-
-    /// Queue a reconcile of `model` after `delay`, recorded as `trigger` when it fires.
-    pub fn enqueue_after(self: &Arc<Self>, model: &str, delay: Duration, trigger: &str) {
-        let (app, model, trigger) = (self.clone(), model.to_string(), trigger.to_string());
-        self.scheduler
-            .after(delay, move || app.enqueue(&model, &trigger));
-    }
-
-    pub fn take_trigger(&self, model: &str) -> String {
-        self.triggers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(model)
-            .unwrap_or_else(|| "retry".into())
+        self.scheduler.enqueue(model, trigger);
     }
 
     pub fn is_paused(&self) -> bool {
@@ -134,7 +114,15 @@ impl App {
 
     /// Swap in a new configuration (SIGHUP). Settings read only at start-up keep their old
     /// values until a restart, and say so.
+    ///
+    /// Every start-up check applies, against the address actually listened on as well as the
+    /// new file's: a reload that dropped the API token would otherwise leave a non-loopback
+    /// listener with open mutating routes. A refused reload keeps the old configuration.
     pub fn reload(&self, loaded: Loaded) -> Result<(), DaemonError> {
+        check_listen(&loaded)?;
+        if !self.listen.ip().is_loopback() && loaded.config.server.api_token.is_none() {
+            return Err(DaemonError::NoToken(self.listen));
+        }
         let old = self.live();
         let (a, b) = (&old.loaded.config, &loaded.config);
         if a.server.listen != b.server.listen
@@ -194,7 +182,6 @@ pub fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, DaemonErr
         started: Instant::now(),
         poll: Mutex::new(PollStatus::default()),
         health,
-        triggers: Mutex::new(HashMap::new()),
         listen,
     }))
 }
@@ -227,12 +214,12 @@ pub async fn run(
     };
 
     // Work the crash left: interrupted evaluations and the persisted queue.
-    for model in app.store.interrupt_running()? {
+    for model in app.store.call(|s| s.interrupt_running()).await? {
         tracing::info!(model, "redoing an evaluation interrupted by a restart");
-        app.enqueue(&model, "restart");
+        app.enqueue(&model, "restart").await;
     }
-    for model in app.store.queued()? {
-        app.enqueue(&model, "restart");
+    for model in app.store.call(|s| s.queued()).await? {
+        app.enqueue(&model, "restart").await;
     }
 
     let reconcile: scheduler::ReconcileFn = {

@@ -59,7 +59,7 @@ async fn poll_once(app: &App) {
     let elapsed = started.elapsed();
     app.metrics.poll_duration.observe(elapsed.as_secs_f64());
     let retention = app.live().loaded.config.webhooks.dedupe_retention;
-    if let Err(e) = app.store.prune_deliveries(retention) {
+    if let Err(e) = app.store.call(move |s| s.prune_deliveries(retention)).await {
         tracing::warn!(error = %e, "could not prune old webhook deliveries");
     }
     let mut status = app.poll.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,7 +101,11 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
     let (config, engine) = (&live.loaded.config, &live.engine);
     let names = &engine.names;
     let models = engine.client.all_registered_models().await?;
-    let requested = app.store.requested_models().unwrap_or_default();
+    let requested = app
+        .store
+        .call(|s| s.requested_models())
+        .await
+        .unwrap_or_default();
 
     let mut states: Vec<(usize, ModelState)> = Vec::new();
     // Alias holders that `registered-models/search` does not show, per policy.
@@ -197,8 +201,10 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
     for (si, (pi, state)) in states.iter().enumerate() {
         let policy = &config.policies[*pi];
         let requested: BTreeSet<String> = if requested.contains(&state.name) {
+            let m = state.name.clone();
             app.store
-                .requests(&state.name)
+                .call(move |s| s.requests(&m))
+                .await
                 .unwrap_or_default()
                 .into_keys()
                 .collect()
@@ -220,7 +226,7 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
             Step::Wait { .. } if !unjudged.contains(&si) => waiting += 1,
             Step::Idle if !unjudged.contains(&si) => {}
             _ => {
-                app.enqueue(&state.name, "poll");
+                app.enqueue(&state.name, "poll").await;
                 enqueued += 1;
             }
         }

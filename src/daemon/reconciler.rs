@@ -64,10 +64,11 @@ pub async fn reconcile(app: Arc<App>, model: String, attempt: Attempt) -> Outcom
             o
         }
     };
-    if (matches!(outcome, Outcome::Done | Outcome::After(_)) || attempt.last)
-        && let Err(e) = app.store.queue_remove(&model)
-    {
-        tracing::warn!(model, error = %e, "could not update the persisted queue");
+    if matches!(outcome, Outcome::Done | Outcome::After(_)) || attempt.last {
+        let m = model.clone();
+        if let Err(e) = app.store.call(move |s| s.queue_remove(&m)).await {
+            tracing::warn!(model, error = %e, "could not update the persisted queue");
+        }
     }
     outcome
 }
@@ -87,26 +88,28 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, R
         names,
         policy,
     };
-    let trigger = app.take_trigger(model);
+    let trigger = app.scheduler.take_trigger(model);
 
     for _ in 0..MAX_STEPS {
         // Requests are re-read every step: one made during an evaluation is served by the
         // next evaluation, never consumed by the one already running.
-        let requests = app.store.requests(model)?;
+        let m = model.to_string();
+        let requests = app.store.call(move |s| s.requests(&m)).await?;
         let state = match engine.read(model, policy, Depth::Full, &[]).await {
             Err(EngineError::NoModel(_)) => {
                 tracing::info!(model, "model no longer exists");
-                for (v, seq) in &requests {
-                    app.store.clear_requests(model, v, *seq)?;
-                }
+                clear_requests(app, model, requests).await?;
                 return Ok(Outcome::Done);
             }
             other => other?,
         };
         // Requests for versions that no longer exist can never be served.
-        for (gone, seq) in requests.iter().filter(|(v, _)| state.version(v).is_none()) {
-            app.store.clear_requests(model, gone, *seq)?;
-        }
+        let gone = requests
+            .iter()
+            .filter(|(v, _)| state.version(v).is_none())
+            .map(|(v, seq)| (v.clone(), *seq))
+            .collect();
+        clear_requests(app, model, gone).await?;
         let requested: BTreeSet<String> = requests.keys().cloned().collect();
         let paused = app.is_paused();
         let input = PlanInput {
@@ -135,26 +138,37 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, R
                 let Some(candidate) = state.version(&version).cloned() else {
                     return Ok(Outcome::Done);
                 };
-                let id =
-                    app.store
-                        .begin_evaluation(model, &version, &policy.name, &digest, &trigger)?;
+                let row = (model.to_string(), version.clone(), policy.name.clone());
+                let (digest, trigger) = (digest.clone(), trigger.clone());
+                let id = app
+                    .store
+                    .call(move |s| s.begin_evaluation(&row.0, &row.1, &row.2, &digest, &trigger))
+                    .await?;
                 let evaluation = match engine.evaluate_only(policy, &state, &candidate).await {
                     Ok(e) => e,
                     Err(e) => {
-                        app.store.fail_evaluation(id, &e.to_string())?;
+                        let why = e.to_string();
+                        app.store.call(move |s| s.fail_evaluation(id, &why)).await?;
                         return Err(e.into());
                     }
                 };
-                app.store.finish_evaluation(id, &evaluation)?;
+                let done = evaluation.clone();
+                app.store
+                    .call(move |s| s.finish_evaluation(id, &done))
+                    .await?;
                 app.metrics.evaluation(&evaluation);
                 if let Some(seq) = requests.get(&version) {
-                    app.store.clear_requests(model, &version, *seq)?;
+                    let served = [(version.clone(), *seq)].into_iter().collect();
+                    clear_requests(app, model, served).await?;
                 }
                 notify::verdict(app, &evaluation);
                 if evaluation.verdict == Verdict::Error && !attempt.last {
                     // SPEC §5: an error is retried with backoff; the request makes the next
                     // attempt evaluate again despite the recorded verdict.
-                    app.store.request_evaluation(model, &version)?;
+                    let (m, v) = (model.to_string(), version.clone());
+                    app.store
+                        .call(move |s| s.request_evaluation(&m, &v))
+                        .await?;
                     return Err(ReconcileError::GateError(version));
                 }
             }
@@ -169,35 +183,68 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, R
                     .carry_out(model, &version, &decision, verdict, &before, false)
                     .await?;
                 let action = decision.action_tag();
+                let (m, v, a) = (model.to_string(), version.clone(), action.clone());
+                let note = format!("policy {}", policy.name);
                 app.store
-                    .set_action(model, &version, recorded.map(Verdict::as_str), &action)?;
-                app.store.audit(
-                    model,
-                    Some(&version),
-                    &action,
-                    &format!("policy {}", policy.name),
-                )?;
+                    .call(move |s| {
+                        s.set_action(&m, &v, recorded.map(Verdict::as_str), &a)?;
+                        s.audit(&m, Some(&v), &a, &note)
+                    })
+                    .await?;
                 app.metrics.action(&action);
                 notify::action(app, model, &version, &action);
             }
             Step::Finish(version) => {
                 actor.finish(model, &version).await?;
-                app.store.audit(
+                audit(
+                    app,
                     model,
-                    Some(&version),
+                    &version,
                     "promoted",
-                    "finished a promotion interrupted by a restart",
-                )?;
+                    "finished a promotion interrupted by a restart".into(),
+                )
+                .await?;
                 app.metrics.action("promoted");
             }
             Step::Bypass(version) => {
                 let mode_allows = policy.mode == crate::config::Mode::Enforce && !paused;
                 let note = actor.bypass(&state, &version, mode_allows).await?;
-                app.store.audit(model, Some(&version), "bypass", &note)?;
+                audit(app, model, &version, "bypass", note.clone()).await?;
                 app.metrics.action("bypass");
                 notify::bypass(app, model, &version, &note);
             }
         }
     }
     Err(ReconcileError::TooManySteps)
+}
+
+async fn clear_requests(
+    app: &App,
+    model: &str,
+    served: std::collections::BTreeMap<String, i64>,
+) -> Result<(), StoreError> {
+    if served.is_empty() {
+        return Ok(());
+    }
+    let m = model.to_string();
+    app.store
+        .call(move |s| {
+            served
+                .iter()
+                .try_for_each(|(v, seq)| s.clear_requests(&m, v, *seq))
+        })
+        .await
+}
+
+async fn audit(
+    app: &App,
+    model: &str,
+    version: &str,
+    action: &'static str,
+    note: String,
+) -> Result<(), StoreError> {
+    let (m, v) = (model.to_string(), version.to_string());
+    app.store
+        .call(move |s| s.audit(&m, Some(&v), action, &note))
+        .await
 }

@@ -146,7 +146,8 @@ pub async fn input_body(input: Option<&std::path::Path>, s: &Session) -> Result<
     match input {
         Some(p) => {
             let path = s.env().resolve(p);
-            let text = std::fs::read_to_string(&path)
+            let text = tokio::fs::read_to_string(&path)
+                .await
                 .map_err(|e| format!("input {}: {e}", path.display()))?;
             let v: Value = serde_json::from_str(&text)
                 .map_err(|e| format!("input {} is not JSON: {e}", path.display()))?;

@@ -48,6 +48,21 @@ impl Daemon {
         d
     }
 
+    /// Start with `text` as the whole `stagegate.toml` (its own `[server]`, listening on
+    /// `port`), for settings the standard sections fix.
+    pub fn start_text(mlflow: &str, port: u16, text: &str) -> Daemon {
+        let mut d = Daemon {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            mlflow: mlflow.to_string(),
+            child: None,
+            webhook_id: None,
+        };
+        std::fs::write(d.config(), text).unwrap();
+        d.spawn();
+        d
+    }
+
     pub fn config_text(&self, body: &str) -> String {
         format!(
             "[mlflow]\nrequest_timeout = \"5s\"\nretries = 1\n\n[server]\nlisten = \"127.0.0.1:{}\"\nshutdown_grace = \"10s\"\n\n[state]\npath = \"state.db\"\n\n{body}\n",
@@ -119,8 +134,20 @@ impl Daemon {
 
     /// Deliver a webhook as MLflow would, signed with `secret`.
     pub fn deliver(&self, id: &str, ts: u64, secret: &str, body: &str) -> (u16, Value) {
+        self.deliver_on(&reqwest::blocking::Client::new(), id, ts, secret, body)
+    }
+
+    /// [`Daemon::deliver`] on a kept-alive `client`, for many deliveries.
+    pub fn deliver_on(
+        &self,
+        client: &reqwest::blocking::Client,
+        id: &str,
+        ts: u64,
+        secret: &str,
+        body: &str,
+    ) -> (u16, Value) {
         let ts = ts.to_string();
-        let resp = reqwest::blocking::Client::new()
+        let resp = client
             .post(format!("{}/webhooks/mlflow", self.url()))
             .header("content-type", "application/json")
             .header("x-mlflow-delivery-id", id)

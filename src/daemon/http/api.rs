@@ -38,8 +38,11 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
     let live = app.live();
     let cfg = &live.loaded.config;
     let poll = app.poll.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let totals = app.store.totals().unwrap_or_default();
-    let recent = app.store.evaluations(None, 20).unwrap_or_default();
+    let (totals, recent) = app
+        .store
+        .call(|s| Ok((s.totals()?, s.evaluations(None, 20)?)))
+        .await
+        .unwrap_or_default();
     let policies: Vec<_> = cfg
         .policies
         .iter()
@@ -77,7 +80,11 @@ pub struct ListQuery {
 
 pub async fn list_evaluations(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    match app.store.evaluations(q.model.as_deref(), limit) {
+    match app
+        .store
+        .call(move |s| s.evaluations(q.model.as_deref(), limit))
+        .await
+    {
         Ok(rows) => Json(json!({"evaluations": rows})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -90,7 +97,7 @@ pub async fn get_evaluation(State(app): State<Arc<App>>, Path(id): Path<String>)
             format!("evaluation id {id:?} is not a number"),
         );
     };
-    match app.store.evaluation(id) {
+    match app.store.call(move |s| s.evaluation(id)).await {
         Ok(Some(row)) => Json(row).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no evaluation {id}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -138,12 +145,13 @@ pub async fn request_evaluation(State(app): State<Arc<App>>, body: Bytes) -> Res
         }
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
-    if let Some(v) = &req.version
-        && let Err(e) = app.store.request_evaluation(&req.model, v)
-    {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    if let Some(v) = &req.version {
+        let (m, v) = (req.model.clone(), v.clone());
+        if let Err(e) = app.store.call(move |s| s.request_evaluation(&m, &v)).await {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
     }
-    app.enqueue(&req.model, "api");
+    app.enqueue(&req.model, "api").await;
     (
         StatusCode::ACCEPTED,
         Json(json!({"status": "queued", "model": req.model, "version": req.version})),
@@ -159,13 +167,18 @@ pub async fn pause(State(app): State<Arc<App>>) -> Response {
 pub async fn resume(State(app): State<Arc<App>>) -> Response {
     app.set_paused(false);
     // Work held back while paused is picked up now, not at the next poll.
-    for row in app.store.evaluations(None, 1000).unwrap_or_default() {
+    let recent = app
+        .store
+        .call(|s| s.evaluations(None, 1000))
+        .await
+        .unwrap_or_default();
+    for row in recent {
         if row
             .action
             .as_deref()
             .is_some_and(|a| a.starts_with("skipped: paused"))
         {
-            app.enqueue(&row.model, "resume");
+            app.enqueue(&row.model, "resume").await;
         }
     }
     Json(json!({"paused": false})).into_response()

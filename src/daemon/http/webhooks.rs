@@ -19,7 +19,14 @@ pub const MAX_BODY: usize = 1024 * 1024;
 
 /// MLflow sends no event when a version moves to Staging, so a new version is looked at again
 /// on this schedule after `model_version.created` (the poll remains the guarantee).
-pub const RECHECKS: [u64; 6] = [2, 5, 15, 30, 60, 120];
+pub const RECHECKS: [Duration; 6] = [
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+    Duration::from_secs(120),
+];
 
 pub async fn mlflow(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     match receive(&app, &headers, body).await {
@@ -79,7 +86,12 @@ async fn receive(
         now,
     )?;
     let event = webhook::parse(&raw)?;
-    match app.store.record_delivery(id, &event.kind, &event.model) {
+    let (d, kind, model) = (id.to_string(), event.kind.clone(), event.model.clone());
+    match app
+        .store
+        .call(move |s| s.record_delivery(&d, &kind, &model))
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             return Ok((
@@ -112,12 +124,10 @@ async fn receive(
     let model = event.model.as_str();
     match route {
         Route::Created { .. } => {
-            app.enqueue(model, "webhook");
-            for s in RECHECKS {
-                app.enqueue_after(model, Duration::from_secs(s), "recheck");
-            }
+            app.enqueue(model, "webhook").await;
+            app.scheduler.recheck(model, &RECHECKS, "recheck");
         }
-        Route::Reconcile => app.enqueue(model, "webhook"),
+        Route::Reconcile => app.enqueue(model, "webhook").await,
         Route::Ignore(_) => {}
     }
     tracing::debug!(model, event = %event.kind, delivery = id, "webhook queued");

@@ -109,8 +109,12 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
     if !path.is_file() {
         return Err(format!("dataset {} does not exist", path.display()));
     }
-    let sha = read::sha256(&path)?;
-    let mut reader = read::Reader::open(&path, g.batch_size)?;
+    // Hashing, reading and decoding the file block (a large file for seconds): all of it
+    // runs on blocking threads, never on the async workers that serve webhooks.
+    let (sha, reader) = {
+        let (p, batch) = (path.clone(), g.batch_size);
+        blocking(move || Ok((read::sha256(&p)?, read::Reader::open(&p, batch)?))).await?
+    };
     let columns = reader.columns();
     if !columns.contains(&g.label) {
         return Err(format!(
@@ -120,15 +124,20 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
             columns.join(", ")
         ));
     }
-    let slice_col = g.slices.as_ref().map(|sl| sl.column.as_str());
-    if let Some(c) = slice_col.filter(|c| !columns.iter().any(|x| x == c)) {
+    let slice_col = g.slices.as_ref().map(|sl| sl.column.clone());
+    if let Some(c) = slice_col.as_ref().filter(|c| !columns.contains(c)) {
         return Err(format!(
             "slice column {c:?} is not in dataset {}",
             path.display()
         ));
     }
     let files = s.files().await?;
-    let features = feature_columns(files.signature.as_ref(), &columns, &g.label, slice_col)?;
+    let features = feature_columns(
+        files.signature.as_ref(),
+        &columns,
+        &g.label,
+        slice_col.as_deref(),
+    )?;
     let cand = s.endpoint(Which::Candidate).await?;
     let vs = g.vs_champion.as_ref();
     let champ = match (vs, s.champion()) {
@@ -146,37 +155,91 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
         candidate: vec![],
         champion: champ.as_ref().map(|_| vec![]),
     };
-    while let Some(batch) = reader.next_batch() {
-        let batch = batch?;
-        let n = batch.num_rows();
-        let cols: Vec<Vec<Cell>> = features
-            .iter()
-            .map(|f| read::cells(&batch, f))
-            .collect::<Result<_, _>>()?;
-        let rows: Vec<Vec<Cell>> = (0..n)
-            .map(|i| cols.iter().map(|c| c[i].clone()).collect())
-            .collect();
-        let body = dataframe_split(&features, &rows);
+    let mut batches = encode_batches(reader, features, g.label.clone(), slice_col);
+    while let Some(batch) = batches.recv().await {
+        let b = batch?;
         let first = data.labels.len();
         data.candidate
-            .extend(predict(&cand, body.clone(), first, n, "the candidate").await?);
+            .extend(predict(&cand, b.body.clone(), first, b.rows, "the candidate").await?);
         if let (Some(e), Some(out)) = (&champ, data.champion.as_mut()) {
-            out.extend(predict(e, body, first, n, "the champion").await?);
+            out.extend(predict(e, b.body, first, b.rows, "the champion").await?);
         }
-        data.labels.extend(read::text_column(&batch, &g.label)?);
-        if let Some(c) = slice_col {
-            data.slices.extend(read::text_column(&batch, c)?);
-        }
+        data.labels.extend(b.labels);
+        data.slices.extend(b.slices);
     }
     if data.labels.is_empty() {
         return Err(format!("dataset {} has no rows", path.display()));
     }
-    let mut j = judge_scores(g, &data, s.champion().map(|c| c.version.as_str()))?;
     let rows = data.labels.len();
+    // Scoring includes the paired bootstrap (up to 100,000 resamples): CPU-bound.
+    let (gate, champion) = (g.clone(), s.champion().map(|c| c.version.clone()));
+    let mut j = blocking(move || judge_scores(&gate, &data, champion.as_deref())).await?;
     let record = json!({"path": g.path.display().to_string(), "sha256": sha, "rows": rows});
     j.observed["dataset"] = record.clone();
     j.details = Some(json!({"dataset": record}));
     Ok(j)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("dataset worker ended abnormally: {e}"))?
+}
+
+/// One batch, decoded and encoded as a `dataframe_split` request body.
+struct Encoded {
+    body: String,
+    rows: usize,
+    labels: Vec<Option<String>>,
+    slices: Vec<Option<String>>,
+}
+
+/// Read and encode batches on a blocking thread, at most two ahead of the model requests.
+/// The thread stops at the first error, or as soon as the gate stops listening.
+fn encode_batches(
+    mut reader: read::Reader,
+    features: Vec<String>,
+    label: String,
+    slice: Option<String>,
+) -> tokio::sync::mpsc::Receiver<Result<Encoded, String>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        while let Some(batch) = reader.next_batch() {
+            let encoded = batch.and_then(|b| encode(&b, &features, &label, slice.as_deref()));
+            let failed = encoded.is_err();
+            if tx.blocking_send(encoded).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn encode(
+    batch: &arrow::record_batch::RecordBatch,
+    features: &[String],
+    label: &str,
+    slice: Option<&str>,
+) -> Result<Encoded, String> {
+    let n = batch.num_rows();
+    let cols: Vec<Vec<Cell>> = features
+        .iter()
+        .map(|f| read::cells(batch, f))
+        .collect::<Result<_, _>>()?;
+    let rows: Vec<Vec<Cell>> = (0..n)
+        .map(|i| cols.iter().map(|c| c[i].clone()).collect())
+        .collect();
+    Ok(Encoded {
+        body: dataframe_split(features, &rows),
+        rows: n,
+        labels: read::text_column(batch, label)?,
+        slices: match slice {
+            Some(c) => read::text_column(batch, c)?,
+            None => vec![],
+        },
+    })
 }
 
 /// Turn the collected predictions into verdicts (pure, given the data).

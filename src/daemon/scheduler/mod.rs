@@ -6,6 +6,13 @@
 //! - A model queued while it runs runs once more afterwards.
 //! - Different models run in parallel, up to the worker count.
 //! - `Retry` backs off exponentially with jitter, up to the configured attempts.
+//! - Delayed work (retries, settle waits, re-checks) is at most one pending wake-up per model,
+//!   the earliest wins ([`wakes`]), served by one timer task and dropped at shutdown.
+//!
+//! Each queued model carries the label of its latest trigger (webhook, poll, recheck…), which
+//! the history records; the reconcile itself never sees it.
+
+mod wakes;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -16,6 +23,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::backoff::full_jitter;
+use wakes::Wakes;
 
 /// How a reconcile ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,13 +61,18 @@ struct State {
     running: HashSet<String>,
     rerun: HashSet<String>,
     attempts: HashMap<String, u32>,
-    delayed: usize,
+    /// The latest trigger of each queued model, taken by the reconcile for its history.
+    labels: HashMap<String, String>,
+    wakes: Wakes,
     closed: bool,
 }
 
 struct Inner {
     state: Mutex<State>,
+    /// Wakes a worker when a model becomes ready.
     wake: Notify,
+    /// Wakes the timer when an earlier wake-up is scheduled.
+    timer: Notify,
     backoff: Backoff,
 }
 
@@ -75,6 +88,7 @@ impl Scheduler {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
+                timer: Notify::new(),
                 backoff,
             }),
         }
@@ -84,13 +98,14 @@ impl Scheduler {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queue `model` to be reconciled as soon as a worker is free. Returns whether this
-    /// changed anything (`false`: it was already waiting, or the queue is closed).
-    pub fn enqueue(&self, model: &str) -> bool {
+    /// Queue `model` to be reconciled as soon as a worker is free, for `trigger`. Returns
+    /// whether this changed anything (`false`: it was already waiting, or the queue is closed).
+    pub fn enqueue(&self, model: &str, trigger: &str) -> bool {
         let mut s = self.state();
         if s.closed {
             return false;
         }
+        s.labels.insert(model.to_string(), trigger.to_string());
         if s.running.contains(model) {
             s.rerun.insert(model.to_string())
         } else if s.queued.insert(model.to_string()) {
@@ -103,23 +118,36 @@ impl Scheduler {
         }
     }
 
-    /// Queue `model` after `delay`.
-    pub fn enqueue_after(&self, model: &str, delay: Duration) {
-        let (me, model) = (self.clone(), model.to_string());
-        self.after(delay, move || {
-            me.enqueue(&model);
-        });
+    /// Queue `model` after `delay`, unless it already has an earlier wake-up.
+    pub fn enqueue_after(&self, model: &str, delay: Duration, trigger: &str) {
+        let at = tokio::time::Instant::now() + delay;
+        self.schedule(|w| w.once(model, at, trigger));
     }
 
-    /// Run `then` after `delay`, counted among the scheduled (delayed) entries meanwhile.
-    pub fn after(&self, delay: Duration, then: impl FnOnce() + Send + 'static) {
-        self.state().delayed += 1;
-        let me = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            me.state().delayed -= 1;
-            then();
-        });
+    /// Queue `model` at each of `steps` from now, replacing its previous series.
+    pub fn recheck(&self, model: &str, steps: &'static [Duration], trigger: &'static str) {
+        let now = tokio::time::Instant::now();
+        self.schedule(|w| w.series(model, now, steps, trigger));
+    }
+
+    fn schedule(&self, f: impl FnOnce(&mut Wakes)) {
+        let mut s = self.state();
+        if s.closed {
+            return;
+        }
+        let before = s.wakes.next_due();
+        f(&mut s.wakes);
+        if s.wakes.next_due() != before {
+            self.inner.timer.notify_one();
+        }
+    }
+
+    /// The latest trigger of `model` ("retry" if it was queued by nothing else).
+    pub fn take_trigger(&self, model: &str) -> String {
+        self.state()
+            .labels
+            .remove(model)
+            .unwrap_or_else(|| "retry".into())
     }
 
     /// Models waiting for a worker (delayed re-checks and retries not included).
@@ -127,8 +155,9 @@ impl Scheduler {
         self.state().ready.len()
     }
 
+    /// Models with a pending delayed wake-up.
     pub fn delayed(&self) -> usize {
-        self.state().delayed
+        self.state().wakes.len()
     }
 
     pub fn in_flight(&self) -> usize {
@@ -148,10 +177,40 @@ impl Scheduler {
             let (me, f) = (self.clone(), reconcile.clone());
             pool.spawn(async move { me.work(f).await });
         }
-        shutdown.await;
-        self.state().closed = true;
+        tokio::select! {
+            _ = shutdown => {}
+            _ = self.timers() => {}
+        }
+        {
+            let mut s = self.state();
+            s.closed = true;
+            // Delayed work dies with the process anyway; the next start-up's poll finds it.
+            s.wakes.clear();
+        }
         self.inner.wake.notify_waiters();
         while pool.join_next().await.is_some() {}
+    }
+
+    /// The one timer task: sleep until the earliest wake-up, queue what is due, repeat.
+    async fn timers(&self) {
+        loop {
+            let (due, next) = {
+                let mut s = self.state();
+                let due = s.wakes.pop_due(tokio::time::Instant::now());
+                (due, s.wakes.next_due())
+            };
+            for (model, trigger) in due {
+                self.enqueue(&model, &trigger);
+            }
+            // A wake-up scheduled meanwhile leaves a permit: `notified` returns at once.
+            match next {
+                Some(at) => tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = self.inner.timer.notified() => {}
+                },
+                None => self.inner.timer.notified().await,
+            }
+        }
     }
 
     async fn work(&self, reconcile: ReconcileFn) {
@@ -194,6 +253,7 @@ impl Scheduler {
         let rerun = s.rerun.remove(model);
         let mut retry_after = None;
         let mut wake_after = None;
+        let rerun_label = s.labels.get(model).cloned();
         match outcome {
             Outcome::Done => {
                 s.attempts.remove(model);
@@ -223,19 +283,20 @@ impl Scheduler {
             }
         }
         drop(s);
+        let again = rerun_label.as_deref().unwrap_or("retry");
         match retry_after {
             Some(d) if d.is_zero() => {
-                self.enqueue(model);
+                self.enqueue(model, again);
             }
-            Some(d) => self.enqueue_after(model, d),
+            Some(d) => self.enqueue_after(model, d, "retry"),
             None if rerun => {
-                self.enqueue(model);
+                self.enqueue(model, again);
             }
             None => {}
         }
         // A trigger that came during the run is served now; the wake-up still follows.
         if let Some(d) = wake_after {
-            self.enqueue_after(model, d);
+            self.enqueue_after(model, d, "settle");
         }
     }
 }
@@ -305,7 +366,7 @@ mod tests {
         let s = Scheduler::new(backoff(3));
         let (p, f) = probe(Duration::from_millis(10), |_, _| Outcome::Done);
         for _ in 0..5 {
-            s.enqueue("m");
+            s.enqueue("m", "test");
         }
         run_for(&s, 2, f, Duration::from_secs(1)).await;
         assert_eq!(p.calls.lock().unwrap().len(), 1);
@@ -315,12 +376,12 @@ mod tests {
     async fn a_model_queued_while_running_runs_once_more_afterwards() {
         let s = Scheduler::new(backoff(3));
         let (p, f) = probe(Duration::from_secs(1), |_, _| Outcome::Done);
-        s.enqueue("m");
+        s.enqueue("m", "test");
         let s2 = s.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
             for _ in 0..3 {
-                s2.enqueue("m");
+                s2.enqueue("m", "test");
             }
         });
         run_for(&s, 4, f, Duration::from_secs(10)).await;
@@ -337,7 +398,7 @@ mod tests {
         let s = Scheduler::new(backoff(3));
         let (p, f) = probe(Duration::from_secs(1), |_, _| Outcome::Done);
         for i in 0..10 {
-            s.enqueue(&format!("m{i}"));
+            s.enqueue(&format!("m{i}"), "test");
         }
         assert_eq!(s.depth(), 10);
         run_for(&s, 3, f, Duration::from_secs(60)).await;
@@ -351,7 +412,7 @@ mod tests {
         let (p, f) = probe(Duration::from_millis(1), |_, _| {
             Outcome::Retry("mlflow down".into())
         });
-        s.enqueue("m");
+        s.enqueue("m", "test");
         run_for(&s, 1, f, Duration::from_secs(600)).await;
         let calls = p.calls.lock().unwrap().clone();
         assert_eq!(
@@ -370,11 +431,11 @@ mod tests {
                 Outcome::Done
             }
         });
-        s.enqueue("m");
+        s.enqueue("m", "test");
         let s2 = s.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(300)).await;
-            s2.enqueue("m");
+            s2.enqueue("m", "test");
         });
         run_for(&s, 1, f, Duration::from_secs(600)).await;
         let ns: Vec<u32> = p.calls.lock().unwrap().iter().map(|c| c.1).collect();
@@ -386,22 +447,46 @@ mod tests {
     async fn delayed_enqueue_fires_after_the_delay() {
         let s = Scheduler::new(backoff(3));
         let (p, f) = probe(Duration::from_millis(1), |_, _| Outcome::Done);
-        s.enqueue_after("m", Duration::from_secs(5));
+        s.enqueue_after("m", Duration::from_secs(5), "test");
         assert_eq!(s.delayed(), 1);
         run_for(&s, 1, f.clone(), Duration::from_secs(4)).await;
         assert!(p.calls.lock().unwrap().is_empty());
         let s = Scheduler::new(backoff(3));
-        s.enqueue_after("m", Duration::from_secs(5));
+        s.enqueue_after("m", Duration::from_secs(5), "test");
         run_for(&s, 1, f, Duration::from_secs(6)).await;
         assert_eq!(p.calls.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recheck_series_runs_the_model_at_each_step_and_shutdown_drops_the_rest() {
+        const STEPS: [Duration; 3] = [
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            Duration::from_secs(15),
+        ];
+        let s = Scheduler::new(backoff(3));
+        let (p, f) = probe(Duration::from_millis(1), |_, _| Outcome::Done);
+        for _ in 0..1000 {
+            s.recheck("m", &STEPS, "recheck");
+        }
+        assert_eq!(s.delayed(), 1);
+        // Stop between the second and third step.
+        run_for(&s, 1, f, Duration::from_secs(10)).await;
+        assert_eq!(p.calls.lock().unwrap().len(), 2);
+        assert_eq!(s.delayed(), 0, "pending wake-ups are dropped at shutdown");
+        assert_eq!(
+            s.take_trigger("m"),
+            "recheck",
+            "fired wake-ups carry their label"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_stops_intake_and_waits_for_in_flight_work() {
         let s = Scheduler::new(backoff(3));
         let (p, f) = probe(Duration::from_secs(5), |_, _| Outcome::Done);
-        s.enqueue("a");
-        s.enqueue("b");
+        s.enqueue("a", "test");
+        s.enqueue("b", "test");
         // Shut down at t=1s while "a" runs; "b" is never started (one worker).
         run_for(&s, 1, f, Duration::from_secs(1)).await;
         assert_eq!(p.calls.lock().unwrap().len(), 1);
@@ -410,7 +495,7 @@ mod tests {
             0,
             "in-flight work finished before run returned"
         );
-        s.enqueue("c");
+        s.enqueue("c", "test");
         assert_eq!(s.depth(), 1, "b is still queued; c is refused after close");
     }
 }

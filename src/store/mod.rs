@@ -2,18 +2,23 @@
 //! (for de-duplication), the audit log of every action, the persisted work queue and pending
 //! re-evaluation requests. The only module that touches disk.
 //!
-//! Calls are synchronous and short (WAL, `synchronous = NORMAL`: an insert is tens of
-//! microseconds), so async callers use them directly behind one mutex.
+//! Calls are synchronous behind one mutex (WAL, `synchronous = NORMAL`). They are short, but
+//! they wait on the disk and on each other, so the daemon makes them through
+//! [`Store::call`], on tokio's blocking threads: a slow disk must never hold up webhook
+//! intake or the API on the async worker threads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::evaluation::Evaluation;
+use schema::migrate;
+
+mod schema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +29,8 @@ pub enum StoreError {
     },
     #[error("state store: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("state store: the blocking task ended abnormally: {0}")]
+    Task(String),
 }
 
 impl StoreError {
@@ -31,6 +38,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         let code = match self {
             StoreError::Open { source, .. } | StoreError::Sql(source) => source.sqlite_error_code(),
+            StoreError::Task(_) => None,
         };
         matches!(
             code,
@@ -39,71 +47,10 @@ impl StoreError {
     }
 }
 
-/// Versioned schema: migration `i` takes the database from `user_version = i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    r#"
-    CREATE TABLE evaluations (
-        id          INTEGER PRIMARY KEY,
-        model       TEXT NOT NULL,
-        version     TEXT NOT NULL,
-        policy      TEXT NOT NULL,
-        digest      TEXT NOT NULL,
-        trigger     TEXT NOT NULL,
-        status      TEXT NOT NULL,       -- running | done | interrupted | failed
-        verdict     TEXT,
-        action      TEXT,
-        gates       TEXT,                -- JSON array of gate results
-        error       TEXT,
-        started_at  INTEGER NOT NULL,    -- unix ms
-        finished_at INTEGER,
-        duration_ms INTEGER
-    );
-    CREATE INDEX evaluations_by_model ON evaluations (model, id);
-    CREATE TABLE deliveries (
-        id          TEXT PRIMARY KEY,
-        received_at INTEGER NOT NULL,
-        event       TEXT,
-        model       TEXT
-    );
-    CREATE INDEX deliveries_by_time ON deliveries (received_at);
-    CREATE TABLE audit (
-        id      INTEGER PRIMARY KEY,
-        at      INTEGER NOT NULL,
-        model   TEXT NOT NULL,
-        version TEXT,
-        action  TEXT NOT NULL,
-        detail  TEXT
-    );
-    CREATE INDEX audit_by_model ON audit (model, id);
-    CREATE TABLE queue (
-        model     TEXT PRIMARY KEY,
-        queued_at INTEGER NOT NULL
-    );
-    CREATE TABLE requests (
-        model        TEXT NOT NULL,
-        version      TEXT NOT NULL,
-        requested_at INTEGER NOT NULL,
-        PRIMARY KEY (model, version)
-    );
-"#,
-    // Requests get a sequence number, so that an evaluation consumes only the requests made
-    // before it began (AUTOINCREMENT never reuses a number, even after deletes).
-    r#"
-    CREATE TABLE eval_requests (
-        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-        model        TEXT NOT NULL,
-        version      TEXT NOT NULL,
-        requested_at INTEGER NOT NULL
-    );
-    CREATE INDEX eval_requests_by_model ON eval_requests (model, version);
-    INSERT INTO eval_requests (model, version, requested_at)
-        SELECT model, version, requested_at FROM requests ORDER BY requested_at;
-    DROP TABLE requests;
-"#,
-];
-
+/// Cheap to clone; every clone is the same database connection.
+#[derive(Clone)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 /// One row of evaluation history.
@@ -177,7 +124,7 @@ impl Store {
             .map_err(err)?;
         migrate(&mut conn).map_err(err)?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 
@@ -186,8 +133,20 @@ impl Store {
         let mut conn = Connection::open_in_memory()?;
         migrate(&mut conn)?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// Run `f` on this store on a blocking thread (see the module doc).
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -457,17 +416,6 @@ impl Store {
     }
 }
 
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-    }
-    Ok(())
-}
-
 fn row_to_evaluation(r: &rusqlite::Row) -> rusqlite::Result<EvaluationRow> {
     let gates: Option<String> = r.get(9)?;
     Ok(EvaluationRow {
@@ -491,126 +439,4 @@ fn row_to_evaluation(r: &rusqlite::Row) -> rusqlite::Result<EvaluationRow> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::evaluation::Verdict;
-
-    #[test]
-    fn deliveries_are_deduplicated_and_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        {
-            let s = Store::open(&path).unwrap();
-            assert!(s.record_delivery("d1", "e", "m").unwrap());
-            assert!(!s.record_delivery("d1", "e", "m").unwrap());
-        }
-        let s = Store::open(&path).unwrap();
-        assert!(
-            !s.record_delivery("d1", "e", "m").unwrap(),
-            "dedupe must survive a restart"
-        );
-        assert_eq!(s.prune_deliveries(Duration::from_secs(3600)).unwrap(), 0);
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(s.prune_deliveries(Duration::ZERO).unwrap(), 1);
-    }
-
-    #[test]
-    fn interrupted_evaluations_are_marked_and_their_models_returned() {
-        let s = Store::in_memory().unwrap();
-        let id = s.begin_evaluation("m", "1", "p", "d", "poll").unwrap();
-        let done = s.begin_evaluation("n", "1", "p", "d", "poll").unwrap();
-        s.finish_evaluation(
-            done,
-            &Evaluation::for_test("n", "1", Verdict::Passed, vec![]),
-        )
-        .unwrap();
-        assert_eq!(s.interrupt_running().unwrap(), vec!["m".to_string()]);
-        assert_eq!(s.evaluation(id).unwrap().unwrap().status, "interrupted");
-        assert!(s.interrupt_running().unwrap().is_empty());
-        let t = s.totals().unwrap();
-        assert_eq!((t.evaluations, t.passed), (1, 1));
-    }
-
-    #[test]
-    fn queue_and_requests_round_trip() {
-        let s = Store::in_memory().unwrap();
-        s.queue_push("a").unwrap();
-        s.queue_push("b").unwrap();
-        s.queue_push("a").unwrap();
-        s.queue_remove("b").unwrap();
-        assert_eq!(s.queued().unwrap(), vec!["a".to_string()]);
-        s.request_evaluation("a", "3").unwrap();
-        let seen = s.requests("a").unwrap();
-        assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["3"]);
-        // A request made after an evaluation began outlives that evaluation's clearing.
-        s.request_evaluation("a", "3").unwrap();
-        s.clear_requests("a", "3", seen["3"]).unwrap();
-        let left = s.requests("a").unwrap();
-        assert!(left["3"] > seen["3"], "the later request is still pending");
-        s.clear_requests("a", "3", left["3"]).unwrap();
-        assert!(s.requests("a").unwrap().is_empty());
-        // Numbers are never reused, even once the table is empty.
-        s.request_evaluation("a", "3").unwrap();
-        assert!(s.requests("a").unwrap()["3"] > left["3"]);
-    }
-
-    #[test]
-    fn pending_requests_survive_the_schema_migration() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
-        {
-            let mut conn = Connection::open(&path).unwrap();
-            let tx = conn.transaction().unwrap();
-            tx.execute_batch(MIGRATIONS[0]).unwrap();
-            tx.pragma_update(None, "user_version", 1).unwrap();
-            tx.execute(
-                "INSERT INTO requests (model, version, requested_at) VALUES ('m', '2', 1)",
-                [],
-            )
-            .unwrap();
-            tx.commit().unwrap();
-        }
-        let s = Store::open(&path).unwrap();
-        assert_eq!(
-            s.requests("m").unwrap().keys().collect::<Vec<_>>(),
-            vec!["2"]
-        );
-    }
-
-    #[test]
-    fn an_action_is_recorded_only_on_the_evaluation_it_was_taken_on() {
-        let s = Store::in_memory().unwrap();
-        let failed = s.begin_evaluation("m", "1", "p", "d", "poll").unwrap();
-        s.finish_evaluation(
-            failed,
-            &Evaluation::for_test("m", "1", Verdict::Failed, vec![]),
-        )
-        .unwrap();
-        // The re-evaluation wrote `passed` to MLflow, then the process was killed.
-        s.begin_evaluation("m", "1", "p", "d", "webhook").unwrap();
-        s.interrupt_running().unwrap();
-        s.set_action("m", "1", Some("passed"), "promoted").unwrap();
-        let rows = s.evaluations(Some("m"), 10).unwrap();
-        assert!(rows.iter().all(|r| r.action.is_none()), "{rows:?}");
-        let done = s.begin_evaluation("m", "1", "p", "d", "poll").unwrap();
-        s.finish_evaluation(
-            done,
-            &Evaluation::for_test("m", "1", Verdict::Passed, vec![]),
-        )
-        .unwrap();
-        s.set_action("m", "1", Some("passed"), "promoted").unwrap();
-        assert_eq!(
-            s.evaluation(done).unwrap().unwrap().action.as_deref(),
-            Some("promoted")
-        );
-    }
-
-    #[test]
-    fn migrations_are_versioned() {
-        let s = Store::in_memory().unwrap();
-        let v: i64 = s
-            .with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
-            .unwrap();
-        assert_eq!(v, MIGRATIONS.len() as i64);
-    }
-}
+mod tests;

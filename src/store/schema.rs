@@ -1,0 +1,77 @@
+//! The store's schema: numbered migrations, applied in order at open.
+
+use rusqlite::Connection;
+
+/// Versioned schema: migration `i` takes the database from `user_version = i` to `i + 1`.
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+    CREATE TABLE evaluations (
+        id          INTEGER PRIMARY KEY,
+        model       TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        policy      TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        trigger     TEXT NOT NULL,
+        status      TEXT NOT NULL,       -- running | done | interrupted | failed
+        verdict     TEXT,
+        action      TEXT,
+        gates       TEXT,                -- JSON array of gate results
+        error       TEXT,
+        started_at  INTEGER NOT NULL,    -- unix ms
+        finished_at INTEGER,
+        duration_ms INTEGER
+    );
+    CREATE INDEX evaluations_by_model ON evaluations (model, id);
+    CREATE TABLE deliveries (
+        id          TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL,
+        event       TEXT,
+        model       TEXT
+    );
+    CREATE INDEX deliveries_by_time ON deliveries (received_at);
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY,
+        at      INTEGER NOT NULL,
+        model   TEXT NOT NULL,
+        version TEXT,
+        action  TEXT NOT NULL,
+        detail  TEXT
+    );
+    CREATE INDEX audit_by_model ON audit (model, id);
+    CREATE TABLE queue (
+        model     TEXT PRIMARY KEY,
+        queued_at INTEGER NOT NULL
+    );
+    CREATE TABLE requests (
+        model        TEXT NOT NULL,
+        version      TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        PRIMARY KEY (model, version)
+    );
+"#,
+    // Requests get a sequence number, so that an evaluation consumes only the requests made
+    // before it began (AUTOINCREMENT never reuses a number, even after deletes).
+    r#"
+    CREATE TABLE eval_requests (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        model        TEXT NOT NULL,
+        version      TEXT NOT NULL,
+        requested_at INTEGER NOT NULL
+    );
+    CREATE INDEX eval_requests_by_model ON eval_requests (model, version);
+    INSERT INTO eval_requests (model, version, requested_at)
+        SELECT model, version, requested_at FROM requests ORDER BY requested_at;
+    DROP TABLE requests;
+"#,
+];
+
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
