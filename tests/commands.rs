@@ -114,11 +114,7 @@ fn command_gates_pass_fail_time_out_retry_and_shadow_without_leftovers() {
 /// training script.
 #[test]
 fn the_seed_pytest_suite_runs_as_a_command_gate() {
-    let Some(seed) = seed_pipeline() else {
-        // The seed practice lives beside the project (../shared), not in it.
-        eprintln!("SKIPPED: the seed pipeline was not found (set STAGEGATE_SEED_DIR)");
-        return;
-    };
+    let seed = seed_pipeline();
     let m = unique("seed");
     let out = std::process::Command::new(venv().join("bin/python"))
         .arg(seed.join("train_register.py"))
@@ -175,17 +171,22 @@ fn the_seed_pytest_suite_runs_as_a_command_gate() {
     assert_eq!(rest["outcome"], json!("pass"), "{rest}");
 }
 
-fn seed_pipeline() -> Option<std::path::PathBuf> {
-    let candidates = [
-        std::env::var("STAGEGATE_SEED_DIR")
-            .ok()
-            .map(std::path::PathBuf::from),
-        Some(root().join("../shared/seed_pipeline")),
-        Some(std::path::PathBuf::from("/work/shared/seed_pipeline")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("tests/model/test_gates.py").is_file())
-        .map(|p| p.canonicalize().unwrap())
+/// The seed practice: `STAGEGATE_SEED_DIR`, else `shared/seed_pipeline` beside the repository
+/// (where CI puts it). Missing, the test fails: a skip would pass without testing anything.
+fn seed_pipeline() -> std::path::PathBuf {
+    let (dir, from) = match std::env::var_os("STAGEGATE_SEED_DIR") {
+        Some(d) => (std::path::PathBuf::from(d), "STAGEGATE_SEED_DIR"),
+        None => (
+            root().join("../shared/seed_pipeline"),
+            "beside the repository; set STAGEGATE_SEED_DIR to look elsewhere",
+        ),
+    };
+    let suite = dir.join("tests/model/test_gates.py");
+    assert!(
+        suite.is_file(),
+        "the seed pipeline is missing: no {} ({from}); this test needs the seed practice",
+        suite.display()
+    );
+    dir.canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }

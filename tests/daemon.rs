@@ -166,8 +166,19 @@ fn the_poll_alone_promotes_with_webhooks_off() {
             .all(|e| e["trigger"] == json!("poll"))
     );
     // Once converged, the poll skips the model: it carries a verdict for the current digest.
+    // Two more polls complete (the first may have started before the promotion) and the queue
+    // drains, so anything they enqueued has been reconciled: no new evaluation.
     let evaluated = d.evaluations(&m).len();
-    std::thread::sleep(Duration::from_secs(5));
+    let polls = |s: &Value| s["poll"]["completed"].as_u64().unwrap_or(0);
+    let before = polls(&d.status());
+    d.wait_for("two more polls and an idle queue", WAIT, || {
+        let s = d.status();
+        let q = &s["queue"];
+        polls(&s) >= before + 2 && q["depth"] == json!(0) && q["in_flight"] == json!(0)
+    });
+    let poll = &d.status()["poll"];
+    assert_eq!(poll["last_error"], Value::Null, "{poll}");
+    assert_eq!(poll["last_enqueued"], json!(0), "{poll}");
     assert_eq!(
         d.evaluations(&m).len(),
         evaluated,

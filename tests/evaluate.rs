@@ -400,19 +400,55 @@ async fn check_lists_matched_models_with_candidate_and_champion() {
     );
 }
 
-#[tokio::test]
+/// MLflow unreachable: a proxy in front of the real server drops every connection. The
+/// proxy's log shows what stagegate tried (reads only), and the real registry, read directly,
+/// shows that nothing changed on a candidate that would otherwise be promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mlflow_unreachable_exits_2_without_writing() {
-    let w = seed_config(STAGE_TARGETS, "");
-    let r = w.run_at(
-        "http://127.0.0.1:9",
-        &["evaluate", "anything", "--promote", "--json"],
+    use common::proxy::{Fault, FaultProxy, Rule};
+    let m = unique("unreachable");
+    let champion = register(&m, json!({"stage": "Production"}));
+    let candidate = register(&m, json!({"stage": "Staging"}));
+    let proxy = FaultProxy::start(&mlflow_uri()).await;
+    proxy.add(Rule::new(None, "/", Fault::Drop, 0));
+    let w = Workdir::new(
+        &config(STAGE_TARGETS, SEED_GATES).replace("[mlflow]", "[mlflow]\nretries = 1"),
     );
+    let (dir, url, name) = (w.path().to_path_buf(), proxy.url.clone(), m.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        // Off the runtime, so the proxy keeps answering meanwhile.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
+            .args(["evaluate", &name, "--promote", "--json"])
+            .current_dir(dir)
+            .env("MLFLOW_TRACKING_URI", url)
+            .env_remove("STAGEGATE_CONFIG")
+            .output()
+            .unwrap();
+        Run::from(out)
+    })
+    .await
+    .unwrap();
     r.expect_code(2);
     assert!(
         r.json()["error"].as_str().unwrap().contains("unreachable"),
         "{}",
         r.stdout
     );
+    let tried = proxy.requests();
+    assert!(!tried.is_empty(), "stagegate never reached the proxy");
+    let writes: Vec<&String> = tried.iter().filter(|r| !r.starts_with("GET ")).collect();
+    assert!(writes.is_empty(), "write attempts: {writes:?}");
+    for (v, stage) in [(&champion, "Production"), (&candidate, "Staging")] {
+        let mv = version(&m, v).await;
+        assert_eq!(mv.current_stage, stage, "v{v} moved");
+        let ours: Vec<&String> = mv
+            .tags
+            .keys()
+            .filter(|k| k.starts_with("stagegate."))
+            .collect();
+        assert!(ours.is_empty(), "v{v} got tags {ours:?}");
+    }
+
     let r = w.run_at("http://127.0.0.1:9", &["check"]);
     r.expect_code(2);
     assert!(r.stderr.contains("unreachable"));

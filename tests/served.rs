@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::served::*;
 use common::*;
@@ -64,8 +64,15 @@ fn latency_gates_pass_and_fail_on_one_served_model_that_does_not_outlive_the_eva
             .map(|t| t.starts_with("fail: p99")),
         Some(true)
     );
-    // One server for both gates, stopped with the evaluation.
-    assert!(r.stderr.matches("serving").count() >= 1, "{}", r.stderr);
+    // One server for the candidate's three gates (and one for the champion the ratio needs),
+    // stopped with the evaluation. Every answered request is counted, warm-ups (20 by default,
+    // 2 for tiny-p99) included: 2 x (20 + 20) + (20 + 40) + (2 + 20).
+    let serving = &doc["serving"];
+    assert_eq!(serving["servers_started"], json!(2), "{serving}");
+    assert_eq!(serving["requests"], json!(162), "{serving}");
+    for key in ["startup_ms", "requests_ms"] {
+        assert!(serving[key].as_u64().is_some_and(|ms| ms > 0), "{serving}");
+    }
     assert_no_serving_left(&m);
 }
 
@@ -307,18 +314,63 @@ fn serving_that_cannot_start_or_crashes_mid_gate_is_reported_with_its_log() {
     let m = unique("serving-fail");
     let v = register(&m, &[json!({}), json!({"kind": "crashy"})]);
     let edges = "\n  [[policies.gates]]\n  name = \"edges\"\n  type = \"edge_cases\"\n";
+    // The gate's message when serving v1 fails: the evaluation ends in `error`.
+    let error_message = |w: &Workdir| {
+        let r = w.run(&["evaluate", &m, &v[0], "--json"]);
+        r.expect_code(2);
+        let g = gate(&r.json(), "edges").clone();
+        assert_eq!(g["outcome"], json!("error"));
+        g["message"].as_str().unwrap().to_string()
+    };
     // A start-up timeout shorter than any start-up.
     let w =
         workdir(edges, "").config_replace("startup_timeout = \"120s\"", "startup_timeout = \"1s\"");
-    let r = w.run(&["evaluate", &m, &v[0], "--json"]);
-    r.expect_code(2);
-    let g = gate(&r.json(), "edges").clone();
-    assert_eq!(g["outcome"], json!("error"));
-    let msg = g["message"].as_str().unwrap();
+    let msg = error_message(&w);
     assert!(
         msg.contains("did not answer /ping within 1s") && msg.contains("log:"),
         "{msg}"
     );
+    assert_no_serving_left(&m);
+
+    // uvicorn fails to import the scoring app (a library raises on import, as an incompatible
+    // starlette does): the message leads with that exception, not MLflow's wrapper, which
+    // ends the log.
+    let broken = tempfile::tempdir().unwrap();
+    let fake = broken.path().join("site");
+    std::fs::create_dir_all(fake.join("sklearn")).unwrap();
+    std::fs::write(
+        fake.join("sklearn/__init__.py"),
+        "import types\ntypes.ModuleType('sklearn_stub').missing_attribute\n",
+    )
+    .unwrap();
+    let bin = venv().join("bin");
+    let wrapper = broken.path().join("mlflow");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nPYTHONPATH={fake} PATH={bin}:$PATH exec {bin}/mlflow \"$@\"\n",
+            fake = fake.display(),
+            bin = bin.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let w = workdir(edges, "").config_replace(
+        &format!("command = \"{}\"", bin.join("mlflow").display()),
+        &format!("command = \"{}\"", wrapper.display()),
+    );
+    let msg = error_message(&w);
+    assert!(
+        msg.starts_with(
+            "root cause: AttributeError: module 'sklearn_stub' has no attribute 'missing_attribute'; serving exited (exit status: 1) before answering /ping; log: "
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("returned non zero return code"), "{msg}");
     assert_no_serving_left(&m);
 
     // A model whose serving process dies on large values: the +1e6 case kills it.
@@ -334,9 +386,11 @@ fn serving_that_cannot_start_or_crashes_mid_gate_is_reported_with_its_log() {
     assert_no_serving_left(&m);
 }
 
-#[test]
-fn sigterm_during_an_evaluation_stops_its_serving() {
-    let m = unique("sigterm");
+/// `stagegate evaluate` of a latency gate that does not end on its own (a million requests),
+/// returned once the server answered /ping (stagegate logs its base URL): requests are flowing.
+fn long_served_evaluation(prefix: &str) -> (String, Workdir, std::process::Child) {
+    use std::io::BufRead;
+    let m = unique(prefix);
     let v = register(&m, &[json!({})]);
     let w = workdir(
         "\n  [[policies.gates]]\n  name = \"long\"\n  type = \"latency\"\n  p99_ms = 1000.0\n  requests = 1000000\n",
@@ -346,16 +400,59 @@ fn sigterm_during_an_evaluation_stops_its_serving() {
         .args(["evaluate", &m, &v[0], "--json"])
         .current_dir(w.path())
         .env("MLFLOW_TRACKING_URI", mlflow_uri())
+        .env("RUST_LOG", "stagegate=debug")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while serving_processes(&m).len() < 2 {
-        assert!(Instant::now() < deadline, "serving never started");
-        std::thread::sleep(Duration::from_millis(200));
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads to the end, so the pipe never fills.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if strip_colour(&line).contains("base=http://127.0.0.1:") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+        let _ = child.kill();
+        panic!("serving never answered");
     }
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        serving_processes(&m).len() >= 2,
+        "mlflow and uvicorn run: {:?}",
+        serving_processes(&m)
+    );
+    (m, w, child)
+}
+
+/// A log line without its colour codes (`ESC [ … m`), which may wrap field names.
+fn strip_colour(line: &str) -> String {
+    let mut parts = line.split('\x1b');
+    let first = parts.next().unwrap_or_default().to_string();
+    parts.fold(first, |acc, p| {
+        acc + p.split_once('m').map_or(p, |(_, rest)| rest)
+    })
+}
+
+/// `kill -9` runs no destructor: the process guards alone must stop the served model's whole
+/// process tree (mlflow, the shell it runs, uvicorn).
+#[test]
+fn kill_9_of_evaluate_during_a_served_gate_leaves_no_serving_process() {
+    let (m, _w, mut child) = long_served_evaluation("kill9-serving");
+    assert!(!guard_processes(&m).is_empty(), "a guard watches them");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_no_serving_left(&m);
+}
+
+#[test]
+fn sigterm_during_an_evaluation_stops_its_serving() {
+    let (m, _w, mut child) = long_served_evaluation("sigterm");
     assert!(
         std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

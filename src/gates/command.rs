@@ -1,6 +1,7 @@
 //! `command`: any existing test suite as a gate. `run` is an argv (no shell), run in the
 //! policy's working directory with `MODEL_NAME`, `MODEL_VERSION`, `MODEL_URI`, `RUN_ID` and
-//! `MLFLOW_TRACKING_URI` set. Exit 0 passes; at `timeout` the whole process group is killed.
+//! `MLFLOW_TRACKING_URI` set. Exit 0 passes; at `timeout` the whole process group is killed,
+//! and if stagegate itself dies the group's guard kills it (see `crate::process`).
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -58,7 +59,9 @@ pub async fn judge(g: &CommandGate, s: &Session, tracking_uri: &str) -> Judgemen
         .stderr(Stdio::piped());
     let argv = g.run.join(" ");
     let started = Instant::now();
-    let mut group = match Group::spawn(cmd) {
+    // Guards are labelled with the model's URI, as a served model's is.
+    let label = format!("models:/{}/{}", v.name, v.version);
+    let mut group = match Group::spawn(cmd, &label).await {
         Ok(p) => p,
         Err(e) => {
             return Judgement::error(format!("cannot run `{argv}` in {}: {e}", workdir.display()));

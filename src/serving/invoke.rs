@@ -154,10 +154,8 @@ impl Endpoint {
         };
         for _ in 0..30 {
             if s.exited().is_some() {
-                return format!(
-                    "request {what}: the serving process died; log: {}",
-                    s.log_tail()
-                );
+                let (cause, tail) = s.diagnosis();
+                return format!("request {what}: the serving process died; {cause}log: {tail}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -1,5 +1,6 @@
 //! `serving.mode = "local"`: `<command> models serve -m models:/NAME/VERSION -h 127.0.0.1 -p
-//! <free port> --env-manager local`, in its own process group, ready when `GET /ping` answers.
+//! <free port> --env-manager local`, in its own guarded process group (see `crate::process`),
+//! ready when `GET /ping` answers. A failure names its root cause, then the log's last lines.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -8,7 +9,12 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
+use super::root_cause::root_cause;
 use crate::process::Group;
+
+/// How much of the log's end is searched for the root cause: a start-up traceback is a few
+/// KiB; a crash after hours of access logs is at the end anyway.
+const LOG_SEARCHED: u64 = 64 * 1024;
 
 pub struct LocalServer {
     pub base: String,
@@ -64,7 +70,7 @@ impl LocalServer {
                 cmd.env("PATH", joined);
             }
         }
-        let group = Group::spawn(cmd).map_err(|e| {
+        let group = Group::spawn(cmd, model_uri).await.map_err(|e| {
             format!("cannot run `{command} models serve`: {e} (set serving.command)")
         })?;
         let started = Instant::now();
@@ -88,9 +94,9 @@ impl LocalServer {
         let started = Instant::now();
         loop {
             if let Some(status) = self.exited() {
+                let (cause, tail) = self.diagnosis();
                 return Err(format!(
-                    "serving exited ({status}) before answering /ping; log: {}",
-                    self.log_tail()
+                    "{cause}serving exited ({status}) before answering /ping; log: {tail}"
                 ));
             }
             if let Ok(r) = http.get(format!("{}/ping", self.base)).send().await
@@ -99,10 +105,10 @@ impl LocalServer {
                 return Ok(());
             }
             if started.elapsed() > timeout {
+                let (cause, tail) = self.diagnosis();
                 return Err(format!(
-                    "serving did not answer /ping within {} (serving.startup_timeout); log: {}",
+                    "{cause}serving did not answer /ping within {} (serving.startup_timeout); log: {tail}",
                     humantime::format_duration(timeout),
-                    self.log_tail()
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -121,26 +127,39 @@ impl LocalServer {
         self.group.lock().unwrap_or_else(|p| p.into_inner()).id()
     }
 
-    /// The last lines of the server's output, on one line.
-    pub fn log_tail(&self) -> String {
-        let mut f = match self.log.reopen() {
-            Ok(f) => f,
-            Err(_) => return "(no log)".into(),
+    /// What the log says went wrong: `("root cause: LINE; ", tail)`, or `("", tail)` when no
+    /// line stands out; the tail is the log's last lines, on one line.
+    pub fn diagnosis(&self) -> (String, String) {
+        let log = self.log_end();
+        let cause = root_cause(&log)
+            .map(|c| format!("root cause: {c}; "))
+            .unwrap_or_default();
+        (cause, tail(&log))
+    }
+
+    fn log_end(&self) -> String {
+        let Ok(mut f) = self.log.reopen() else {
+            return String::new();
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
-        let mut buf = String::new();
-        let _ = f.read_to_string(&mut buf);
-        let lines: Vec<&str> = buf
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
-        if tail.is_empty() {
-            "(empty)".into()
-        } else {
-            tail
-        }
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(LOG_SEARCHED)));
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// The last lines of a log, on one line.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
+    if tail.is_empty() {
+        "(empty)".into()
+    } else {
+        tail
     }
 }

@@ -4,6 +4,7 @@
 
 mod invoke;
 mod local;
+mod root_cause;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -290,21 +290,26 @@ pub fn serving_section(extra: &str) -> String {
 }
 
 /// PIDs of live processes whose environment has `entry` (e.g. `MODEL_NAME=m`): children
-/// inherit the environment, so this finds a whole process tree, orphans included.
+/// inherit the environment, so this finds a whole process tree, orphans included. Panics if
+/// `/proc` cannot be read: an empty answer would make every "nothing left" check pass.
 pub fn processes_with_env(entry: &str) -> Vec<u32> {
+    let dir = std::fs::read_dir("/proc")
+        .unwrap_or_else(|e| panic!("cannot list /proc to look for processes: {e}"));
+    // Other processes' environments are read like our own: if ours cannot be, none can.
+    if let Err(e) = std::fs::read("/proc/self/environ") {
+        panic!("cannot read /proc/self/environ, so no process can be found by environment: {e}");
+    }
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
     for e in dir.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
+        // A process that exits meanwhile (or is another user's) has nothing to find.
         let Ok(raw) = std::fs::read(e.path().join("environ")) else {
             continue;
         };
         let zombie = std::fs::read_to_string(e.path().join("stat"))
-            .is_ok_and(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')));
+            .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')));
         if !zombie
             && raw
                 .split(|b| *b == 0)
@@ -319,4 +324,10 @@ pub fn processes_with_env(entry: &str) -> Vec<u32> {
 /// The serving processes (mlflow models serve and its uvicorn) of any version of `model`.
 pub fn serving_processes(model: &str) -> Vec<u32> {
     processes_with_env(&format!("STAGEGATE_SERVING=models:/{model}/"))
+}
+
+/// The process guards (see `stagegate::process`) of any served model or command gate of
+/// `model`: each is labelled with the model's URI.
+pub fn guard_processes(model: &str) -> Vec<u32> {
+    processes_with_env(&format!("STAGEGATE_GUARD=models:/{model}/"))
 }

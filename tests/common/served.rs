@@ -42,17 +42,19 @@ pub fn gate<'a>(doc: &'a Value, name: &str) -> &'a Value {
 }
 
 pub fn assert_no_serving_left(model: &str) {
-    // Killing is immediate, but reaping orphans takes the kernel a moment.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Killing is immediate, but reaping orphans takes the kernel a moment, and a guard whose
+    // owner died gives the group a grace period (2 s) between SIGTERM and SIGKILL.
+    let left = || [serving_processes(model), guard_processes(model)].concat();
+    let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if serving_processes(model).is_empty() {
+        if left().is_empty() {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!(
-        "serving processes of {model} outlived the evaluation: {:?}",
-        serving_processes(model)
+        "serving processes or guards of {model} outlived the evaluation: {:?}",
+        left()
     );
 }
 
