@@ -29,6 +29,7 @@ fn a_reload_that_drops_the_token_on_a_non_loopback_listener_is_refused() {
         &mlflow_uri(),
         port,
         &listening_everywhere(port, Some(TOKEN)),
+        &[],
     );
     assert_eq!(
         d.post("/v1/pause", "", None).0,
@@ -137,4 +138,164 @@ fn ten_thousand_creations_keep_one_recheck_per_model_and_a_kill_9_restart_conver
         let q = &d.status()["queue"];
         q["depth"] == 0 && q["in_flight"] == 0
     });
+}
+
+/// A receiver that accepts connections and never answers.
+fn hanging_receiver() -> (std::net::TcpListener, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/services/T0/B0/hang", l.local_addr().unwrap());
+    (l, url)
+}
+
+fn policy_with_notify(prefix: &str, urls: &[&str], extra: &str) -> String {
+    let notify: String = urls
+        .iter()
+        .map(|u| format!("[[notify]]\nurl = \"{u}\"\n\n"))
+        .collect();
+    format!(
+        "[webhooks]\nsecrets = [\"{SECRET}\"]\n\n[poll]\nschedule = \"*/2 * * * * *\"\n\n{extra}\n{notify}\
+         [[policies]]\nname = \"p\"\nmodels = [\"{prefix}*\"]\n{STAGE_TARGETS}\n\n\
+         [[policies.gates]]\nname = \"owner\"\ntype = \"tags\"\nrequired = [\"owner\"]\n"
+    )
+}
+
+fn staged(models: &[(&str, bool)]) {
+    let ops: Vec<serde_json::Value> = models
+        .iter()
+        .map(|(m, good)| {
+            let tags = if *good {
+                serde_json::json!({"owner": "ml"})
+            } else {
+                serde_json::json!({})
+            };
+            serde_json::json!({"op": "register", "name": m, "tags": tags, "stage": "Staging", "light": true})
+        })
+        .collect();
+    fixtures(serde_json::json!(ops));
+}
+
+fn promoted(m: &str) -> bool {
+    block(client().model_version(m, "1")).is_ok_and(|v| {
+        v.current_stage == "Production" && v.tag("stagegate.action") == Some("promoted")
+    })
+}
+
+#[test]
+fn a_notification_receiver_that_hangs_holds_up_no_reconcile() {
+    let prefix = unique("hang");
+    let (_held, url) = hanging_receiver();
+    // One worker: a reconcile that waited for its notifications would hold up the next.
+    let d = Daemon::start(
+        &mlflow_uri(),
+        &policy_with_notify(&prefix, &[&url], "[workers]\ncount = 1\n"),
+    );
+    let models: Vec<String> = (0..3).map(|i| format!("{prefix}-{i}")).collect();
+    let pairs: Vec<(&str, bool)> = models.iter().map(|m| (m.as_str(), true)).collect();
+    staged(&pairs);
+    for m in &models {
+        d.wait_for(&format!("{m} promoted"), WAIT, || promoted(m));
+    }
+    // Each message to this receiver takes four 10 s timeouts to give up; every promotion
+    // (and the verdicts before it) happened while all of them were still pending.
+    let metrics = reqwest::blocking::get(format!("{}/metrics", d.url()))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        !metrics.contains("stagegate_notifications_total{outcome="),
+        "no notification finished, yet every reconcile did:\n{metrics}"
+    );
+    assert_eq!(d.get("/healthz").unwrap().0, 200);
+}
+
+#[test]
+fn secrets_never_appear_in_logs_status_metrics_or_tags() {
+    let prefix = unique("secrets");
+    let (webhook_secret, password, notify_key, uri_secret) = (
+        SECRET,
+        "mlflow-password-93c1e7",
+        "notify-key-4be0a2",
+        "uri-secret-d81f55",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(common::proxy::FaultProxy::start(&mlflow_uri()));
+    let port = free_port();
+    let dead = free_port();
+    let notify = format!("http://127.0.0.1:{dead}/services/T0/B0/{notify_key}");
+    let tracking = proxy
+        .url
+        .replace("http://", &format!("http://sg-user:{uri_secret}@"));
+    let text = format!(
+        "[mlflow]\nrequest_timeout = \"3s\"\nretries = 1\n\n\
+         [server]\nlisten = \"127.0.0.1:{port}\"\napi_token = \"{TOKEN}\"\n\n[state]\npath = \"state.db\"\n\n{}",
+        policy_with_notify(&prefix, &[&notify], "")
+    );
+    // The URI, with its credentials, comes from MLFLOW_TRACKING_URI as MLflow's own tools read it.
+    let d = Daemon::start_text(
+        &tracking,
+        port,
+        &text,
+        &[
+            ("MLFLOW_TRACKING_USERNAME", "sg-user"),
+            ("MLFLOW_TRACKING_PASSWORD", password),
+        ],
+    );
+    let (good, bad) = (format!("{prefix}-good"), format!("{prefix}-bad"));
+    staged(&[(&good, true), (&bad, false)]);
+    d.wait_for("the good candidate promoted", WAIT, || promoted(&good));
+    d.wait_for("the notifications to fail", WAIT, || {
+        d.log().contains("notification failed; giving up")
+    });
+
+    // The error paths: forged and unsigned deliveries, a wrong token, MLflow gone, a bad reload.
+    let event = created(&bad);
+    assert_eq!(
+        d.deliver("forged", now_unix(), "wrong-secret", &event).0,
+        401
+    );
+    assert_eq!(
+        d.deliver("signed", now_unix(), webhook_secret, &event).0,
+        202
+    );
+    assert_eq!(d.post("/v1/pause", "", Some("wrong-token")).0, 401);
+    proxy.add(common::proxy::Rule::new(
+        None,
+        "/api/",
+        common::proxy::Fault::Drop,
+        50,
+    ));
+    d.wait_for("MLflow errors to be logged", WAIT, || {
+        d.log().contains("poll failed")
+    });
+    std::fs::write(
+        d.config(),
+        text.replace(&notify, &format!("hooks.example/{notify_key}")),
+    )
+    .unwrap();
+    d.signal("HUP");
+    d.wait_for("the bad reload to be refused", WAIT, || {
+        d.log().contains("configuration reload refused")
+    });
+
+    let get = |path: &str| {
+        reqwest::blocking::get(format!("{}{path}", d.url()))
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let mut seen = vec![
+        ("the log", d.log()),
+        ("/status", get("/status")),
+        ("/metrics", get("/metrics")),
+        ("/v1/evaluations", get("/v1/evaluations")),
+    ];
+    for m in [&good, &bad] {
+        let v = block(client().model_version(m, "1")).unwrap();
+        seen.push(("tags", format!("{:?}", v.tags)));
+    }
+    for secret in [webhook_secret, TOKEN, password, notify_key, uri_secret] {
+        for (place, text) in &seen {
+            assert!(!text.contains(secret), "{secret:?} appears in {place}");
+        }
+    }
 }

@@ -22,7 +22,7 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<u8> {
         eprintln!("error: {e}");
         return Ok(2);
     }
-    println!("mlflow  {}: reachable", client.tracking_uri());
+    println!("mlflow  {}: reachable", client.shown_uri());
     let models = client.all_registered_models().await?;
     let mut rows = Vec::new();
     let mut unmatched = Vec::new();

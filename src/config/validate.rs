@@ -89,7 +89,14 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
     }
     serving(c)?;
     for (i, n) in c.notify.iter().enumerate() {
-        http_url(&n.url).map_err(|r| (format!("notify[{i}].url"), r))?;
+        // A notification URL is often a secret itself (Slack's carry the key): never echoed.
+        http_url(&n.url).map_err(|_| {
+            (
+                format!("notify[{i}].url"),
+                "is not an http:// or https:// URL (the value is not shown: it may be a secret)"
+                    .to_string(),
+            )
+        })?;
     }
     if c.policies.is_empty() {
         return Err((

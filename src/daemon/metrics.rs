@@ -57,6 +57,7 @@ pub struct Metrics {
     pub actions: Family<ActionLabel, Counter>,
     pub promotions: Counter,
     pub deliveries: Family<OutcomeLabel, Counter>,
+    pub notifications: Family<OutcomeLabel, Counter>,
     pub mlflow_requests: Family<RequestLabel, Histogram, fn() -> Histogram>,
     pub poll_duration: Histogram,
     pub poll_models: Gauge<i64, AtomicI64>,
@@ -82,6 +83,7 @@ impl Metrics {
             actions: Family::default(),
             promotions: Counter::default(),
             deliveries: Family::default(),
+            notifications: Family::default(),
             mlflow_requests: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             poll_duration: latency_histogram(),
             poll_models: Gauge::default(),
@@ -116,6 +118,11 @@ impl Metrics {
             "webhook_deliveries",
             "Webhook deliveries by outcome",
             m.deliveries.clone(),
+        );
+        registry.register(
+            "notifications",
+            "Notifications by outcome (sent, failed after retries, dropped when too many were pending)",
+            m.notifications.clone(),
         );
         registry.register(
             "mlflow_request_duration_seconds",
@@ -157,6 +164,14 @@ impl Metrics {
             self.promotions.inc();
         }
         self.actions.get_or_create(&ActionLabel { action }).inc();
+    }
+
+    pub fn notification(&self, outcome: &str) {
+        self.notifications
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn delivery(&self, outcome: &str) {

@@ -80,6 +80,7 @@ pub struct App {
     pub started: Instant,
     pub poll: Mutex<PollStatus>,
     pub health: Arc<Health>,
+    pub notifier: notify::Notifier,
     pub listen: SocketAddr,
 }
 
@@ -182,6 +183,7 @@ pub fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, DaemonErr
         started: Instant::now(),
         poll: Mutex::new(PollStatus::default()),
         health,
+        notifier: notify::Notifier::new(notify::Retry::default()),
         listen,
     }))
 }

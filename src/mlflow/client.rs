@@ -105,7 +105,7 @@ impl Client {
         {
             return Err(MlflowError::Setup(format!(
                 "tracking URI {:?} is not an http(s) URL; stagegate talks to an MLflow tracking server",
-                settings.tracking_uri
+                redact_uri(&settings.tracking_uri)
             )));
         }
         let mut builder = reqwest::Client::builder()
@@ -154,8 +154,15 @@ impl Client {
         self
     }
 
+    /// The tracking URI as configured, credentials included: for the environment of command
+    /// gates only. Anything shown uses [`Client::shown_uri`].
     pub fn tracking_uri(&self) -> &str {
         &self.settings.tracking_uri
+    }
+
+    /// The tracking URI without credentials, for logs, errors and `/status`.
+    pub fn shown_uri(&self) -> String {
+        redact_uri(&self.settings.tracking_uri)
     }
 
     /// HTTP requests sent so far by this client and its clones (retries included).
@@ -238,6 +245,7 @@ impl Client {
         if tracing::enabled!(target: "stagegate::mlflow::wire", tracing::Level::TRACE) {
             let query = serde_json::to_string(query).unwrap_or_default();
             let body = body.map(|b| b.to_string()).unwrap_or_default();
+            let url = redact_uri(url);
             tracing::trace!(target: "stagegate::mlflow::wire", method = %method, url, query, body, "request");
         }
         let mut req = self.http.request(method, url).query(query);
@@ -250,7 +258,7 @@ impl Client {
             req = req.json(b);
         }
         let unreachable = |e: reqwest::Error| MlflowError::Unreachable {
-            url: self.settings.tracking_uri.clone(),
+            url: redact_uri(&self.settings.tracking_uri),
             reason: describe(&e),
         };
         let resp = req.send().await.map_err(unreachable)?;
@@ -300,6 +308,19 @@ fn api_error(endpoint: &str, status: StatusCode, body: &[u8]) -> MlflowError {
     }
 }
 
+/// `uri` without credentials (`http://user:secret@host` → `http://host`), for anything shown:
+/// logs, errors, `/status`.
+pub fn redact_uri(uri: &str) -> String {
+    match reqwest::Url::parse(uri) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        _ => uri.to_string(),
+    }
+}
+
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
@@ -312,7 +333,11 @@ fn describe(e: &reqwest::Error) -> String {
         }
         msg
     } else {
-        e.to_string()
+        // reqwest names the URL; ours may carry credentials.
+        match e.url() {
+            Some(u) => e.to_string().replace(u.as_str(), &redact_uri(u.as_str())),
+            None => e.to_string(),
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Daemon {
     pub mlflow: String,
     child: Option<Child>,
     webhook_id: Option<String>,
+    /// Extra environment for the daemon process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -42,6 +44,7 @@ impl Daemon {
             mlflow: mlflow.to_string(),
             child: None,
             webhook_id: None,
+            env: vec![],
         };
         d.write_config(body);
         d.spawn();
@@ -50,15 +53,20 @@ impl Daemon {
 
     /// Start with `text` as the whole `stagegate.toml` (its own `[server]`, listening on
     /// `port`), for settings the standard sections fix.
-    pub fn start_text(mlflow: &str, port: u16, text: &str) -> Daemon {
+    pub fn start_text(mlflow: &str, port: u16, text: &str, env: &[(&str, &str)]) -> Daemon {
         let mut d = Daemon {
             dir: tempfile::tempdir().unwrap(),
             port,
             mlflow: mlflow.to_string(),
             child: None,
             webhook_id: None,
+            env: vec![],
         };
         std::fs::write(d.config(), text).unwrap();
+        d.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         d.spawn();
         d
     }
@@ -97,6 +105,7 @@ impl Daemon {
             .arg(self.config())
             .env("MLFLOW_TRACKING_URI", &self.mlflow)
             .env("RUST_LOG", "stagegate=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -59,7 +59,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
         "uptime_s": app.started.elapsed().as_secs(),
         "mode": if app.is_paused() { "paused" } else { "running" },
         "config": live.loaded.path.display().to_string(),
-        "mlflow": {"tracking_uri": live.engine.client.tracking_uri(), "reachable": app.health.snapshot().reachable, "last_error": app.health.snapshot().last_error},
+        "mlflow": {"tracking_uri": live.engine.client.shown_uri(), "reachable": app.health.snapshot().reachable, "last_error": app.health.snapshot().last_error},
         "poll": {"schedule": cfg.poll.schedule, "last_started": poll.last_started, "last_duration_ms": poll.last_duration_ms,
                  "last_models": poll.last_models, "last_enqueued": poll.last_enqueued, "last_waiting": poll.last_waiting,
                  "completed": poll.completed, "last_error": poll.last_error, "next": poll.next},
