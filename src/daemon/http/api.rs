@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::error;
 use crate::daemon::App;
+use crate::mlflow::MlflowError;
 
 pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
@@ -75,14 +76,26 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
 #[derive(Deserialize)]
 pub struct ListQuery {
     model: Option<String>,
-    limit: Option<usize>,
+    limit: Option<u64>,
 }
 
+/// Most rows one page of history returns (and the default page size).
+pub const MAX_LIMIT: u64 = 1000;
+const DEFAULT_LIMIT: u64 = 50;
+
 pub async fn list_evaluations(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    // Refused rather than clamped: the documented range is the contract, and a client asking
+    // for 5000 rows should learn it gets at most 1000, not silently fewer.
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
+        );
+    }
     match app
         .store
-        .call(move |s| s.evaluations(q.model.as_deref(), limit))
+        .call(move |s| s.evaluations(q.model.as_deref(), limit as usize))
         .await
     {
         Ok(rows) => Json(json!({"evaluations": rows})).into_response(),
@@ -111,9 +124,42 @@ struct EvaluationRequest {
     version: Option<String>,
 }
 
+/// MLflow numbers a model's versions 1, 2, 3…: a version that is not a decimal number is the
+/// client's mistake (400), and one that cannot exist (0, or beyond the 32-bit integer column
+/// of MLflow's SQL stores) is unknown (404) without asking MLflow, which would answer the
+/// first with a 400 of its own and the second with a database error. `Ok(Some)` is the
+/// canonical spelling ("007" is version "7"), so a request matches the version MLflow reports.
+pub(super) fn canonical_version(v: &str) -> Result<Option<String>, String> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "version {v:?} is not a version number such as \"3\""
+        ));
+    }
+    let digits = v.trim_start_matches('0');
+    Ok(match digits.parse::<i32>() {
+        Ok(n) if n >= 1 => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// The status for an MLflow failure while checking a request. MLflow's 404 and 400 (an
+/// unknown or invalid name) are the client's; an unreachable or overloaded MLflow is "try
+/// again later"; anything else MLflow answered is a bad gateway, not a fault of the request.
+pub(super) fn mlflow_failure(e: &MlflowError) -> StatusCode {
+    if e.is_not_found() {
+        StatusCode::NOT_FOUND
+    } else if e.is_transient() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if matches!(e, MlflowError::Api { status: 400, .. }) {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::BAD_GATEWAY
+    }
+}
+
 /// `POST /v1/evaluations {"model", "version"?}`: queue a (re-)evaluation.
 pub async fn request_evaluation(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let req: EvaluationRequest = match serde_json::from_slice(&body) {
+    let mut req: EvaluationRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return error(
@@ -122,6 +168,21 @@ pub async fn request_evaluation(State(app): State<Arc<App>>, body: Bytes) -> Res
             );
         }
     };
+    if req.model.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "model must not be empty");
+    }
+    if let Some(v) = &req.version {
+        match canonical_version(v) {
+            Ok(Some(canonical)) => req.version = Some(canonical),
+            Ok(None) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("model {:?} has no version {v}", req.model),
+                );
+            }
+            Err(why) => return error(StatusCode::BAD_REQUEST, why),
+        }
+    }
     let live = app.live();
     if live.loaded.config.policy_for(&req.model).is_none() {
         return error(
@@ -143,7 +204,7 @@ pub async fn request_evaluation(State(app): State<Arc<App>>, body: Bytes) -> Res
             };
             return error(StatusCode::NOT_FOUND, what);
         }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return error(mlflow_failure(&e), e.to_string()),
     }
     if let Some(v) = &req.version {
         let (m, v) = (req.model.clone(), v.clone());

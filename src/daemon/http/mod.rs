@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -37,7 +38,42 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/openapi.json", get(openapi::document))
         .merge(mutating)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /openapi.json") })
+        .layer(middleware::map_response(json_errors))
         .with_state(app)
+}
+
+/// axum answers some errors itself: its extractors' rejections (a query that does not parse,
+/// a path segment that is not UTF-8 once decoded, a body over the limit) in plain text, and a
+/// wrong method with an empty 405. Every error of this API is JSON `{"error": …}`, so those
+/// are rewritten here, keeping their status and headers (a 405's `Allow`).
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // Rejection texts are one line; the limit only guards against a surprise.
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        format!(
+            "{}; see /openapi.json",
+            status.canonical_reason().unwrap_or("error")
+        )
+    } else {
+        text
+    };
+    let (json, body) = error(status, message).into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
+    parts.headers.extend(json.headers);
+    Response::from_parts(parts, body)
 }
 
 /// `{"error": message}` with `status`.

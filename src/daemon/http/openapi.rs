@@ -1,84 +1,214 @@
-//! `GET /openapi.json`: the OpenAPI 3 description of every route.
+//! `GET /openapi.json`: the OpenAPI 3 description of every route. Response schemas list every
+//! field a handler always writes as `required`, so a conformance run (bench/api.sh,
+//! schemathesis) notices a field that goes missing, and every status a handler can answer
+//! is listed with its JSON body.
 
 use axum::Json;
 use serde_json::{Value, json};
 
-fn error_responses(codes: &[&str]) -> Value {
+use super::api::MAX_LIMIT;
+use super::webhooks::MAX_BODY;
+
+/// An object schema whose `required` fields are all of `props`' keys but `optional`.
+fn object(props: Value, optional: &[&str]) -> Value {
+    let required: Vec<&String> = props
+        .as_object()
+        .map(|m| {
+            m.keys()
+                .filter(|k| !optional.contains(&k.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"type": "object", "required": required, "properties": props})
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn nullable(kind: &str) -> Value {
+    json!({"type": kind, "nullable": true})
+}
+
+/// One JSON response.
+fn response(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+/// `responses` of an operation: its own, plus `errors` as `Error` bodies.
+fn responses(own: &[(&str, Value)], errors: &[(&str, &str)]) -> Value {
     let mut m = serde_json::Map::new();
-    for c in codes {
-        m.insert(c.to_string(), json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+    for (code, r) in own {
+        m.insert(code.to_string(), r.clone());
+    }
+    for (code, why) in errors {
+        m.insert(code.to_string(), response(why, schema_ref("Error")));
     }
     Value::Object(m)
 }
 
-fn merge(a: Value, b: Value) -> Value {
-    match (a, b) {
-        (Value::Object(mut a), Value::Object(b)) => {
-            a.extend(b);
-            Value::Object(a)
-        }
-        (a, _) => a,
-    }
+fn schemas() -> Value {
+    let gate = object(
+        json!({"name": {"type": "string"}, "type": {"type": "string"},
+               "outcome": {"type": "string", "enum": ["pass", "fail", "error"]},
+               "enforced": {"type": "boolean"}, "observed": {}, "threshold": {},
+               "message": {"type": "string"}, "duration_ms": {"type": "integer", "minimum": 0},
+               "attempts": {"type": "integer", "minimum": 0}, "details": {},
+               "inconclusive": {"type": "boolean"}}),
+        &["details", "inconclusive"],
+    );
+    let evaluation = object(
+        json!({"id": {"type": "integer", "format": "int64"}, "model": {"type": "string"},
+               "version": {"type": "string"}, "policy": {"type": "string"},
+               "policy_digest": {"type": "string"}, "trigger": {"type": "string"},
+               "status": {"type": "string", "enum": ["running", "done", "interrupted", "failed"]},
+               "verdict": {"type": "string", "nullable": true, "enum": ["passed", "failed", "error", null]},
+               "action": nullable("string"), "gates": {"type": "array", "items": schema_ref("GateResult")},
+               "error": nullable("string"), "started_at": {"type": "string", "format": "date-time"},
+               "finished_at": {"type": "string", "format": "date-time", "nullable": true},
+               "duration_ms": {"type": "integer", "nullable": true}}),
+        &[],
+    );
+    let policy = object(
+        json!({"name": {"type": "string"}, "models": {"type": "array", "items": {"type": "string"}},
+               "mode": {"type": "string", "enum": ["enforce", "dry-run"]}, "digest": {"type": "string"},
+               "candidate": {"type": "string"}, "promote": {"type": "string"},
+               "gates": {"type": "array", "items": object(json!({"name": {"type": "string"},
+                         "type": {"type": "string"}, "enforce": {"type": "boolean"}}), &[])}}),
+        &[],
+    );
+    let count = json!({"type": "integer", "minimum": 0});
+    let status = object(
+        json!({
+            "version": {"type": "string"}, "uptime_s": count, "mode": {"type": "string", "enum": ["running", "paused"]},
+            "config": {"type": "string"},
+            "mlflow": object(json!({"tracking_uri": {"type": "string"}, "reachable": {"type": "boolean"},
+                                    "last_error": nullable("string")}), &[]),
+            "poll": object(json!({"schedule": {"type": "string"}, "completed": count,
+                                  "last_started": nullable("string"), "last_duration_ms": nullable("integer"),
+                                  "last_models": nullable("integer"), "last_enqueued": nullable("integer"),
+                                  "last_waiting": nullable("integer"), "last_error": nullable("string"),
+                                  "next": nullable("string")}), &[]),
+            "queue": object(json!({"depth": count, "in_flight": count, "delayed": count, "workers": count}), &[]),
+            "webhooks": object(json!({"enabled": {"type": "boolean"}, "secrets": count}), &[]),
+            "totals": object(json!({"evaluations": count, "passed": count, "failed": count, "error": count,
+                                    "promotions": count}), &[]),
+            "policies": {"type": "array", "items": schema_ref("Policy")},
+            "recent": {"type": "array", "items": schema_ref("Evaluation")},
+        }),
+        &[],
+    );
+    // What the receiver reads of MLflow's payload: anything else in it is passed over.
+    let webhook_event = object(
+        json!({"entity": {"type": "string", "example": "model_version"},
+               "action": {"type": "string", "example": "created"},
+               "timestamp": {"type": "string"},
+               "data": {"type": "object", "required": ["name"], "properties": {
+                   "name": {"type": "string", "minLength": 1}, "version": {"type": "string"},
+                   "key": {"type": "string", "description": "the tag key of tag events"}}}}),
+        &["timestamp"],
+    );
+    json!({
+        "Error": object(json!({"error": {"type": "string"}}), &[]),
+        "GateResult": gate,
+        "Evaluation": evaluation,
+        "Policy": policy,
+        "Status": status,
+        "WebhookEvent": webhook_event,
+        "EvaluationRequest": {"type": "object", "required": ["model"], "additionalProperties": false,
+            "properties": {"model": {"type": "string", "minLength": 1, "pattern": "^[^/:]+$",
+                                     "description": "a registered model name (MLflow refuses `/` and `:` in names)"},
+                           "version": {"type": "string", "nullable": true, "pattern": "^[0-9]+$",
+                                       "description": "omitted or null: reconcile the model"}}},
+    })
 }
 
-fn ok(description: &str, schema: Value) -> Value {
-    json!({"200": {"description": description, "content": {"application/json": {"schema": schema}}}})
+fn webhook() -> Value {
+    let header = |name: &str, schema: Value, what: &str| json!({"name": name, "in": "header", "required": true, "schema": schema, "description": what});
+    json!({"post": {
+        "summary": "MLflow OSS webhook receiver",
+        "description": format!("Verifies X-MLflow-Signature (HMAC-SHA256 over `{{delivery id}}.{{timestamp}}.{{raw body}}` \
+                        with any of webhooks.secrets) and the timestamp tolerance, de-duplicates by delivery id, queues \
+                        the model and answers at once. Bodies over {MAX_BODY} bytes are refused."),
+        "parameters": [
+            header("X-MLflow-Delivery-Id", json!({"type": "string", "minLength": 1}), "unique per delivery; retries repeat it"),
+            header("X-MLflow-Timestamp", json!({"type": "string", "pattern": "^[0-9]+$"}), "unix seconds"),
+            header("X-MLflow-Signature", json!({"type": "string", "pattern": "^v1,"}), "v1,<base64 HMAC-SHA256>")],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("WebhookEvent")}}},
+        "responses": responses(
+            &[("202", response("queued", object(json!({"status": {"type": "string", "enum": ["queued"]},
+                                                          "model": {"type": "string"}, "event": {"type": "string"}}), &[]))),
+              ("200", response("a repeated delivery, or an event stagegate does not act on",
+                               object(json!({"status": {"type": "string", "enum": ["duplicate", "ignored"]},
+                                             "delivery_id": {"type": "string"}, "reason": {"type": "string"}}),
+                                      &["delivery_id", "reason"])))],
+            &[("400", "malformed payload"), ("401", "missing or bad signature, stale timestamp, or no secrets configured"),
+              ("413", "body too large")])}})
+}
+
+fn evaluations() -> Value {
+    let token = json!([{"bearer": []}]);
+    json!({
+        "get": {"summary": "Evaluation history, newest first",
+                "parameters": [{"name": "model", "in": "query", "schema": {"type": "string"}},
+                               {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}}],
+                "responses": responses(
+                    &[("200", response("evaluations", object(json!({"evaluations": {"type": "array", "items": schema_ref("Evaluation")}}), &[])))],
+                    &[("400", "bad query"), ("500", "the store failed")])},
+        "post": {"summary": "Queue a (re-)evaluation of a version, or a reconcile of a model",
+                 "description": "With `version`: that version is evaluated (again), candidate or not. Without: the model is reconciled.",
+                 "security": token,
+                 "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("EvaluationRequest")}}},
+                 "responses": responses(
+                     &[("202", response("queued", object(json!({"status": {"type": "string", "enum": ["queued"]},
+                                                                  "model": {"type": "string"}, "version": nullable("string")}), &[])))],
+                     &[("400", "malformed request, or MLflow refused the name"), ("401", "missing or wrong token"),
+                       ("404", "no policy matches the model, or no such model or version"), ("413", "body too large"),
+                       ("500", "the store failed"), ("502", "MLflow answered with an unexpected error"),
+                       ("503", "MLflow unreachable")])},
+    })
 }
 
 pub fn spec() -> Value {
-    let any = json!({"type": "object"});
     let token = json!([{"bearer": []}]);
+    let id = json!({"name": "id", "in": "path", "required": true,
+                    "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX}});
     json!({
         "openapi": "3.0.3",
         "info": {"title": "stagegate", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Guards the MLflow Model Registry: evaluates candidates against quality gates and promotes those that pass."},
+                 "description": "Guards the MLflow Model Registry: evaluates candidates against quality gates and promotes those that pass. \
+                                 Every error is JSON `{\"error\": \"…\"}`, including 404 for an unknown route and 405 (with `Allow`) for a wrong method."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "server.api_token (STAGEGATE_SERVER__API_TOKEN)"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-                "Evaluation": {"type": "object", "properties": {
-                    "id": {"type": "integer"}, "model": {"type": "string"}, "version": {"type": "string"},
-                    "policy": {"type": "string"}, "policy_digest": {"type": "string"}, "trigger": {"type": "string"},
-                    "status": {"type": "string", "enum": ["running", "done", "interrupted", "failed"]},
-                    "verdict": {"type": "string", "nullable": true, "enum": ["passed", "failed", "error", null]},
-                    "action": {"type": "string", "nullable": true}, "gates": {"type": "array", "items": {"type": "object"}},
-                    "error": {"type": "string", "nullable": true}, "started_at": {"type": "string", "format": "date-time"},
-                    "finished_at": {"type": "string", "format": "date-time", "nullable": true},
-                    "duration_ms": {"type": "integer", "nullable": true}}},
-                "EvaluationRequest": {"type": "object", "required": ["model"], "additionalProperties": false,
-                    "properties": {"model": {"type": "string"}, "version": {"type": "string"}}},
-            }
+            "schemas": schemas(),
         },
         "paths": {
-            "/webhooks/mlflow": {"post": {
-                "summary": "MLflow OSS webhook receiver: HMAC signature, timestamp tolerance, de-duplication by delivery id; work is queued",
-                "parameters": [
-                    {"name": "X-MLflow-Delivery-Id", "in": "header", "required": true, "schema": {"type": "string"}},
-                    {"name": "X-MLflow-Timestamp", "in": "header", "required": true, "schema": {"type": "string"}},
-                    {"name": "X-MLflow-Signature", "in": "header", "required": true, "schema": {"type": "string"}}],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": any}}},
-                "responses": merge(json!({"202": {"description": "queued", "content": {"application/json": {"schema": any}}},
-                                          "200": {"description": "duplicate or ignored", "content": {"application/json": {"schema": any}}}}),
-                                   error_responses(&["400", "401", "413"]))}},
-            "/healthz": {"get": {"summary": "Process alive", "responses": ok("alive", any.clone())}},
-            "/readyz": {"get": {"summary": "Config loaded and MLflow reachable", "responses": merge(ok("ready", any.clone()), error_responses(&["503"]))}},
-            "/status": {"get": {"summary": "Version, uptime, mode, MLflow reachability, poll, queue, totals, recent evaluations", "responses": ok("status", any.clone())}},
-            "/v1/evaluations": {
-                "get": {"summary": "Evaluation history, newest first",
-                        "parameters": [{"name": "model", "in": "query", "schema": {"type": "string"}},
-                                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
-                        "responses": ok("evaluations", json!({"type": "object", "properties": {"evaluations": {"type": "array", "items": {"$ref": "#/components/schemas/Evaluation"}}}}))},
-                "post": {"summary": "Queue a (re-)evaluation of a model or one of its versions", "security": token,
-                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EvaluationRequest"}}}},
-                         "responses": merge(json!({"202": {"description": "queued", "content": {"application/json": {"schema": any}}}}),
-                                            error_responses(&["400", "401", "404", "503"]))}},
-            "/v1/evaluations/{id}": {"get": {"summary": "One evaluation",
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
-                "responses": merge(ok("evaluation", json!({"$ref": "#/components/schemas/Evaluation"})), error_responses(&["400", "404"]))}},
-            "/v1/pause": {"post": {"summary": "Stop acting (evaluation goes on)", "security": token, "responses": merge(ok("paused", any.clone()), error_responses(&["401"]))}},
-            "/v1/resume": {"post": {"summary": "Resume acting", "security": token, "responses": merge(ok("resumed", any.clone()), error_responses(&["401"]))}},
-            "/metrics": {"get": {"summary": "Prometheus text format", "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": ok("OpenAPI 3 document", any)}},
+            "/webhooks/mlflow": webhook(),
+            "/healthz": {"get": {"summary": "Process alive",
+                "responses": responses(&[("200", response("alive", object(json!({"status": {"type": "string", "enum": ["ok"]}}), &[])))], &[])}},
+            "/readyz": {"get": {"summary": "Config loaded and MLflow reachable",
+                "responses": responses(
+                    &[("200", response("ready", object(json!({"status": {"type": "string", "enum": ["ready"]}}), &[]))),
+                      ("503", response("MLflow not reachable", object(json!({"status": {"type": "string", "enum": ["unavailable"]},
+                                                                            "error": {"type": "string"}}), &[])))],
+                    &[])}},
+            "/status": {"get": {"summary": "Version, uptime, mode, MLflow reachability, poll, queue, totals, policies, recent evaluations",
+                "responses": responses(&[("200", response("status", schema_ref("Status")))], &[])}},
+            "/v1/evaluations": evaluations(),
+            "/v1/evaluations/{id}": {"get": {"summary": "One evaluation", "parameters": [id],
+                "responses": responses(&[("200", response("evaluation", schema_ref("Evaluation")))],
+                                       &[("400", "the id is not a number"), ("404", "no such evaluation"), ("500", "the store failed")])}},
+            "/v1/pause": {"post": {"summary": "Stop acting (evaluation goes on)", "security": token,
+                "responses": responses(&[("200", response("paused", object(json!({"paused": {"type": "boolean", "enum": [true]}}), &[])))],
+                                       &[("401", "missing or wrong token")])}},
+            "/v1/resume": {"post": {"summary": "Resume acting; work held back while paused is queued", "security": token,
+                "responses": responses(&[("200", response("resumed", object(json!({"paused": {"type": "boolean", "enum": [false]}}), &[])))],
+                                       &[("401", "missing or wrong token")])}},
+            "/metrics": {"get": {"summary": "Prometheus text format",
+                "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document",
+                "responses": responses(&[("200", response("OpenAPI 3 document", object(json!({"openapi": {"type": "string"},
+                    "info": {"type": "object"}, "paths": {"type": "object"}}), &[])))], &[])}},
         }
     })
 }

@@ -280,3 +280,250 @@ async fn bad_requests_get_json_errors() {
     assert_eq!(s, StatusCode::OK);
     assert!(b["paths"]["/webhooks/mlflow"]["post"].is_object());
 }
+
+/// An answer: status, headers and JSON body (`Null` when the body is not JSON).
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+async fn answer(app: &Arc<App>, req: Request<Body>) -> Answer {
+    let resp = super::router(app.clone()).oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn post(uri: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(uri).body(body.into()).unwrap()
+}
+
+fn assert_json_error(r: &Answer, status: StatusCode, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", r.body);
+    assert_eq!(r.header("content-type"), "application/json", "{what}");
+    assert!(r.body["error"].is_string(), "{what}: {}", r.body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn history_queries_outside_the_documented_range_get_json_400s() {
+    let (app, _dir) = test_app(CONFIG);
+    // These were axum's plain-text rejections, or silently clamped.
+    for uri in [
+        "/v1/evaluations?limit=abc",
+        "/v1/evaluations?limit=null&limit=null",
+        "/v1/evaluations?limit=-1",
+        "/v1/evaluations?limit=0",
+        "/v1/evaluations?limit=1001",
+        "/v1/evaluations?limit=99999999999999999999999",
+    ] {
+        let r = answer(&app, get(uri)).await;
+        assert_json_error(&r, StatusCode::BAD_REQUEST, uri);
+    }
+    for uri in [
+        "/v1/evaluations?limit=1000",
+        "/v1/evaluations?limit=1&model=%F0%9F%A6%80%00",
+    ] {
+        let r = answer(&app, get(uri)).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        assert!(r.body["evaluations"].is_array(), "{uri}");
+    }
+    // A path segment that is not UTF-8 once decoded.
+    let r = answer(&app, get("/v1/evaluations/%FF")).await;
+    assert_json_error(&r, StatusCode::BAD_REQUEST, "non-UTF-8 id");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_method_gets_a_json_405_with_allow() {
+    let (app, _dir) = test_app(CONFIG);
+    for (method, uri, allow) in [
+        ("DELETE", "/healthz", "GET,HEAD"),
+        ("POST", "/status", "GET,HEAD"),
+        ("GET", "/v1/pause", "POST"),
+        ("PUT", "/v1/evaluations", "GET,HEAD,POST"),
+        ("GET", "/webhooks/mlflow", "POST"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let r = answer(&app, req).await;
+        assert_json_error(&r, StatusCode::METHOD_NOT_ALLOWED, uri);
+        let mut got: Vec<&str> = r.header("allow").split(',').collect();
+        got.sort();
+        assert_eq!(got.join(","), allow, "{method} {uri}");
+    }
+}
+
+#[test]
+fn versions_are_canonical_numbers() {
+    use super::api::canonical_version as v;
+    assert_eq!(v("7"), Ok(Some("7".into())));
+    assert_eq!(
+        v("007"),
+        Ok(Some("7".into())),
+        "the spelling MLflow reports"
+    );
+    assert_eq!(v("0"), Ok(None), "versions start at 1");
+    assert_eq!(v("2147483648"), Ok(None), "beyond MLflow's integer column");
+    assert_eq!(v("99999999999999999999999"), Ok(None));
+    for bad in ["", "¦", "1.0", "+1", "-1", " 1", "v1", "1e3"] {
+        assert!(v(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn mlflow_failures_map_to_whose_fault_it_is() {
+    use super::api::mlflow_failure;
+    use crate::mlflow::MlflowError;
+    let api = |status, code: &str| MlflowError::Api {
+        endpoint: "model-versions/get".into(),
+        status,
+        error_code: code.into(),
+        message: "m".into(),
+    };
+    let cases = [
+        (api(404, "RESOURCE_DOES_NOT_EXIST"), StatusCode::NOT_FOUND),
+        (api(400, "INVALID_PARAMETER_VALUE"), StatusCode::BAD_REQUEST),
+        (
+            api(503, "TEMPORARILY_UNAVAILABLE"),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (api(500, "INTERNAL_ERROR"), StatusCode::BAD_GATEWAY),
+        (api(403, "PERMISSION_DENIED"), StatusCode::BAD_GATEWAY),
+        (
+            MlflowError::Unreachable {
+                url: "u".into(),
+                reason: "r".into(),
+            },
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+    ];
+    for (e, want) in cases {
+        assert_eq!(mlflow_failure(&e), want, "{e}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn evaluation_requests_are_checked_before_mlflow_is_asked() {
+    // MLflow is unreachable in this app: each of these used to be a 503 (or a 400 from MLflow
+    // relayed as a 503); they are the request's faults and are answered without MLflow.
+    let (app, _dir) = test_app(CONFIG);
+    let cases = [
+        (
+            r#"{"model": "fraud-a", "version": "¦"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            r#"{"model": "fraud-a", "version": ""}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (r#"{"model": "", "version": "1"}"#, StatusCode::BAD_REQUEST),
+        (
+            r#"{"model": "fraud-a", "version": "0"}"#,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            r#"{"model": "fraud-a", "version": "99999999999"}"#,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            r#"{"model": "fraud-a", "version": 3}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        ("[]", StatusCode::BAD_REQUEST),
+        ("", StatusCode::BAD_REQUEST),
+    ];
+    for (body, want) in cases {
+        let r = answer(&app, post("/v1/evaluations", body)).await;
+        assert_json_error(&r, want, body);
+    }
+    // Over axum's body limit: JSON too, not its plain-text rejection.
+    let big = format!(r#"{{"model": "{}"}}"#, "x".repeat(3 * 1024 * 1024));
+    let r = answer(&app, post("/v1/evaluations", big)).await;
+    assert_json_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "3 MiB body");
+    assert_eq!(app.scheduler.depth(), 0);
+}
+
+#[tokio::test]
+async fn an_mlflow_400_is_the_requests_fault_not_an_outage() {
+    // A stand-in MLflow that refuses every name, as MLflow 3 refuses one containing `:`.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mlflow = axum::Router::new().fallback(|| async {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error_code": "INVALID_PARAMETER_VALUE",
+                "message": "Invalid model name 'fraud-a:'. Names cannot contain '/' or ':'."})),
+        )
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, mlflow).await });
+    let (app, _dir) = test_app(&CONFIG.replace("127.0.0.1:9", &format!("127.0.0.1:{port}")));
+    for body in [
+        r#"{"model": "fraud-a:"}"#,
+        r#"{"model": "fraud-a:", "version": "2"}"#,
+    ] {
+        let r = answer(&app, post("/v1/evaluations", body)).await;
+        assert_json_error(&r, StatusCode::BAD_REQUEST, body);
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("Names cannot contain")
+        );
+    }
+    assert_eq!(app.scheduler.depth(), 0, "nothing refused was queued");
+    server.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_documented_operation_is_routed_and_answers_json() {
+    let (app, _dir) = test_app(CONFIG);
+    let spec = super::openapi::spec();
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let uri = path.replace("{id}", "1");
+            let req = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&uri)
+                .body(Body::empty())
+                .unwrap();
+            let r = answer(&app, req).await;
+            let s = r.status;
+            assert!(
+                op["responses"][s.as_str()].is_object(),
+                "{method} {path} answered {s}, which is not documented"
+            );
+            let ctype = r.header("content-type");
+            let want = if path == "/metrics" {
+                "text/plain"
+            } else {
+                "application/json"
+            };
+            assert!(ctype.starts_with(want), "{method} {path}: {ctype}");
+            operations += 1;
+        }
+    }
+    // `router` has 11 method routes: one added there needs its description in openapi.rs,
+    // and this count raised with it.
+    assert_eq!(operations, 11, "every route of the router is documented");
+}
