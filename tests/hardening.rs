@@ -299,3 +299,92 @@ fn secrets_never_appear_in_logs_status_metrics_or_tags() {
         }
     }
 }
+
+/// A small tmpfs, unmounted on drop: the disk that fills up.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    /// Fill what is left; returns the filler's path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.write_all(&[0u8; 512]);
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_gives_a_clear_error_corrupts_nothing_and_work_resumes_with_space() {
+    let prefix = unique("diskfull");
+    let disk = SmallDisk::mount("4m");
+    let state = disk.dir.path().join("state.db");
+    let port = free_port();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[state]\npath = \"{}\"\n\n{}",
+        state.display(),
+        policy_with_notify(&prefix, &[], "[workers]\nbackoff = \"1s\"\n")
+    );
+    let mut d = Daemon::start_text(&mlflow_uri(), port, &text, &[]);
+    let filler = disk.fill();
+
+    let m = format!("{prefix}-m");
+    staged(&[(&m, true)]);
+    d.wait_for("the full disk to be reported", WAIT, || {
+        d.log().contains("database or disk is full")
+    });
+    assert!(
+        !promoted(&m),
+        "nothing is promoted that could not be recorded"
+    );
+    assert_eq!(d.get("/healthz").unwrap().0, 200, "the daemon stays up");
+    let (s, _) = d.get("/status").unwrap();
+    assert_eq!(s, 200);
+
+    std::fs::remove_file(filler).unwrap();
+    d.wait_for("the candidate promoted once there is space", WAIT, || {
+        promoted(&m)
+    });
+    d.kill9();
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let recorded: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM evaluations WHERE model = ?1 AND action = 'promoted'",
+            [&m],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, 1, "the promotion is in the history exactly once");
+}

@@ -275,6 +275,40 @@ impl Client {
     }
 }
 
+/// An HTML page's `<title>` (else its text without tags), cut at a word under 200 characters.
+fn excerpt(body: &str) -> String {
+    let title = body
+        .split_once("<title>")
+        .and_then(|(_, rest)| rest.split_once("</title>"))
+        .map(|(t, _)| t.to_string());
+    let text = title.unwrap_or_else(|| {
+        let mut out = String::new();
+        let mut in_tag = false;
+        for c in body.chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                c if !in_tag => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    });
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut cut = String::new();
+    for w in &words {
+        if cut.len() + w.len() + 1 > 200 {
+            cut.push('…');
+            break;
+        }
+        if !cut.is_empty() {
+            cut.push(' ');
+        }
+        cut.push_str(w);
+    }
+    cut
+}
+
 fn api_error(endpoint: &str, status: StatusCode, body: &[u8]) -> MlflowError {
     #[derive(serde::Deserialize)]
     struct Body {
@@ -285,11 +319,8 @@ fn api_error(endpoint: &str, status: StatusCode, body: &[u8]) -> MlflowError {
     }
     let (error_code, message) = match serde_json::from_slice::<Body>(body) {
         Ok(b) => (b.error_code, b.message),
-        Err(_) => {
-            // Proxies answer HTML or plain text; keep a short, printable excerpt.
-            let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
-            (String::new(), text.trim().to_string())
-        }
+        // Proxies and unknown routes answer HTML or plain text: a short, readable excerpt.
+        Err(_) => (String::new(), excerpt(&String::from_utf8_lossy(body))),
     };
     let error_code = if error_code.is_empty() {
         status
@@ -357,5 +388,30 @@ mod tests {
         let e = api_error("x", StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
         assert!(e.is_transient());
         assert!(e.to_string().contains("BAD_GATEWAY"));
+    }
+
+    /// What MLflow 3.2 and older answer on `/api/2.0/mlflow/webhooks` (seen on a real server
+    /// for any unknown route).
+    const OLD_SERVER_404: &[u8] = b"<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n<p>The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.</p>\n";
+
+    #[test]
+    fn an_html_answer_is_shown_by_its_title_and_long_text_is_cut_at_a_word() {
+        let e = api_error("webhooks", StatusCode::NOT_FOUND, OLD_SERVER_404);
+        assert_eq!(
+            e.to_string(),
+            "MLflow webhooks answered 404 NOT_FOUND: 404 Not Found"
+        );
+        let long = format!("<p>{}</p>", "word ".repeat(100));
+        let shown = excerpt(&long);
+        assert!(shown.ends_with("word…") && shown.len() <= 204, "{shown}");
+    }
+
+    #[test]
+    fn credentials_are_removed_from_a_shown_uri() {
+        assert_eq!(
+            redact_uri("https://user:s3cret@mlflow.internal:5000/"),
+            "https://mlflow.internal:5000"
+        );
+        assert_eq!(redact_uri("http://127.0.0.1:5000"), "http://127.0.0.1:5000");
     }
 }

@@ -17,6 +17,13 @@ pub enum MlflowError {
     /// MLflow answered 2xx with a body we could not read.
     #[error("MLflow {endpoint} answered with an unreadable body: {reason}")]
     Decode { endpoint: String, reason: String },
+    /// The server has no webhooks API: MLflow before 3.3 answers its routes with a plain 404.
+    #[error(
+        "this MLflow server has no webhooks API ({endpoint} answered 404 Not Found): webhooks \
+         need MLflow 3.3 or later with a database backend. Without them stagegate still finds \
+         every candidate through its poll (poll.schedule), only later"
+    )]
+    NoWebhooksApi { endpoint: String },
     /// The client itself is misconfigured (tracking URI, certificate, credentials).
     #[error("MLflow client setup: {0}")]
     Setup(String),
@@ -38,7 +45,9 @@ impl MlflowError {
                 ..
             } => lost_upsert_race(message),
             MlflowError::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
-            MlflowError::Decode { .. } | MlflowError::Setup(_) => false,
+            MlflowError::Decode { .. }
+            | MlflowError::NoWebhooksApi { .. }
+            | MlflowError::Setup(_) => false,
         }
     }
 

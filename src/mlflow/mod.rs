@@ -370,6 +370,7 @@ impl Client {
     pub async fn list_webhooks(&self) -> Result<Vec<Webhook>, MlflowError> {
         self.all_pages::<WebhooksPage>("webhooks", &[("max_results", "1000")])
             .await
+            .map_err(no_webhooks_api)
     }
 
     pub async fn create_webhook(&self, body: &Value) -> Result<Webhook, MlflowError> {
@@ -379,7 +380,8 @@ impl Client {
         }
         let e: Env = self
             .call(Method::POST, Root::Api, "webhooks", &[], Some(body))
-            .await?;
+            .await
+            .map_err(no_webhooks_api)?;
         Ok(e.webhook)
     }
 
@@ -440,5 +442,44 @@ mod tests {
     fn filter_quoting() {
         assert_eq!(quote("m"), "'m'");
         assert_eq!(quote("it's"), "\"it's\"");
+    }
+
+    #[test]
+    fn a_server_without_the_webhooks_api_is_named_as_such() {
+        let html = MlflowError::Api {
+            endpoint: "webhooks".into(),
+            status: 404,
+            error_code: "NOT_FOUND".into(),
+            message: "404 Not Found".into(),
+        };
+        let e = no_webhooks_api(html);
+        let text = e.to_string();
+        assert!(matches!(e, MlflowError::NoWebhooksApi { .. }), "{text}");
+        assert!(
+            text.contains("MLflow 3.3") && text.contains("poll"),
+            "{text}"
+        );
+        // MLflow's own 404 (an unknown webhook id) stays what it is.
+        let own = MlflowError::Api {
+            endpoint: "webhooks/abc".into(),
+            status: 404,
+            error_code: "RESOURCE_DOES_NOT_EXIST".into(),
+            message: "Webhook abc not found".into(),
+        };
+        assert!(matches!(no_webhooks_api(own), MlflowError::Api { .. }));
+    }
+}
+
+/// A 404 that is not MLflow's own JSON error (its codes are never the bare reason phrase)
+/// means the route does not exist: a server from before webhooks.
+fn no_webhooks_api(e: MlflowError) -> MlflowError {
+    match e {
+        MlflowError::Api {
+            endpoint,
+            status: 404,
+            error_code,
+            ..
+        } if error_code == "NOT_FOUND" => MlflowError::NoWebhooksApi { endpoint },
+        e => e,
     }
 }

@@ -34,7 +34,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A busy or locked database is worth another try; anything else is not.
+    /// A busy or locked database is worth another try, and so is a full disk (space comes
+    /// back; the write was refused whole, so nothing is half-written); anything else is not.
     pub fn is_transient(&self) -> bool {
         let code = match self {
             StoreError::Open { source, .. } | StoreError::Sql(source) => source.sqlite_error_code(),
@@ -42,7 +43,11 @@ impl StoreError {
         };
         matches!(
             code,
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            Some(
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+            )
         )
     }
 }
