@@ -423,6 +423,20 @@ fn quote(s: &str) -> String {
     }
 }
 
+/// A 404 that is not MLflow's own JSON error (its codes are never the bare reason phrase)
+/// means the route does not exist: a server from before webhooks.
+fn no_webhooks_api(e: MlflowError) -> MlflowError {
+    match e {
+        MlflowError::Api {
+            endpoint,
+            status: 404,
+            error_code,
+            ..
+        } if error_code == "NOT_FOUND" => MlflowError::NoWebhooksApi { endpoint },
+        e => e,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,19 +481,5 @@ mod tests {
             message: "Webhook abc not found".into(),
         };
         assert!(matches!(no_webhooks_api(own), MlflowError::Api { .. }));
-    }
-}
-
-/// A 404 that is not MLflow's own JSON error (its codes are never the bare reason phrase)
-/// means the route does not exist: a server from before webhooks.
-fn no_webhooks_api(e: MlflowError) -> MlflowError {
-    match e {
-        MlflowError::Api {
-            endpoint,
-            status: 404,
-            error_code,
-            ..
-        } if error_code == "NOT_FOUND" => MlflowError::NoWebhooksApi { endpoint },
-        e => e,
     }
 }
