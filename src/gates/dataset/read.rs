@@ -9,6 +9,8 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::ChunkReader;
 use sha2::{Digest, Sha256};
 
 use crate::serving::Cell;
@@ -23,7 +25,7 @@ pub struct Reader {
 impl Reader {
     /// Open `path` as CSV (header row) or Parquet, by its extension.
     pub fn open(path: &Path, batch_size: usize) -> Result<Reader, String> {
-        let shown = path.display();
+        let shown = path.display().to_string();
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -31,42 +33,55 @@ impl Reader {
             .to_ascii_lowercase();
         let file = File::open(path).map_err(|e| format!("dataset {shown}: {e}"))?;
         match ext.as_str() {
-            "csv" => {
-                let mut file = file;
-                let format = arrow::csv::reader::Format::default().with_header(true);
-                let (schema, _) = format
-                    .infer_schema(&mut file, Some(10_000))
-                    .map_err(|e| format!("dataset {shown} is not readable CSV: {e}"))?;
-                file.rewind().map_err(|e| format!("dataset {shown}: {e}"))?;
-                let schema = Arc::new(schema);
-                let reader = arrow::csv::ReaderBuilder::new(schema.clone())
-                    .with_format(format)
-                    .with_batch_size(batch_size)
-                    .build(file)
-                    .map_err(|e| format!("dataset {shown} is not readable CSV: {e}"))?;
-                Ok(Reader {
-                    schema,
-                    batches: Box::new(reader),
-                })
-            }
-            "parquet" | "pq" => {
-                let builder =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                        .map_err(|e| format!("dataset {shown} is not readable Parquet: {e}"))?;
-                let schema = builder.schema().clone();
-                let reader = builder
-                    .with_batch_size(batch_size)
-                    .build()
-                    .map_err(|e| format!("dataset {shown}: {e}"))?;
-                Ok(Reader {
-                    schema,
-                    batches: Box::new(reader),
-                })
-            }
+            "csv" => Reader::csv(file, batch_size, &shown),
+            "parquet" | "pq" => Reader::parquet(file, batch_size, &shown),
             _ => Err(format!(
                 "dataset {shown}: unknown format (expected a .csv or .parquet file)"
             )),
         }
+    }
+
+    /// CSV with a header row from any seekable source (a file; bytes in the fuzzer). `shown`
+    /// names it in errors.
+    pub fn csv<R: Read + Seek + Send + 'static>(
+        mut src: R,
+        batch_size: usize,
+        shown: &str,
+    ) -> Result<Reader, String> {
+        let format = arrow::csv::reader::Format::default().with_header(true);
+        let (schema, _) = format
+            .infer_schema(&mut src, Some(10_000))
+            .map_err(|e| format!("dataset {shown} is not readable CSV: {e}"))?;
+        src.rewind().map_err(|e| format!("dataset {shown}: {e}"))?;
+        let schema = Arc::new(schema);
+        let reader = arrow::csv::ReaderBuilder::new(schema.clone())
+            .with_format(format)
+            .with_batch_size(batch_size)
+            .build(src)
+            .map_err(|e| format!("dataset {shown} is not readable CSV: {e}"))?;
+        Ok(Reader {
+            schema,
+            batches: Box::new(reader),
+        })
+    }
+
+    /// Parquet from a file or bytes (the fuzzer). `shown` names it in errors.
+    pub fn parquet<R: ChunkReader + 'static>(
+        src: R,
+        batch_size: usize,
+        shown: &str,
+    ) -> Result<Reader, String> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(src)
+            .map_err(|e| format!("dataset {shown} is not readable Parquet: {e}"))?;
+        let schema = builder.schema().clone();
+        let reader = builder
+            .with_batch_size(batch_size)
+            .build()
+            .map_err(|e| format!("dataset {shown}: {e}"))?;
+        Ok(Reader {
+            schema,
+            batches: Box::new(reader),
+        })
     }
 
     pub fn columns(&self) -> Vec<String> {
