@@ -180,13 +180,29 @@ impl Provider for EnvOverride {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        // Values are read as figment reads environment values: `8` is a number, `[a, b]` a list.
-        let value: figment::value::Value = self.value.parse().expect("infallible");
+        let value = env_value(&self.value);
         let dict = figment::util::nest(&self.key, value)
             .into_dict()
             .expect("a non-empty key nests into a dict");
         Ok(Profile::Default.collect(dict))
     }
+}
+
+/// An override's value, read as figment reads environment values: `8` is a number, `[a, b]`
+/// a list, `"a\tb"` a string with escapes, anything it cannot read the text itself.
+///
+/// figment's escape decoder indexes by characters where it means bytes, so a quoted value
+/// with a non-ASCII character before a backslash (`"tök\n"`) panicked the process at start-up
+/// (or dropped characters, when the index happened to land on a character boundary): found by
+/// the config fuzz target. Whether a backslash falls inside a quoted string depends on
+/// figment's whole grammar (unquoted words may hold quotes), so a value with both a backslash
+/// and a non-ASCII character is not given to that parser: it is taken as its text, as figment
+/// takes any value it cannot read. Every other value is read exactly as before.
+fn env_value(raw: &str) -> figment::value::Value {
+    if !raw.is_ascii() && raw.contains('\\') {
+        return figment::value::Value::from(raw.to_string());
+    }
+    raw.parse().expect("infallible")
 }
 
 fn from_figment(err: figment::Error, file_name: &str) -> ConfigError {
@@ -348,5 +364,55 @@ mod tests {
         assert!(e.reason.contains("invalid type"), "{e}");
         let e = from_text("[mlflow\nx", "stagegate.toml", []).unwrap_err();
         assert_eq!(e.source_name, "stagegate.toml");
+    }
+
+    /// figment's escape decoder panicked on a non-ASCII character before a backslash in a
+    /// quoted value (the config fuzz target's finding).
+    #[test]
+    fn override_values_with_non_ascii_and_a_backslash_are_text() {
+        let token = |v: &str| {
+            from_text(
+                POLICY,
+                "stagegate.toml",
+                env(&[("STAGEGATE_SERVER__API_TOKEN", v)]),
+            )
+            .unwrap()
+            .server
+            .api_token
+            .map(|s| s.expose().to_string())
+        };
+        // Panicked: the backslash's character index fell inside the 4-byte emoji.
+        assert_eq!(token(r#""🙂é\"x""#).as_deref(), Some(r#""🙂é\"x""#));
+        // Lost the `k`: the index landed on a boundary, one byte short.
+        assert_eq!(token(r#""tök\ten""#).as_deref(), Some(r#""tök\ten""#));
+        // Values without both are read as before.
+        assert_eq!(token(r#""tok\ten""#).as_deref(), Some("tok\ten"));
+        assert_eq!(token(r#""tök""#).as_deref(), Some("tök"));
+        assert_eq!(token("plain-ü").as_deref(), Some("plain-ü"));
+        let secrets = |v: &str| {
+            from_text(
+                POLICY,
+                "stagegate.toml",
+                env(&[("STAGEGATE_WEBHOOKS__SECRETS", v)]),
+            )
+            .map(|c| {
+                c.webhooks
+                    .secrets
+                    .iter()
+                    .map(|s| s.expose().to_string())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(secrets(r#"["a\tb", c]"#).unwrap(), ["a\tb", "c"]);
+        assert_eq!(secrets(r#"["ß", c]"#).unwrap(), ["ß", "c"]);
+        // The fuzzer's second input: the quoted string starts after an unquoted word that
+        // holds a quote. Now a list expected, text given: an error naming the variable.
+        let e = from_text(
+            POLICY,
+            "stagegate.toml",
+            env(&[("STAGEGATE_WEBHOOKS__SECRETS", "[a,b\", \"\u{fffd}s\\\\T\\]")]),
+        )
+        .unwrap_err();
+        assert!(e.source_name.contains("STAGEGATE_WEBHOOKS__SECRETS"), "{e}");
     }
 }

@@ -10,7 +10,8 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::reader::ChunkReader;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::reader::{ChunkReader, Length};
 use sha2::{Digest, Sha256};
 
 use crate::serving::Cell;
@@ -71,7 +72,10 @@ impl Reader {
         batch_size: usize,
         shown: &str,
     ) -> Result<Reader, String> {
+        let len = src.len();
         let builder = ParquetRecordBatchReaderBuilder::try_new(src)
+            .map_err(|e| format!("dataset {shown} is not readable Parquet: {e}"))?;
+        footer_is_possible(builder.metadata(), len)
             .map_err(|e| format!("dataset {shown} is not readable Parquet: {e}"))?;
         let schema = builder.schema().clone();
         let reader = builder
@@ -97,6 +101,37 @@ impl Reader {
             .next()
             .map(|r| r.map_err(|e| format!("reading the dataset: {e}")))
     }
+}
+
+/// The footer's row counts and column chunks are possible: every count non-negative with a
+/// total that fits, every chunk within the file. The parquet crate trusts them while reading
+/// (`ColumnChunkMetaData::byte_range` asserts a non-negative start and length; the reader sums
+/// the row counts as `usize`, which a negative count overflows), so a damaged footer panicked
+/// the gate instead of being refused. Both found by the dataset fuzz target.
+fn footer_is_possible(meta: &ParquetMetaData, file_len: u64) -> Result<(), String> {
+    let mut rows: u64 = 0;
+    for (g, group) in meta.row_groups().iter().enumerate() {
+        rows = u64::try_from(group.num_rows())
+            .ok()
+            .and_then(|n| rows.checked_add(n))
+            .filter(|r| usize::try_from(*r).is_ok())
+            .ok_or_else(|| format!("row group {g}: impossible row count {}", group.num_rows()))?;
+        for c in group.columns() {
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let end = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(c.compressed_size()).ok())
+                .and_then(|(s, n)| s.checked_add(n));
+            if end.is_none_or(|e| e > file_len) {
+                return Err(format!(
+                    "row group {g}, column {}: chunk at {start} of {} bytes lies outside the file ({file_len} bytes)",
+                    c.column_path(),
+                    c.compressed_size()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The SHA-256 of a file, streamed (recorded in the report so a verdict can be reproduced).
@@ -228,6 +263,31 @@ mod tests {
                 .err()
                 .unwrap()
                 .contains("missing.csv")
+        );
+    }
+
+    /// A footer with a negative row count: the reader's `usize` sum of the counts overflowed.
+    #[test]
+    fn a_negative_parquet_row_count_is_an_error_not_a_panic() {
+        let bad = include_bytes!("../../../tests/fixtures/parquet/negative-row-count.parquet");
+        let e = Reader::parquet(bytes::Bytes::from_static(bad), 4, "bad.parquet")
+            .err()
+            .expect("refused when opened");
+        assert!(e.contains("impossible row count"), "{e}");
+    }
+
+    /// A Parquet file whose footer puts a column chunk at a negative offset (a seed with bytes
+    /// changed by the dataset fuzz target): the parquet crate panicked reading it.
+    #[test]
+    fn a_parquet_chunk_outside_the_file_is_an_error_not_a_panic() {
+        let bad = include_bytes!("../../../tests/fixtures/parquet/negative-column-start.parquet");
+        // Read in batches of 4, as the fuzzer did: the damaged chunk is in a later row group.
+        let e = Reader::parquet(bytes::Bytes::from_static(bad), 4, "bad.parquet")
+            .err()
+            .expect("refused when opened, before any batch is read");
+        assert!(
+            e.contains("bad.parquet is not readable Parquet") && e.contains("outside the file"),
+            "{e}"
         );
     }
 }
