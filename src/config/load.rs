@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
 
 use super::Config;
 
@@ -101,16 +102,107 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
     // Read it ourselves first so an unreadable file is reported as such, not as "empty".
     let text = std::fs::read_to_string(&path)
         .map_err(|e| ConfigError::new(&file_name, "", format!("cannot read: {e}")))?;
-    let figment = Figment::new().merge(Toml::string(&text)).merge(
-        Env::prefixed("STAGEGATE_")
-            // Only `SECTION__KEY` names are overrides; STAGEGATE_CONFIG and friends are not.
-            .filter(|k| k.as_str().contains("__"))
-            .split("__"),
-    );
-    let mut config: Config = figment.extract().map_err(|e| from_figment(e, &file_name))?;
-    super::validate::validate(&mut config)
-        .map_err(|(key, reason)| ConfigError::new(&file_name, key, reason))?;
+    let env = std::env::vars_os().map(|(k, v)| {
+        (
+            k.to_string_lossy().into_owned(),
+            v.to_string_lossy().into_owned(),
+        )
+    });
+    let config = from_text(&text, &file_name, env)?;
     Ok(Loaded { config, path })
+}
+
+/// Parse, override and validate a config text, with the environment given as a list of
+/// `(name, value)` pairs: what [`load`] does after reading the file, without touching the
+/// process environment (the fuzzer and tests pass their own overrides; setting variables in
+/// a multi-threaded process would race). Names not of the form `STAGEGATE_<SECTION>__<KEY>`
+/// are ignored, as in the real environment.
+pub fn from_text(
+    text: &str,
+    file_name: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut figment = Figment::new().merge(Toml::string(text));
+    for (name, value) in env {
+        if let Some(key) = override_key(&name) {
+            figment = figment.merge(EnvOverride { key, value });
+        }
+    }
+    let mut config: Config = figment.extract().map_err(|e| from_figment(e, file_name))?;
+    super::validate::validate(&mut config)
+        .map_err(|(key, reason)| ConfigError::new(file_name, key, reason))?;
+    Ok(config)
+}
+
+const ENV_PREFIX: &str = "STAGEGATE_";
+
+/// The dotted, lower-case key path an environment variable overrides, or `None` when it is
+/// not an override. The rules are figment's `Env::prefixed("STAGEGATE_")`, filtered to
+/// names with `__` and split on it, which this replaces so the variables can come from a
+/// list: the name is trimmed, the prefix matched in any case; only `SECTION__KEY` names count
+/// (STAGEGATE_CONFIG and friends do not); a path with an empty segment is dropped.
+fn override_key(name: &str) -> Option<String> {
+    let name = name.trim();
+    let rest = name
+        .get(..ENV_PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+        .map(|_| &name[ENV_PREFIX.len()..])?;
+    if !rest.contains("__") {
+        return None;
+    }
+    let key = rest.replace("__", ".");
+    let key = key.trim();
+    if key.split('.').any(str::is_empty) {
+        return None;
+    }
+    Some(key.to_ascii_lowercase())
+}
+
+/// One `STAGEGATE_…__…` variable as a figment provider. Merged one after another in the
+/// environment's order, they give what figment's `Env` gives (it merges its variables in that
+/// order too), and carry the same metadata name, which [`from_figment`] relies on to blame the
+/// variable rather than the file.
+struct EnvOverride {
+    key: String,
+    value: String,
+}
+
+impl Provider for EnvOverride {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("`{ENV_PREFIX}` environment variable(s)")).interpolater(
+            |_: &Profile, k: &[&str]| {
+                k.iter()
+                    .map(|k| k.to_ascii_uppercase())
+                    .collect::<Vec<_>>()
+                    .join(".")
+            },
+        )
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let value = env_value(&self.value);
+        let dict = figment::util::nest(&self.key, value)
+            .into_dict()
+            .expect("a non-empty key nests into a dict");
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// An override's value, read as figment reads environment values: `8` is a number, `[a, b]`
+/// a list, `"a\tb"` a string with escapes, anything it cannot read the text itself.
+///
+/// figment's escape decoder indexes by characters where it means bytes, so a quoted value
+/// with a non-ASCII character before a backslash (`"tök\n"`) panicked the process at start-up
+/// (or dropped characters, when the index happened to land on a character boundary): found by
+/// the config fuzz target. Whether a backslash falls inside a quoted string depends on
+/// figment's whole grammar (unquoted words may hold quotes), so a value with both a backslash
+/// and a non-ASCII character is not given to that parser: it is taken as its text, as figment
+/// takes any value it cannot read. Every other value is read exactly as before.
+fn env_value(raw: &str) -> figment::value::Value {
+    if !raw.is_ascii() && raw.contains('\\') {
+        return figment::value::Value::from(raw.to_string());
+    }
+    raw.parse().expect("infallible")
 }
 
 fn from_figment(err: figment::Error, file_name: &str) -> ConfigError {
@@ -208,5 +300,119 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(dotted(&p), "policies[0].gates[2]");
+    }
+
+    const POLICY: &str = "[[policies]]\nname = \"p\"\ncandidate = { stage = \"Staging\" }\npromote = { stage = \"Production\" }\n";
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn override_names_follow_figments_env_rules() {
+        assert_eq!(
+            override_key("STAGEGATE_WORKERS__COUNT").as_deref(),
+            Some("workers.count")
+        );
+        // The prefix in any case, the name trimmed, the rest lower-cased.
+        assert_eq!(
+            override_key(" stagegate_Server__API_TOKEN ").as_deref(),
+            Some("server.api_token")
+        );
+        for ignored in [
+            "STAGEGATE_CONFIG",
+            "PATH",
+            "STAGEGATE___X",
+            "STAGEGATE_A__",
+            "STAGE",
+            "STAGEGATE_a.__b",
+        ] {
+            assert_eq!(override_key(ignored), None, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn overrides_from_a_list_apply_in_order_and_are_blamed() {
+        let c = from_text(
+            POLICY,
+            "stagegate.toml",
+            env(&[
+                ("STAGEGATE_WORKERS__COUNT", "3"),
+                ("STAGEGATE_CONFIG", "elsewhere.toml"),
+                ("STAGEGATE_WORKERS__COUNT", "5"),
+                ("STAGEGATE_SERVER__API_TOKEN", "t0ken"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.workers.count, 5);
+        assert_eq!(
+            c.server.api_token.as_ref().map(|s| s.expose()),
+            Some("t0ken")
+        );
+        let e = from_text(
+            POLICY,
+            "stagegate.toml",
+            env(&[("STAGEGATE_WORKERS__COUNT", "abc")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.source_name,
+            "environment variable STAGEGATE_WORKERS__COUNT"
+        );
+        assert!(e.reason.contains("invalid type"), "{e}");
+        let e = from_text("[mlflow\nx", "stagegate.toml", []).unwrap_err();
+        assert_eq!(e.source_name, "stagegate.toml");
+    }
+
+    /// figment's escape decoder panicked on a non-ASCII character before a backslash in a
+    /// quoted value (the config fuzz target's finding).
+    #[test]
+    fn override_values_with_non_ascii_and_a_backslash_are_text() {
+        let token = |v: &str| {
+            from_text(
+                POLICY,
+                "stagegate.toml",
+                env(&[("STAGEGATE_SERVER__API_TOKEN", v)]),
+            )
+            .unwrap()
+            .server
+            .api_token
+            .map(|s| s.expose().to_string())
+        };
+        // Panicked: the backslash's character index fell inside the 4-byte emoji.
+        assert_eq!(token(r#""🙂é\"x""#).as_deref(), Some(r#""🙂é\"x""#));
+        // Lost the `k`: the index landed on a boundary, one byte short.
+        assert_eq!(token(r#""tök\ten""#).as_deref(), Some(r#""tök\ten""#));
+        // Values without both are read as before.
+        assert_eq!(token(r#""tok\ten""#).as_deref(), Some("tok\ten"));
+        assert_eq!(token(r#""tök""#).as_deref(), Some("tök"));
+        assert_eq!(token("plain-ü").as_deref(), Some("plain-ü"));
+        let secrets = |v: &str| {
+            from_text(
+                POLICY,
+                "stagegate.toml",
+                env(&[("STAGEGATE_WEBHOOKS__SECRETS", v)]),
+            )
+            .map(|c| {
+                c.webhooks
+                    .secrets
+                    .iter()
+                    .map(|s| s.expose().to_string())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(secrets(r#"["a\tb", c]"#).unwrap(), ["a\tb", "c"]);
+        assert_eq!(secrets(r#"["ß", c]"#).unwrap(), ["ß", "c"]);
+        // The fuzzer's second input: the quoted string starts after an unquoted word that
+        // holds a quote. Now a list expected, text given: an error naming the variable.
+        let e = from_text(
+            POLICY,
+            "stagegate.toml",
+            env(&[("STAGEGATE_WEBHOOKS__SECRETS", "[a,b\", \"\u{fffd}s\\\\T\\]")]),
+        )
+        .unwrap_err();
+        assert!(e.source_name.contains("STAGEGATE_WEBHOOKS__SECRETS"), "{e}");
     }
 }

@@ -18,7 +18,7 @@ pub use gate::{
     CaseFamily, ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind,
     Inconclusive, LatencyGate, MetricGate, RunGate, Slices, TagsGate, VsChampion,
 };
-pub use load::{ConfigError, Loaded, load, locate};
+pub use load::{ConfigError, Loaded, from_text, load, locate};
 
 /// The whole `stagegate.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

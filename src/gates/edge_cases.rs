@@ -250,8 +250,23 @@ impl Dtype {
     }
 }
 
-/// A tensor of `shape` filled with `token`, written as nested JSON arrays. The first
-/// variable dimension (-1) is the batch and gets `rows`; any other variable one gets 1.
+/// The dimensions a tensor of `shape` is written with: the first variable dimension (-1) is
+/// the batch and gets `rows`; any other variable one gets 1; no shape at all is a batch.
+fn dims(shape: &[i64], rows: usize) -> Vec<usize> {
+    if shape.is_empty() {
+        return vec![rows];
+    }
+    let mut batch = Some(rows);
+    shape
+        .iter()
+        .map(|d| match usize::try_from(*d) {
+            Ok(d) => d,
+            Err(_) => batch.take().unwrap_or(1),
+        })
+        .collect()
+}
+
+/// A tensor of `shape` filled with `token`, written as nested JSON arrays (see [`dims`]).
 fn write_filled(shape: &[i64], rows: usize, token: &str, out: &mut String) {
     fn fill(dims: &[usize], token: &str, out: &mut String) {
         match dims.split_first() {
@@ -268,19 +283,60 @@ fn write_filled(shape: &[i64], rows: usize, token: &str, out: &mut String) {
             }
         }
     }
-    let mut batch = Some(rows);
-    let dims: Vec<usize> = if shape.is_empty() {
-        vec![rows]
+    fill(&dims(shape, rows), token, out);
+}
+
+/// The most values (cells or tensor elements) one request may carry, and the most dimensions
+/// a tensor may have (numpy's own limit). A signature comes from the model's MLmodel file:
+/// without these, a shape like `[-1, 100000, 100000]` builds a body of 10^10 values and
+/// exhausts memory, and a shape of 100,000 dimensions overflows the stack while it is
+/// written (one level of recursion per dimension). Found by the edge_cases fuzz target.
+pub const MAX_VALUES: u64 = 10_000_000;
+pub const MAX_DIMS: usize = 64;
+
+/// Whether the cases of `families` for `sig` fit in [`MAX_VALUES`] and [`MAX_DIMS`]: checked
+/// before any is built, since building is what would exhaust memory.
+pub fn check_size(
+    sig: &Signature,
+    families: &[CaseFamily],
+    batch_rows: usize,
+) -> Result<(), String> {
+    let rows = if families.contains(&CaseFamily::Batch) {
+        batch_rows.max(1)
     } else {
-        shape
-            .iter()
-            .map(|d| match usize::try_from(*d) {
-                Ok(d) => d,
-                Err(_) => batch.take().unwrap_or(1),
-            })
-            .collect()
+        1
     };
-    fill(&dims, token, out);
+    let values = match sig {
+        Signature::Columns(cols) => (cols.len() as u64).checked_mul(rows as u64),
+        Signature::Tensors(tensors) => {
+            if let Some((i, t)) = tensors
+                .iter()
+                .enumerate()
+                .find(|(_, t)| t.shape.len() > MAX_DIMS)
+            {
+                return Err(format!(
+                    "tensor input {} has {} dimensions, more than numpy's {MAX_DIMS}",
+                    t.name.clone().unwrap_or_else(|| format!("input_{i}")),
+                    t.shape.len()
+                ));
+            }
+            tensors.iter().try_fold(0u64, |sum, t| {
+                let one = dims(&t.shape, rows)
+                    .iter()
+                    .try_fold(1u64, |p, d| p.checked_mul(*d as u64))?;
+                sum.checked_add(one)
+            })
+        }
+    };
+    match values {
+        Some(v) if v <= MAX_VALUES => Ok(()),
+        _ => Err(format!(
+            "a request of {rows} row(s) of this signature ({}) would carry {} values, more than {MAX_VALUES}{}",
+            sig.describe(),
+            values.map_or_else(|| "too many".to_string(), |v| v.to_string()),
+            if rows > 1 { "; lower batch_rows" } else { "" }
+        )),
+    }
 }
 
 /// `{"inputs": …}`: one nested array, or an object of them by input name. Written by hand
@@ -369,6 +425,11 @@ pub async fn judge(g: &EdgeCasesGate, s: &Session) -> Judgement {
         Ok(f) => f,
         Err(e) => return Judgement::error(e),
     };
+    if let Some(sig) = &files.signature
+        && let Err(e) = check_size(sig, &g.cases, g.batch_rows)
+    {
+        return Judgement::error(e);
+    }
     let (cases, described) = match &files.signature {
         None => {
             return Judgement::error(format!(

@@ -221,3 +221,41 @@ fn only_the_first_variable_dimension_is_the_batch() {
         r#"{"inputs":[[[0.5,0.5]],[[0.5,0.5]],[[0.5,0.5]]]}"#
     );
 }
+
+/// Shapes from the MLmodel file that would build a request of 10^10 values, or nest 100,000
+/// arrays deep, are refused before anything is built (found by the edge_cases fuzz target:
+/// `[-1, 100000, 100000]` ran it out of memory).
+#[test]
+fn oversized_requests_are_refused_before_they_are_built() {
+    let huge = Signature::Tensors(vec![tensor(None, "float32", &[-1, 100_000, 100_000])]);
+    let e = check_size(&huge, &[OneRow], 1).unwrap_err();
+    assert!(e.contains("10000000000 values"), "{e}");
+    let overflow = Signature::Tensors(vec![tensor(None, "int8", &[i64::MAX, i64::MAX, 4])]);
+    assert!(
+        check_size(&overflow, &[Zeros], 1)
+            .unwrap_err()
+            .contains("too many")
+    );
+    let deep = Signature::Tensors(vec![tensor(Some("x"), "int8", &[1; 100_000])]);
+    assert!(
+        check_size(&deep, &[Zeros], 1)
+            .unwrap_err()
+            .contains("tensor input x has 100000 dimensions")
+    );
+    // The batch is counted only when it is sent.
+    let wide = Signature::Tensors(vec![tensor(None, "float32", &[-1, 1000])]);
+    assert!(check_size(&wide, &[OneRow, Batch], 10_000).is_ok());
+    assert!(
+        check_size(&wide, &[OneRow, Batch], 10_001)
+            .unwrap_err()
+            .contains("lower batch_rows")
+    );
+    assert!(check_size(&wide, &[OneRow], 100_000).is_ok());
+    let cols = Signature::Columns(
+        (0..101)
+            .map(|i| col(&format!("c{i}"), ColType::Double, true))
+            .collect(),
+    );
+    assert!(check_size(&cols, &[Batch], 100_000).is_err());
+    assert!(check_size(&cols, &[Batch], 99_000).is_ok());
+}

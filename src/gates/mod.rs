@@ -7,7 +7,7 @@
 mod champion;
 mod command;
 pub mod dataset;
-mod edge_cases;
+pub mod edge_cases;
 pub mod facts;
 pub mod latency;
 mod metric;

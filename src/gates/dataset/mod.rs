@@ -4,7 +4,7 @@
 //! bootstrap of candidate minus champion on the same rows.
 
 mod predictions;
-mod read;
+pub mod read;
 pub mod score;
 
 use std::collections::BTreeMap;
@@ -27,7 +27,7 @@ pub async fn judge(g: &DatasetGate, s: &Session) -> Judgement {
 
 /// The feature columns to send: the signature's (all required ones must be in the file), or,
 /// without a signature, every column but the label and the slice column.
-fn feature_columns(
+pub fn feature_columns(
     sig: Option<&Signature>,
     columns: &[String],
     label: &str,
