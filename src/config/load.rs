@@ -197,12 +197,39 @@ impl Provider for EnvOverride {
 /// the config fuzz target. Whether a backslash falls inside a quoted string depends on
 /// figment's whole grammar (unquoted words may hold quotes), so a value with both a backslash
 /// and a non-ASCII character is not given to that parser: it is taken as its text, as figment
-/// takes any value it cannot read. Every other value is read exactly as before.
+/// takes any value it cannot read.
+///
+/// figment's value parser also recurses once per `[` or `{`, without a limit: a value of a few
+/// thousand brackets overflowed the stack (also found by the fuzz target). No config key
+/// takes a value nested deeper than two levels, so a value nested past
+/// [`MAX_VALUE_NESTING`] is taken as its text too, and then refused by the key it overrides.
+/// Every other value is read exactly as before.
 fn env_value(raw: &str) -> figment::value::Value {
-    if !raw.is_ascii() && raw.contains('\\') {
+    let escapes_unsafe = !raw.is_ascii() && raw.contains('\\');
+    if escapes_unsafe || nesting(raw) > MAX_VALUE_NESTING {
         return figment::value::Value::from(raw.to_string());
     }
     raw.parse().expect("infallible")
+}
+
+/// Far more than any config value needs, far less than what overflows a thread's stack.
+const MAX_VALUE_NESTING: usize = 64;
+
+/// The deepest run of open brackets in `raw`, counted as figment's parser would descend
+/// (quotes ignored: an overestimate only makes a silly value text).
+fn nesting(raw: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for b in raw.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn from_figment(err: figment::Error, file_name: &str) -> ConfigError {
@@ -414,5 +441,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.source_name.contains("STAGEGATE_WEBHOOKS__SECRETS"), "{e}");
+    }
+
+    /// figment's value parser recursed once per bracket and overflowed the stack on a value
+    /// of a few thousand (the config fuzz target's second finding).
+    #[test]
+    fn override_values_nested_past_the_limit_are_text() {
+        let secrets = |v: &str| {
+            from_text(
+                POLICY,
+                "stagegate.toml",
+                env(&[("STAGEGATE_WEBHOOKS__SECRETS", v)]),
+            )
+        };
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = secrets(&deep).unwrap_err();
+        assert!(e.source_name.contains("STAGEGATE_WEBHOOKS__SECRETS"), "{e}");
+        // Unbalanced and mixed brackets too; a token is text whatever it holds.
+        let token = "{[".repeat(50_000);
+        let c = from_text(
+            POLICY,
+            "stagegate.toml",
+            env(&[("STAGEGATE_SERVER__API_TOKEN", &token)]),
+        )
+        .unwrap();
+        assert_eq!(c.server.api_token.map(|s| s.expose().len()), Some(100_000));
+        // Shallow nesting is still read as a list.
+        assert_eq!(nesting("[[a], [b]]"), 2);
+        assert!(secrets("[a, b]").is_ok());
     }
 }
