@@ -9,6 +9,9 @@
 //!   sender); 0 or absent sends as fast as the connections allow.
 //! - MIX: `alias` (default: `model_version_alias.created` only) or `mix` (created, tag set and
 //!   alias created in turn, as a busy registry sends them).
+//!
+//! With `LOAD_LATENCIES=FILE` every latency (µs) is also written to FILE, one per line, so a
+//! caller can merge several runs into one distribution.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -108,6 +111,7 @@ async fn main() {
                 .expect("an HTTP client");
             let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
             let (mut ok, mut failed) = (0usize, 0usize);
+            let mut all = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((d, ts)) = requests.get(i) else {
@@ -129,27 +133,37 @@ async fn main() {
                     .body(d.body.clone())
                     .send()
                     .await;
-                let _ = hist.record(due.elapsed().as_micros().max(1) as u64);
+                let micros = due.elapsed().as_micros().max(1) as u64;
+                let _ = hist.record(micros);
+                all.push(micros);
                 match resp {
                     Ok(r) if r.status().is_success() => ok += 1,
                     _ => failed += 1,
                 }
             }
-            (hist, ok, failed)
+            (hist, ok, failed, all)
         }));
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
     let (mut ok, mut failed) = (0, 0);
+    let mut all = Vec::new();
     for t in tasks {
-        let Ok((h, o, f)) = t.await else {
+        let Ok((h, o, f, a)) = t.await else {
             failed += 1;
             continue;
         };
         let _ = hist.add(h);
+        all.extend(a);
         ok += o;
         failed += f;
     }
     let secs = started.elapsed().as_secs_f64();
+    if let Ok(path) = std::env::var("LOAD_LATENCIES") {
+        let lines: String = all.iter().map(|v| format!("{v}\n")).collect();
+        if let Err(e) = std::fs::write(&path, lines) {
+            eprintln!("webhook_load: cannot write {path}: {e}");
+        }
+    }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "{{\"sent\": {n}, \"ok\": {ok}, \"failed\": {failed}, \"seconds\": {secs:.3}, \"per_second\": {:.0}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"p999_ms\": {:.3}, \"max_ms\": {:.3}}}",

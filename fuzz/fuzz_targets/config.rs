@@ -4,8 +4,9 @@
 //!
 //! Input: the TOML text, then optionally a NUL byte and `NAME=VALUE` lines, the environment
 //! (given as a list: setting process variables from a fuzzer would race).
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
+#[cfg(fuzzing)]
 use libfuzzer_sys::fuzz_target;
 use stagegate::config;
 

@@ -5,10 +5,11 @@
 //! Input: a flags byte (bit 0: Parquet, else CSV; bits 2–7: batch size 1–64), then
 //! `label \n slice \n signature-inputs-json`, a NUL byte, and the file's bytes. An empty slice
 //! means no `slices`; an empty signature means the model has none.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
 use std::io::Cursor;
 
+#[cfg(fuzzing)]
 use libfuzzer_sys::fuzz_target;
 use stagegate::gates::dataset::{feature_columns, read};
 use stagegate::model_files::parse_inputs;

@@ -7,8 +7,9 @@
 //! `batch_rows` (1–100: the body grows linearly with it, up to the config's 100,000, which
 //! would only slow the search), then the signature's `inputs` JSON as MLflow writes it in
 //! the MLmodel file, then optionally a NUL byte and the serving input example (JSON).
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
+#[cfg(fuzzing)]
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use stagegate::config::CaseFamily;

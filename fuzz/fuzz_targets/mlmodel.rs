@@ -3,8 +3,9 @@
 //! model writes it.
 //!
 //! Input: the file's bytes, read as the gate reads them (lossy UTF-8).
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
+#[cfg(fuzzing)]
 use libfuzzer_sys::fuzz_target;
 use stagegate::model_files::{self, Signature};
 

@@ -6,10 +6,11 @@
 //! Flags: bit 0 appends a correct signature for the first secret, so the fuzzer reaches the
 //! accepted path it could never forge; bits 1–3 drop the id, timestamp or signature header;
 //! bits 4–7 put "now" 0–15 × 64 s after the timestamp, across the 300 s tolerance.
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
 use std::time::Duration;
 
+#[cfg(fuzzing)]
 use libfuzzer_sys::fuzz_target;
 use stagegate::config::Secret;
 use stagegate::webhook::{self, Headers, Rejection};

@@ -3,6 +3,7 @@
 //! probabilities), rmse/mae/r2; the largest gap across `slices`; and `vs_champion`, a paired
 //! bootstrap of candidate minus champion on the same rows.
 
+mod footer;
 mod predictions;
 pub mod read;
 pub mod score;
