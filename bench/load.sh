@@ -13,17 +13,21 @@ shift $(( $# > 0 ? 1 : 0 ))
 venv=$(scripts/setup.sh)
 target=$(scripts/target-dir.sh)
 work=$(mktemp -d -t sg-load-bench.XXXXXX)
-trap 'STAGEGATE_VENV=$venv scripts/mlflow-server.sh stop "$work/mlflow"; git worktree remove --force "$work/before" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'STAGEGATE_VENV=$venv scripts/mlflow-server.sh stop "$work/mlflow"; git worktree remove --force "$work/before" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 args=()
 if [ "$baseline" != none ]; then
   echo "== building the baseline ($baseline)" >&2
   git worktree add --detach --quiet "$work/before" "$baseline"
+  # Seeded with our release dependencies (the same Cargo.lock): only stagegate itself builds.
+  [ -d "$target/bench-baseline/release" ] || { mkdir -p "$target/bench-baseline" && cp -a "$target/release" "$target/bench-baseline/"; }
   (cd "$work/before" && CARGO_TARGET_DIR=$target/bench-baseline cargo build --release --quiet --bin stagegate)
   cp "$target/bench-baseline/release/stagegate" "$work/stagegate-before"
   args=(--baseline "$work/stagegate-before")
 fi
 cargo build --release --quiet --bin stagegate --example webhook_load
+# The dataset gate serves models with the venv's `mlflow models serve`.
+export PATH="$venv/bin:$PATH"
 uri=$(MLFLOW_WEBHOOK_CACHE_TTL=1 STAGEGATE_VENV=$venv scripts/mlflow-server.sh start "$work/mlflow")
 "$venv/bin/python" bench/load_bench.py --uri "$uri" --python "$venv/bin/python" \
   --stagegate "$target/release/stagegate" --load "$target/release/examples/webhook_load" \

@@ -10,6 +10,8 @@
    dataset gate scores ROWS Parquet rows through the served candidate and champion and runs a
    RESAMPLES-resample paired bootstrap on the same daemon; for this build and, when given,
    an older build (--baseline), so the effect of moving blocking work off the runtime shows.
+   With --pin-cpu N the daemons run on one CPU (one async worker thread, as in a one-CPU
+   container), where blocking work on that thread stalls everything behind it.
 """
 import argparse
 import json
@@ -175,6 +177,9 @@ def gate_run(a, work, label, sg, candidate, champion, data):
     # challenger alias on a version no daemon has judged.
     rest(a.uri, "POST", "registered-models/alias", {"name": DS_MODEL, "alias": "champion", "version": champion})
     rest(a.uri, "DELETE", "registered-models/alias", {"name": DS_MODEL, "alias": "challenger"})
+    # The fixture's or the last run's writes flushed first: writeback stalls the store's fsyncs.
+    os.sync()
+    time.sleep(5)
     d = Daemon(sg, a.uri, os.path.join(work, f"gate-{label}"), None, "0 0 0 1 1 *", policy=dataset_policy(data, a.resamples))
     time.sleep(3)
     lat_file = os.path.join(work, f"lat-{label}")
@@ -210,6 +215,15 @@ def gate_run(a, work, label, sg, candidate, champion, data):
     }
 
 
+def pinned(binary, cpu, wrapper):
+    """A wrapper that runs `binary` on one CPU: tokio sizes its worker pool from the CPUs a
+    process may use, so the daemon gets a single async worker, as in a one-CPU container."""
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\nexec taskset -c {cpu} "{binary}" "$@"\n')
+    os.chmod(wrapper, 0o755)
+    return wrapper
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--uri", required=True)
@@ -225,8 +239,13 @@ def main():
     ap.add_argument("--gate-rate", type=int, default=200)
     ap.add_argument("--idle-seconds", type=int, default=20)
     ap.add_argument("--skip-burst", action="store_true")
+    ap.add_argument("--pin-cpu", help="run the daemons on this CPU only (taskset): one async worker thread")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="sg-load-bench-")
+    if a.pin_cpu is not None:
+        a.stagegate = pinned(a.stagegate, a.pin_cpu, os.path.join(work, "stagegate-pinned"))
+        if a.baseline:
+            a.baseline = pinned(a.baseline, a.pin_cpu, os.path.join(work, "baseline-pinned"))
     out = {}
     print(f"registering {a.models} models…", file=sys.stderr)
     make_models(a.uri, "load-", 0, a.models)

@@ -100,15 +100,21 @@ async fn main() {
         .collect();
     let requests = Arc::new(requests);
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..c {
-        let (requests, next, url) = (requests.clone(), next.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder()
+    // Clients first: building one loads the TLS roots, which would otherwise delay the first
+    // deliveries of a paced run and show up as the receiver's latency.
+    let clients: Vec<reqwest::Client> = (0..c)
+        .map(|_| {
+            reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
                 .build()
-                .expect("an HTTP client");
+                .expect("an HTTP client")
+        })
+        .collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for http in clients {
+        let (requests, next, url) = (requests.clone(), next.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
             let (mut ok, mut failed) = (0usize, 0usize);
             let mut all = Vec::new();
