@@ -221,4 +221,16 @@ for name, kw in [("snappy", {"compression": "snappy"}), ("plain", {"compression"
     buf = io.BytesIO()
     pq.write_table(table, buf, row_group_size=5, **kw)
     put("dataset", f"parquet-{name}", bytes([1 | (3 << 2)]) + f"target\nsegment\n{sig}".encode() + b"\0" + buf.getvalue())
+# A regression seed: a small file whose FileMetaData has, before its final stop byte, a field 100
+# (long form) the parquet crate does not know, holding a list of booleans "of i32::MAX elements"
+# (its skipper's seconds-long loop; src/gates/dataset/footer.rs refuses it).
+buf = io.BytesIO()
+pq.write_table(table.slice(0, 3), buf, compression="none", use_dictionary=False)
+data = buf.getvalue()
+meta_len = int.from_bytes(data[-8:-4], "little")
+meta = data[-8 - meta_len:-8]
+assert meta[-1] == 0, "FileMetaData ends with its stop byte"
+meta = meta[:-1] + bytes([0x09, 0xC8, 0x01, 0xF1, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, 0x00])
+data = data[:-8 - meta_len] + meta + len(meta).to_bytes(4, "little") + b"PAR1"
+put("dataset", "regress-footer-bool-list", bytes([0x0D]) + b"target\n\n\0" + data)
 print(f"seeds written under {root}")

@@ -151,8 +151,9 @@ fn footer_walk<R: ChunkReader>(src: &R) -> Result<(), String> {
     };
     match super::footer::check(&tail) {
         super::footer::Walk::Plausible => Ok(()),
-        super::footer::Walk::Impossible { claimed, left } => Err(format!(
-            "its footer is damaged: a list claims {claimed} elements with {left} bytes left"
+        super::footer::Walk::Impossible { claimed, room } => Err(format!(
+            "its footer is damaged: a collection claims {claimed} elements where at most \
+             {room} fit"
         )),
     }
 }
@@ -360,32 +361,48 @@ mod tests {
         );
     }
 
+    /// `file` with its footer (`FileMetaData`, without the trailer) edited.
+    fn with_footer(file: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let n = file.len();
+        let meta_len = u32::from_le_bytes(file[n - 8..n - 4].try_into().unwrap()) as usize;
+        let mut meta = file[n - 8 - meta_len..n - 8].to_vec();
+        edit(&mut meta);
+        let mut out = file[..n - 8 - meta_len].to_vec();
+        out.extend(&meta);
+        out.extend((meta.len() as u32).to_le_bytes());
+        out.extend(b"PAR1");
+        out
+    }
+
+    /// Field 100 (long form: header 0x09, then the zigzag id) holding a list of booleans
+    /// claiming i32::MAX elements, put before `FileMetaData`'s final stop byte.
+    fn add_bomb(meta: &mut Vec<u8>) {
+        let stop = meta.pop();
+        assert_eq!(stop, Some(0));
+        meta.extend([0x09, 0xc8, 0x01, 0xf1, 0xff, 0xff, 0xff, 0xff, 0x07, 0x00]);
+    }
+
+    fn one_column_file() -> Vec<u8> {
+        use arrow::array::Int64Array;
+        use parquet::arrow::ArrowWriter;
+        let col: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+        let batch = RecordBatch::try_from_iter([("target", col)]).unwrap();
+        let mut file = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        file
+    }
+
     /// A footer with an extra field the parquet crate does not know: a list of booleans
     /// claiming i32::MAX elements. Its skipper turned two billion times on five bytes (47 s
     /// in a debug build); the walk refuses the file at once (the dataset fuzz target's
     /// timeout).
     #[test]
     fn a_parquet_footer_list_claiming_more_than_it_holds_is_refused() {
-        use arrow::array::Int64Array;
-        use parquet::arrow::ArrowWriter;
-        let col: arrow::array::ArrayRef = std::sync::Arc::new(Int64Array::from(vec![1, 2, 3]));
-        let batch = RecordBatch::try_from_iter([("target", col)]).unwrap();
-        let mut file = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut file, batch.schema(), None).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
+        let file = one_column_file();
         assert!(Reader::parquet(bytes::Bytes::from(file.clone()), 4, "good.parquet").is_ok());
-
-        // FileMetaData ends with its stop byte: put a field 100 (long form: header 0x09, a
-        // list, then the zigzag id) before it, holding the impossible list.
-        let n = file.len();
-        let meta_len = u32::from_le_bytes(file[n - 8..n - 4].try_into().unwrap()) as usize;
-        let mut meta = file[n - 8 - meta_len..n - 9].to_vec();
-        meta.extend([0x09, 0xc8, 0x01, 0xf1, 0xff, 0xff, 0xff, 0xff, 0x07, 0x00]);
-        let mut bad = file[..n - 8 - meta_len].to_vec();
-        bad.extend(&meta);
-        bad.extend((meta.len() as u32).to_le_bytes());
-        bad.extend(b"PAR1");
+        let bad = with_footer(&file, add_bomb);
         let e = Reader::parquet(bytes::Bytes::from(bad), 4, "bad.parquet")
             .err()
             .expect("refused when opened");
@@ -393,5 +410,122 @@ mod tests {
             e.contains("bad.parquet is not readable Parquet") && e.contains("2147483647 elements"),
             "{e}"
         );
+    }
+
+    /// The fuzz smoke test's finding: field 2's header (the schema list, 0x19) damaged to
+    /// 0x11 (a boolean). The crate still reads the schema list there; a walk by wire types
+    /// lost step with it and missed the bomb after it.
+    #[test]
+    fn a_bomb_after_a_field_whose_type_lies_is_refused() {
+        let file = one_column_file();
+        for lie in [0x11, 0x16, 0x18] {
+            let bad = with_footer(&file, |meta| {
+                assert_eq!(
+                    (meta[0], meta[2]),
+                    (0x15, 0x19),
+                    "the version, then the schema"
+                );
+                meta[2] = lie;
+                add_bomb(meta);
+            });
+            let e = Reader::parquet(bytes::Bytes::from(bad), 4, "bad.parquet")
+                .err()
+                .expect("refused when opened");
+            assert!(e.contains("2147483647 elements"), "{lie:#x}: {e}");
+        }
+        // The lie alone: the crate reads the file as before (its schema by the field's id).
+        let lied = with_footer(&file, |meta| meta[2] = 0x11);
+        assert!(Reader::parquet(bytes::Bytes::from(lied), 4, "lied.parquet").is_ok());
+    }
+
+    /// Real footers are walked to their last byte (the walk in step with the crate) and read:
+    /// pyarrow's (the fuzz seeds, and a fixture with nested, dictionary, decimal, timestamp,
+    /// map and fixed-size columns, three row groups, page indexes, sorting columns and
+    /// key-value metadata) and the parquet crate's own.
+    #[test]
+    fn real_parquet_footers_are_walked_whole_and_accepted() {
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/dataset");
+        for name in ["parquet-plain", "parquet-snappy"] {
+            // A dataset fuzz input: flags byte, label/slice/signature, NUL, then the file.
+            let input = std::fs::read(corpus.join(name)).unwrap();
+            let nul = input.iter().position(|b| *b == 0).unwrap();
+            files.push((name.into(), input[nul + 1..].to_vec()));
+        }
+        // Written by pyarrow 25.0.1 (ParquetWriter, write_page_index, sorting_columns, snappy).
+        let rich = include_bytes!("../../../tests/fixtures/parquet/pyarrow-rich.parquet");
+        files.push(("pyarrow-rich".into(), rich.to_vec()));
+        files.push(("arrow-writer".into(), arrow_writer_file()));
+        for (name, file) in files {
+            assert!(super::super::footer::walks_to_the_end(&file), "{name}");
+            let mut r = Reader::parquet(bytes::Bytes::from(file), 4, &name).unwrap();
+            while let Some(b) = r.next_batch() {
+                b.unwrap();
+            }
+        }
+    }
+
+    /// The parquet crate's writer at its most detailed: page statistics, row groups of 4
+    /// rows, key-value metadata, sorting columns, nullable and nested (list, struct) columns,
+    /// dictionary-encoded strings.
+    fn arrow_writer_file() -> Vec<u8> {
+        use arrow::array::{Float64Array, Int32Array, Int64Array, ListArray, StringArray};
+        use arrow::array::{StructArray, TimestampMillisecondArray};
+        use arrow::datatypes::{Field, Int32Type};
+        use parquet::arrow::ArrowWriter;
+        use parquet::file::metadata::{KeyValue, SortingColumn};
+        use parquet::file::properties::{EnabledStatistics, WriterProperties};
+        let n = 10;
+        let target: ArrayRef = Arc::new(Int64Array::from_iter_values(0..n));
+        let f0: ArrayRef = Arc::new(Float64Array::from_iter(
+            (0..n).map(|i| (i % 3 != 0).then_some(i as f64 / 2.0)),
+        ));
+        let seg: ArrayRef = Arc::new(StringArray::from_iter(
+            (0..n).map(|i| (i % 4 != 0).then_some(["a", "b"][i as usize % 2])),
+        ));
+        let tags: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(
+            (0..n).map(|i| (i % 2 == 0).then(|| vec![Some(i as i32), None])),
+        ));
+        let point: ArrayRef = Arc::new(StructArray::from(vec![
+            (
+                Arc::new(Field::new("x", DataType::Int32, true)),
+                Arc::new(Int32Array::from_iter((0..n).map(|i| Some(i as i32)))) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new(
+                    "at",
+                    DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                    true,
+                )),
+                Arc::new(TimestampMillisecondArray::from_iter_values(0..n)) as ArrayRef,
+            ),
+        ]));
+        let batch = RecordBatch::try_from_iter([
+            ("target", target),
+            ("f0", f0),
+            ("seg", seg),
+            ("tags", tags),
+            ("point", point),
+        ])
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(4))
+            .set_dictionary_enabled(true)
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "origin".into(),
+                "test".to_string(),
+            )]))
+            .set_sorting_columns(Some(vec![SortingColumn {
+                column_idx: 0,
+                descending: false,
+                nulls_first: true,
+            }]))
+            .build();
+        let mut file = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut file, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        file
     }
 }
