@@ -23,9 +23,10 @@ impl PointState {
         match (row.action.as_deref(), row.verdict.as_deref()) {
             (Some("promoted"), _) => PointState::Promoted,
             (Some("would-promote"), _) => PointState::WouldPromote,
-            (Some("superseded"), _) => PointState::Superseded,
+            // A failed version stays "held back" when a newer one later supersedes it.
             (_, Some("error")) | (_, None) => PointState::Error,
             (_, Some("failed")) => PointState::HeldBack,
+            (Some("superseded"), _) => PointState::Superseded,
             _ => PointState::Passed,
         }
     }
