@@ -293,3 +293,41 @@ async fn a_paused_daemon_shows_it_plainly() {
     assert!(p.body.contains("Paused."));
     assert!(p.body.contains(">paused<"), "the header says paused");
 }
+
+/// With MLflow down the pages still answer, from the store, and say why MLflow is missing.
+#[tokio::test]
+async fn mlflow_down_is_shown_and_the_pages_still_answer() {
+    let (app, _dir) = test_app(CONFIG);
+    let id = record(
+        &app,
+        "fraud-a",
+        "1",
+        vec![accuracy(0.9, "ok", true)],
+        Some("promoted"),
+    );
+    app.health.record(Ok(()));
+    let p = get(&app, "/").await;
+    assert!(
+        start_tag(&p.body, "b-mlflow").contains("hidden"),
+        "up: no banner"
+    );
+    app.health
+        .record(Err("MLflow unreachable on registered-models/get".into()));
+    for uri in [
+        "/".to_string(),
+        "/models/fraud-a".into(),
+        format!("/evaluations/{id}"),
+    ] {
+        let p = get(&app, &uri).await;
+        assert_eq!(p.status, StatusCode::OK, "{uri}");
+        assert!(
+            !start_tag(&p.body, "b-mlflow").contains("hidden"),
+            "{uri}: banner shown"
+        );
+        assert!(
+            p.body
+                .contains("MLflow unreachable on registered-models/get"),
+            "{uri}"
+        );
+    }
+}
