@@ -121,6 +121,7 @@ async fn main() {
         &path,
         "[mlflow]\ntracking_uri = \"http://127.0.0.1:9\"\n[state]\npath = \"state.db\"\n\
          [[policies]]\nname = \"p\"\nmodels = [\"*\"]\n\
+         candidate = { stage = \"Staging\" }\npromote = { stage = \"Production\" }\n\
          [[policies.gates]]\nname = \"accuracy\"\ntype = \"metric\"\nmetric = \"val_accuracy\"\nmin = 0.85\n\
          [[policies.gates]]\nname = \"no-regression\"\ntype = \"champion\"\nmetric = \"val_accuracy\"\nmax_drop = 0.02\n\
          [[policies.gates]]\nname = \"holdout\"\ntype = \"dataset\"\npath = \"holdout.parquet\"\nlabel = \"y\"\n\
