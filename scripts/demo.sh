@@ -50,6 +50,7 @@ done_at=$(date +%s.%N)
 "$py" -c "print('\n== both verdicts %.1f s after registration (training and registering took %.1f s)' % ($done_at - $registered, $registered - $start))"
 
 echo; echo "\$ stagegate status"; "$sg" status --url "http://127.0.0.1:$port"
+echo; echo "== the status page: open http://127.0.0.1:$port/ in a browser (DEMO_KEEP=1 keeps it running)"
 echo; echo "== the registry now"
 "$py" - <<'PY'
 from mlflow.tracking import MlflowClient

@@ -2,7 +2,8 @@
 # Installs everything the demo, tests and benchmarks need, idempotently:
 #   - the Python venv (pinned mlflow, scikit-learn…), cached outside the clone and keyed by
 #     the hash of requirements.txt, so reruns take a second;
-#   - Debian packages the benchmarks use, when apt is available and they are missing.
+#   - Debian packages the benchmarks and the browser test use (STAGEGATE_APT_PACKAGES), when
+#     apt is available and they are missing.
 # Prints nothing on stdout but the venv path (so callers can VENV=$(scripts/setup.sh)).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -6,6 +6,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
+# Debian's Chromium for the status page's browser test (tests/status_page), when missing.
+export STAGEGATE_APT_PACKAGES="chromium ${STAGEGATE_APT_PACKAGES:-}"
 export STAGEGATE_VENV=$(scripts/setup.sh)
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 

@@ -12,6 +12,7 @@ mod notify;
 mod poll;
 pub mod reconciler;
 pub mod scheduler;
+mod seen;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use health::Health;
 pub use health::Reachability;
 use metrics::Metrics;
 use scheduler::{Backoff, Scheduler};
+pub use seen::{Glance, Seen};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -82,6 +84,8 @@ pub struct App {
     pub health: Arc<Health>,
     pub notifier: notify::Notifier,
     pub listen: SocketAddr,
+    /// Each model's champion and candidates as last read, for the status page.
+    pub seen: Seen,
 }
 
 impl App {
@@ -185,6 +189,7 @@ pub fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, DaemonErr
         health,
         notifier: notify::Notifier::new(notify::Retry::default()),
         listen,
+        seen: Seen::default(),
     }))
 }
 

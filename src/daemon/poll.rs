@@ -200,6 +200,7 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
     let (mut enqueued, mut waiting) = (0, 0);
     for (si, (pi, state)) in states.iter().enumerate() {
         let policy = &config.policies[*pi];
+        app.seen.record(state, policy);
         let requested: BTreeSet<String> = if requested.contains(&state.name) {
             let m = state.name.clone();
             app.store

@@ -98,11 +98,13 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, R
         let state = match engine.read(model, policy, Depth::Full, &[]).await {
             Err(EngineError::NoModel(_)) => {
                 tracing::info!(model, "model no longer exists");
+                app.seen.forget(model);
                 clear_requests(app, model, requests).await?;
                 return Ok(Outcome::Done);
             }
             other => other?,
         };
+        app.seen.record(&state, policy);
         // Requests for versions that no longer exist can never be served.
         let gone = requests
             .iter()

@@ -19,6 +19,9 @@ use crate::evaluation::Evaluation;
 use schema::migrate;
 
 mod schema;
+mod views;
+
+pub use views::ModelRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,6 +78,13 @@ pub struct EvaluationRow {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
+    /// The champion the candidate was judged with. Shown on the status page; not part of the
+    /// SPEC §6 history row, so not serialised.
+    #[serde(skip)]
+    pub champion: Option<String>,
+    /// Serving start-ups and request time (`null` when nothing was served); status page only.
+    #[serde(skip)]
+    pub serving: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -212,11 +222,12 @@ impl Store {
 
     pub fn finish_evaluation(&self, id: i64, e: &Evaluation) -> Result<(), StoreError> {
         let gates = serde_json::to_string(&e.gates).unwrap_or_else(|_| "[]".into());
+        let serving = (!e.serving.is_null()).then(|| e.serving.to_string());
         self.with(|c| {
             c.execute(
                 "UPDATE evaluations SET status = 'done', verdict = ?2, gates = ?3, finished_at = ?4,
-                 duration_ms = ?4 - started_at WHERE id = ?1",
-                params![id, e.verdict.as_str(), gates, now_ms()],
+                 duration_ms = ?4 - started_at, champion = ?5, serving = ?6 WHERE id = ?1",
+                params![id, e.verdict.as_str(), gates, now_ms(), e.champion, serving],
             )?;
             Ok(())
         })
@@ -271,23 +282,13 @@ impl Store {
         model: Option<&str>,
         limit: usize,
     ) -> Result<Vec<EvaluationRow>, StoreError> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, model, version, policy, digest, trigger, status, verdict, action, gates, error,
-                        started_at, finished_at, duration_ms
-                 FROM evaluations WHERE (?1 IS NULL OR model = ?1) ORDER BY id DESC LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![model, limit as i64], row_to_evaluation)?;
-            rows.collect()
-        })
+        self.evaluations_before(model, None, limit)
     }
 
     pub fn evaluation(&self, id: i64) -> Result<Option<EvaluationRow>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT id, model, version, policy, digest, trigger, status, verdict, action, gates, error,
-                        started_at, finished_at, duration_ms
-                 FROM evaluations WHERE id = ?1",
+                &format!("SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE id = ?1"),
                 params![id],
                 row_to_evaluation,
             )
@@ -421,8 +422,14 @@ impl Store {
     }
 }
 
+/// The columns [`row_to_evaluation`] reads, in its order.
+const EVALUATION_COLUMNS: &str =
+    "id, model, version, policy, digest, trigger, status, verdict, action,
+    gates, error, started_at, finished_at, duration_ms, champion, serving";
+
 fn row_to_evaluation(r: &rusqlite::Row) -> rusqlite::Result<EvaluationRow> {
     let gates: Option<String> = r.get(9)?;
+    let serving: Option<String> = r.get(15)?;
     Ok(EvaluationRow {
         id: r.get(0)?,
         model: r.get(1)?,
@@ -440,6 +447,10 @@ fn row_to_evaluation(r: &rusqlite::Row) -> rusqlite::Result<EvaluationRow> {
         started_at: rfc3339(r.get(11)?),
         finished_at: r.get::<_, Option<i64>>(12)?.map(rfc3339),
         duration_ms: r.get(13)?,
+        champion: r.get(14)?,
+        serving: serving
+            .and_then(|g| serde_json::from_str(&g).ok())
+            .unwrap_or(serde_json::Value::Null),
     })
 }
 

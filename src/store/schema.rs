@@ -63,6 +63,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         SELECT model, version, requested_at FROM requests ORDER BY requested_at;
     DROP TABLE requests;
 "#,
+    // The status page shows what an evaluation compared against and what serving cost: the
+    // champion it was judged with and the serving figures (JSON), kept beside the gates.
+    r#"
+    ALTER TABLE evaluations ADD COLUMN champion TEXT;
+    ALTER TABLE evaluations ADD COLUMN serving TEXT;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

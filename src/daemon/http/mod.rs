@@ -1,8 +1,10 @@
 //! The HTTP surface of SPEC §6 (axum). Handlers read state and enqueue model names; they never
-//! write to MLflow. Every error is a JSON body with the right 4xx/5xx status.
+//! write to MLflow. Every API error is a JSON body with the right 4xx/5xx status; the status
+//! page's routes (`pages`) answer HTML.
 
 mod api;
 mod openapi;
+mod pages;
 #[cfg(test)]
 mod tests;
 mod webhooks;
@@ -36,6 +38,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/evaluations/{id}", get(api::get_evaluation))
         .route("/metrics", get(api::metrics))
         .route("/openapi.json", get(openapi::document))
+        .route("/", get(pages::home))
+        .route("/models/{name}", get(pages::model))
+        .route("/evaluations/{id}", get(pages::evaluation))
+        .route("/assets/status.css", get(pages::css))
+        .route("/assets/status.js", get(pages::js))
         .merge(mutating)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /openapi.json") })
         .layer(middleware::map_response(json_errors))
@@ -48,12 +55,13 @@ pub fn router(app: Arc<App>) -> Router {
 /// are rewritten here, keeping their status and headers (a 405's `Allow`).
 async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
-    let is_json = resp
+    // The status page's own errors are pages, for a person, and stay so.
+    let is_own = resp
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if is_own || !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();

@@ -169,15 +169,76 @@ fn evaluations() -> Value {
     })
 }
 
+/// One non-JSON response.
+fn text(description: &str, media: &str) -> Value {
+    json!({"description": description, "content": {media: {"schema": {"type": "string"}}}})
+}
+
+/// The status page (HTML, for a person) and its two assets. Documented so the document
+/// lists every route; their errors are pages too, not `Error` bodies.
+fn pages() -> Vec<(&'static str, Value)> {
+    let html = "text/html";
+    let page = |summary: &str, params: Value, errors: &[(&str, &str)]| {
+        let mut r = serde_json::Map::new();
+        r.insert("200".into(), text("the page", html));
+        for (code, why) in errors {
+            r.insert(code.to_string(), text(why, html));
+        }
+        json!({"get": {"summary": summary, "parameters": params, "responses": r}})
+    };
+    let name = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}});
+    let before = json!({"name": "before", "in": "query", "schema": {"type": "integer", "format": "int64"},
+                        "description": "history page: evaluations with ids below this one"});
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    vec![
+        (
+            "/",
+            page(
+                "Status page: models, champions, candidates, recent evaluations",
+                json!([]),
+                &[("500", "the store failed")],
+            ),
+        ),
+        (
+            "/models/{name}",
+            page(
+                "Model page: threshold charts across versions, history, audit log",
+                json!([name, before]),
+                &[
+                    ("400", "?before= is not an id"),
+                    ("404", "no such model"),
+                    ("500", "the store failed"),
+                ],
+            ),
+        ),
+        (
+            "/evaluations/{id}",
+            page(
+                "Evaluation page: gates, serving, datasets, slices, champion interval",
+                json!([id]),
+                &[("404", "no such evaluation"), ("500", "the store failed")],
+            ),
+        ),
+        (
+            "/assets/status.css",
+            json!({"get": {"summary": "The status page's stylesheet", "responses": {"200": text("CSS", "text/css")}}}),
+        ),
+        (
+            "/assets/status.js",
+            json!({"get": {"summary": "The status page's live-update script", "responses": {"200": text("JavaScript", "text/javascript")}}}),
+        ),
+    ]
+}
+
 pub fn spec() -> Value {
     let token = json!([{"bearer": []}]);
     let id = json!({"name": "id", "in": "path", "required": true,
                     "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX}});
-    json!({
+    let mut spec = json!({
         "openapi": "3.0.3",
         "info": {"title": "stagegate", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Guards the MLflow Model Registry: evaluates candidates against quality gates and promotes those that pass. \
-                                 Every error is JSON `{\"error\": \"…\"}`, including 404 for an unknown route and 405 (with `Allow`) for a wrong method."},
+                                 Every API error is JSON `{\"error\": \"…\"}`, including 404 for an unknown route and 405 (with `Allow`) for a wrong method; the status page (`/`, `/models/…`, `/evaluations/…`) answers HTML, its errors included."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "server.api_token (STAGEGATE_SERVER__API_TOKEN)"}},
             "schemas": schemas(),
@@ -210,7 +271,11 @@ pub fn spec() -> Value {
                 "responses": responses(&[("200", response("OpenAPI 3 document", object(json!({"openapi": {"type": "string"},
                     "info": {"type": "object"}, "paths": {"type": "object"}}), &[])))], &[])}},
         }
-    })
+    });
+    for (path, item) in pages() {
+        spec["paths"][path] = item;
+    }
+    spec
 }
 
 pub async fn document() -> Json<Value> {

@@ -1,0 +1,333 @@
+//! Handler tests of the status page: the router in-process over a store filled with real
+//! evaluation records; what a page shows is read from its HTML.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::json;
+use tower::ServiceExt;
+
+use crate::config::{Gate, GateKind, MetricGate};
+use crate::daemon::{App, test_app};
+use crate::evaluation::{Evaluation, Verdict};
+use crate::gates::{GateResult, Judgement, Outcome};
+
+const CONFIG: &str = r#"
+[mlflow]
+tracking_uri = "http://user:hunter2@127.0.0.1:9"
+
+[state]
+path = "state.db"
+
+[[policies]]
+name = "p"
+models = ["*"]
+candidate = { alias = "challenger" }
+promote = { alias = "champion" }
+
+  [[policies.gates]]
+  name = "accuracy"
+  type = "metric"
+  metric = "val_accuracy"
+  min = 0.85
+"#;
+
+struct Page {
+    status: StatusCode,
+    ctype: String,
+    csp: String,
+    body: String,
+}
+
+async fn get(app: &Arc<App>, uri: &str) -> Page {
+    let req = Request::get(uri).body(Body::empty()).unwrap();
+    let resp = crate::daemon::http::router(app.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (status, ctype, csp) = (
+        resp.status(),
+        header("content-type"),
+        header("content-security-policy"),
+    );
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Page {
+        status,
+        ctype,
+        csp,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn accuracy(value: f64, message: &str, enforce: bool) -> GateResult {
+    let gate = Gate {
+        name: "accuracy".into(),
+        enforce,
+        retries: 0,
+        kind: GateKind::Metric(MetricGate {
+            metric: "val_accuracy".into(),
+            min: Some(0.85),
+            max: None,
+        }),
+    };
+    let outcome = if value >= 0.85 {
+        Outcome::Pass
+    } else {
+        Outcome::Fail
+    };
+    let j = Judgement::new(
+        outcome,
+        json!(value),
+        json!({"min": 0.85, "max": null}),
+        message,
+    );
+    GateResult::new(&gate, j, 3, 1)
+}
+
+/// Record a finished evaluation of `model` v`version`; its id.
+fn record(
+    app: &App,
+    model: &str,
+    version: &str,
+    gates: Vec<GateResult>,
+    action: Option<&str>,
+) -> i64 {
+    let verdict = Verdict::of(&gates);
+    let id = app
+        .store
+        .begin_evaluation(model, version, "p", "d", "poll")
+        .unwrap();
+    let e = Evaluation::for_test(model, version, verdict, gates);
+    app.store.finish_evaluation(id, &e).unwrap();
+    if let Some(a) = action {
+        app.store
+            .set_action(model, version, Some(verdict.as_str()), a)
+            .unwrap();
+        app.store
+            .audit(model, Some(version), a, "policy p")
+            .unwrap();
+    }
+    id
+}
+
+#[tokio::test]
+async fn unknown_models_and_evaluations_are_html_404s() {
+    let (app, _dir) = test_app(CONFIG);
+    for uri in [
+        "/models/nobody",
+        "/evaluations/42",
+        "/evaluations/abc",
+        "/evaluations/-1",
+    ] {
+        let p = get(&app, uri).await;
+        assert_eq!(p.status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(p.ctype.starts_with("text/html"), "{uri}: {}", p.ctype);
+        assert!(p.body.contains("Not found"), "{uri}");
+    }
+    let p = get(&app, "/models/x?before=soon").await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn history_is_paged_by_id_fifty_rows_a_page() {
+    let (app, _dir) = test_app(CONFIG);
+    let ids: Vec<i64> = (1..=60)
+        .map(|v| {
+            record(
+                &app,
+                "fraud-a",
+                &v.to_string(),
+                vec![accuracy(0.9, "ok", true)],
+                None,
+            )
+        })
+        .collect();
+    record(&app, "other", "1", vec![accuracy(0.9, "ok", true)], None);
+    let rows = |body: &str| body.matches("<tr data-id=").count();
+
+    let first = get(&app, "/models/fraud-a").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(rows(&first.body), 50);
+    // The newest 50 (ids 60..11): the next page starts below the 50th.
+    let next = format!("/models/fraud-a?before={}", ids[10]);
+    assert!(
+        first.body.contains(&format!(r#"href="{next}""#)),
+        "older link"
+    );
+    assert!(!first.body.contains("← newest"));
+
+    let second = get(&app, &next).await;
+    assert_eq!(rows(&second.body), 10, "the 10 oldest, nothing of `other`");
+    assert!(
+        second
+            .body
+            .contains(&format!(r#"<tr data-id="{}""#, ids[0]))
+    );
+    assert!(!second.body.contains("older →"), "the last page");
+    assert!(second.body.contains("← newest"));
+    // The chart has one point per version, whatever the page.
+    assert_eq!(second.body.matches("data-version=").count(), 60);
+}
+
+#[tokio::test]
+async fn names_and_messages_are_text_never_markup() {
+    let (app, _dir) = test_app(CONFIG);
+    let evil = "<script>alert(1)</script>";
+    let id = record(
+        &app,
+        evil,
+        "1",
+        vec![accuracy(
+            0.5,
+            "<img src=x onerror=alert(2)> & \"quoted\"",
+            true,
+        )],
+        Some("archived"),
+    );
+    let model_uri = "/models/%3Cscript%3Ealert%281%29%3C%2Fscript%3E";
+    for uri in ["/", model_uri, &format!("/evaluations/{id}")] {
+        let p = get(&app, uri).await;
+        assert_eq!(p.status, StatusCode::OK, "{uri}: {}", p.body);
+        assert!(
+            p.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{uri}"
+        );
+        assert!(!p.body.contains("<script>alert"), "{uri}");
+        assert!(!p.body.contains("<img src=x"), "{uri}");
+        assert!(p.csp.contains("default-src 'none'"), "{uri}: {}", p.csp);
+        // The only script is the daemon's own.
+        assert_eq!(p.body.matches("<script").count(), 1, "{uri}");
+    }
+    let home = get(&app, "/").await;
+    assert!(
+        home.body.contains(&format!(r#"href="{model_uri}""#)),
+        "the model link is percent-encoded"
+    );
+}
+
+#[tokio::test]
+async fn the_evaluation_page_shows_gates_and_links_mlflow_without_credentials() {
+    let (app, _dir) = test_app(CONFIG);
+    let failed = accuracy(0.5, "val_accuracy=0.5 < min 0.85", true);
+    let shadow = GateResult {
+        name: "latency".into(),
+        ..accuracy(0.5, "p99 80 ms > 50 ms", false)
+    };
+    let id = record(&app, "fraud-a", "7", vec![failed, shadow], Some("archived"));
+    let p = get(&app, &format!("/evaluations/{id}")).await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("✗ failed"));
+    assert!(p.body.contains(r#"title="val_accuracy=0.5 &lt; min 0.85""#));
+    assert!(p.body.contains("would block"), "a shadow gate that failed");
+    assert!(
+        p.body
+            .contains("http://127.0.0.1:9/#/models/fraud-a/versions/7")
+    );
+    assert!(!p.body.contains("hunter2"), "credentials never shown");
+    assert!(p.body.contains("No gate served the model."));
+}
+
+#[tokio::test]
+async fn the_home_page_and_its_assets_are_served_from_the_binary() {
+    let (app, _dir) = test_app(CONFIG);
+    record(
+        &app,
+        "fraud-a",
+        "1",
+        vec![accuracy(0.9, "ok", true)],
+        Some("promoted"),
+    );
+    let home = get(&app, "/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains(r#"href="/models/fraud-a""#));
+    assert!(home.body.contains("★ promoted") || home.body.contains(">promoted<"));
+    for attr in ["src=\"http", "href=\"http", "src=\"//", "href=\"//"] {
+        assert!(
+            !home.body.contains(attr),
+            "nothing loaded from elsewhere: {attr}"
+        );
+    }
+    let css = get(&app, super::CSS_PATH).await;
+    assert!(css.ctype.starts_with("text/css"));
+    let js = get(&app, super::JS_PATH).await;
+    assert!(js.ctype.starts_with("text/javascript"));
+    assert!(js.body.contains("/status"));
+}
+
+/// The start tag of the element with `id`.
+fn start_tag<'a>(body: &'a str, id: &str) -> &'a str {
+    let at = body
+        .find(&format!(r#"id="{id}""#))
+        .expect("element on the page");
+    let open = body[..at].rfind('<').unwrap_or(0);
+    let close = at + body[at..].find('>').unwrap_or(0);
+    &body[open..=close]
+}
+
+/// A paused daemon says so in words; the page carries the stamp the script compares.
+#[tokio::test]
+async fn a_paused_daemon_shows_it_plainly() {
+    let (app, _dir) = test_app(CONFIG);
+    let p = get(&app, "/").await;
+    assert!(
+        start_tag(&p.body, "b-paused").contains("hidden"),
+        "running: no banner"
+    );
+    assert!(p.body.contains(r#"data-stamp="""#), "no evaluations yet");
+    app.set_paused(true);
+    let p = get(&app, "/").await;
+    assert!(
+        !start_tag(&p.body, "b-paused").contains("hidden"),
+        "paused: the banner shows"
+    );
+    assert!(p.body.contains("Paused."));
+    assert!(p.body.contains(">paused<"), "the header says paused");
+}
+
+/// With MLflow down the pages still answer, from the store, and say why MLflow is missing.
+#[tokio::test]
+async fn mlflow_down_is_shown_and_the_pages_still_answer() {
+    let (app, _dir) = test_app(CONFIG);
+    let id = record(
+        &app,
+        "fraud-a",
+        "1",
+        vec![accuracy(0.9, "ok", true)],
+        Some("promoted"),
+    );
+    app.health.record(Ok(()));
+    let p = get(&app, "/").await;
+    assert!(
+        start_tag(&p.body, "b-mlflow").contains("hidden"),
+        "up: no banner"
+    );
+    app.health
+        .record(Err("MLflow unreachable on registered-models/get".into()));
+    for uri in [
+        "/".to_string(),
+        "/models/fraud-a".into(),
+        format!("/evaluations/{id}"),
+    ] {
+        let p = get(&app, &uri).await;
+        assert_eq!(p.status, StatusCode::OK, "{uri}");
+        assert!(
+            !start_tag(&p.body, "b-mlflow").contains("hidden"),
+            "{uri}: banner shown"
+        );
+        assert!(
+            p.body
+                .contains("MLflow unreachable on registered-models/get"),
+            "{uri}"
+        );
+    }
+}
