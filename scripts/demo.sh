@@ -14,7 +14,15 @@ cargo build --release --quiet
 sg=$(scripts/target-dir.sh)/release/stagegate
 
 work=${DEMO_DIR:-$(mktemp -d -t stagegate-demo.XXXXXX)}
-port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# 8080 as in examples/demo.toml when it is free, else any free port.
+port=$("$py" -c '
+import socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 8080))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
 cleanup() {
   [ -n "${daemon:-}" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
   "$root/scripts/mlflow-server.sh" stop "$work/mlflow"
@@ -50,7 +58,12 @@ done_at=$(date +%s.%N)
 "$py" -c "print('\n== both verdicts %.1f s after registration (training and registering took %.1f s)' % ($done_at - $registered, $registered - $start))"
 
 echo; echo "\$ stagegate status"; "$sg" status --url "http://127.0.0.1:$port"
-echo; echo "== the status page: open http://127.0.0.1:$port/ in a browser (DEMO_KEEP=1 keeps it running)"
+if [ "${DEMO_KEEP:-}" = 1 ]; then
+  echo; echo "== the status page: http://127.0.0.1:$port/ (why churn-model was held back: http://127.0.0.1:$port/models/churn-model)"
+  echo "   still running; stop with: kill $daemon; STAGEGATE_VENV=$STAGEGATE_VENV $root/scripts/mlflow-server.sh stop $work/mlflow"
+else
+  echo; echo "== the status page (http://127.0.0.1:$port/) stops with the demo: DEMO_KEEP=1 bash scripts/demo.sh keeps it running"
+fi
 echo; echo "== the registry now"
 "$py" - <<'PY'
 from mlflow.tracking import MlflowClient

@@ -122,6 +122,11 @@ pub fn chart(s: &Series) -> Markup {
                                 " · " (p.verdict) " · " (p.action) " · " (p.at)
                             }
                             (marker(p.state, x(i), p.value.map(|v| y.at(v)).unwrap_or(H - BOTTOM)))
+                            // No value (an error, no champion yet): on the axis, and said so,
+                            // so it does not read as a very low one.
+                            @if p.value.is_none() {
+                                text.tick x=(x(i)) y=(H - BOTTOM - 9.0) text-anchor="middle" { "n/a" }
+                            }
                         }
                     }
                 }

@@ -64,11 +64,20 @@ fn serving(s: &Value) -> Markup {
     }
     html! {
         dl.meta {
-            div { dt { "servers started" } dd { (s["servers_started"]) } }
-            div { dt { "start-up" } dd { (s["startup_ms"]) " ms" } }
-            div { dt { "requests" } dd { (s["requests"]) } }
-            div { dt { "request time" } dd { (s["requests_ms"]) " ms" } }
+            div { dt { "servers started" } dd { (shown(&s["servers_started"], "")) } }
+            div { dt { "start-up" } dd { (shown(&s["startup_ms"], " ms")) } }
+            div { dt { "requests" } dd { (shown(&s["requests"], "")) } }
+            div { dt { "request time" } dd { (shown(&s["requests_ms"], " ms")) } }
         }
+    }
+}
+
+/// A recorded figure with its unit, or a dash when the report has none (never `null`).
+fn shown(v: &Value, unit: &str) -> String {
+    match v {
+        Value::Null => "—".into(),
+        Value::String(s) => format!("{s}{unit}"),
+        v => format!("{v}{unit}"),
     }
 }
 
@@ -86,7 +95,7 @@ fn dataset(g: &Value) -> Markup {
             @if let Some(file) = file {
                 dl.meta {
                     div { dt { "dataset" } dd { span title=(d["path"].as_str().unwrap_or("")) { (file) } } }
-                    div { dt { "rows" } dd { (d["rows"]) } }
+                    div { dt { "rows" } dd { (shown(&d["rows"], "")) } }
                     div { dt { "sha256" } dd { code.hash { (d["sha256"].as_str().unwrap_or("")) } } }
                 }
             }
@@ -112,7 +121,7 @@ fn dataset(g: &Value) -> Markup {
                 @let max_drop = g["threshold"]["vs_champion"]["max_drop"].as_f64().unwrap_or(0.0);
                 h3 { "Against the champion v" (vs["champion"].as_str().unwrap_or("?")) }
                 p {
-                    (vs["metric"].as_str().unwrap_or("")) " difference (candidate − champion) " (num(diff))
+                    (vs["metric"].as_str().unwrap_or("")) " difference, signed so that positive means the candidate is better, " (num(diff))
                     ", interval " (num(low)) " .. " (num(high)) "; it must lie above −max_drop " (num(-max_drop)) "."
                 }
                 (interval(low, diff, high, max_drop))

@@ -188,14 +188,15 @@ pub fn chip(g: &Value) -> Markup {
         _ => ("error", "!"),
     };
     let note = match (class, shadow) {
-        ("pass", _) => "",
+        ("pass", true) => "shadow",
+        ("pass", false) => "",
         (_, true) => "would block",
         ("inconclusive", false) => "inconclusive",
         ("error", false) => "error",
         _ => "",
     };
     html! {
-        span class={ "chip " (class) @if shadow { " shadow" } } title=(message) aria-label={ (name) ": " (g["outcome"].as_str().unwrap_or("error")) ". " (message) } data-gate=(name) {
+        span class={ "chip " (class) @if shadow { " shadow" } } title=(message) aria-label={ (name) ": " (g["outcome"].as_str().unwrap_or("error")) @if shadow { " (shadow)" } ". " (message) } data-gate=(name) {
             (symbol) " " (name)
             @if !note.is_empty() { " · " em { (note) } }
         }

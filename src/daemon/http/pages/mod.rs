@@ -38,6 +38,11 @@ pub const HISTORY_PAGE: usize = 50;
 const CHART_VERSIONS: usize = 200;
 const AUDIT_ROWS: usize = 100;
 /// As many as `/status` lists in `recent`: the freshness stamp is computed over the same rows.
+///
+/// STAMP: each page is read in several store calls, and another writer may land between
+/// them. Every handler reads the stamp's rows before the page's own, so the stamp a page
+/// carries is never newer than its content: a change that lands in between makes the next
+/// `/status` poll see a newer stamp and reload, instead of being vouched for and missed.
 const RECENT: usize = 20;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -68,12 +73,15 @@ pub async fn home(State(app): State<Arc<App>>) -> Response {
     let data = app
         .store
         .call(|s| {
+            // The freshness stamp's rows first: a change landing during these reads then
+            // leaves the stamp older than the page, and the next poll reloads it (see STAMP).
+            let recent = s.evaluations(None, RECENT)?;
             let latest = s.latest_per_model()?;
             Ok(home::Home {
                 models: s.models()?,
                 latest: latest.into_iter().map(|r| (r.model.clone(), r)).collect(),
                 seen,
-                recent: s.evaluations(None, RECENT)?,
+                recent,
                 totals: s.totals()?,
             })
         })
@@ -116,6 +124,7 @@ pub async fn model(
     let data = app
         .store
         .call(move |s| {
+            let recent = s.evaluations(None, RECENT)?; // first: see STAMP
             // One row past the page says whether there is an older page.
             let mut history = s.evaluations_before(Some(&m), before, HISTORY_PAGE + 1)?;
             let more = history.len() > HISTORY_PAGE;
@@ -126,7 +135,7 @@ pub async fn model(
                 s.evaluation_count(&m)?,
                 s.latest_per_version(&m, CHART_VERSIONS)?,
                 s.audit_log(Some(&m), AUDIT_ROWS)?,
-                s.evaluations(None, RECENT)?,
+                recent,
             ))
         })
         .await;
@@ -192,7 +201,10 @@ pub async fn evaluation(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
     };
     let data = app
         .store
-        .call(move |s| Ok((s.evaluation(id)?, s.evaluations(None, RECENT)?)))
+        .call(move |s| {
+            let recent = s.evaluations(None, RECENT)?; // first: see STAMP
+            Ok((s.evaluation(id)?, recent))
+        })
         .await;
     let (row, recent) = match data {
         Ok((Some(row), recent)) => (row, recent),

@@ -237,6 +237,35 @@ async fn the_evaluation_page_shows_gates_and_links_mlflow_without_credentials() 
     assert!(p.body.contains("No gate served the model."));
 }
 
+/// A shadow gate that passed is named as shadow in words, not by a dashed border alone; a
+/// version whose gate recorded no value is charted as "n/a", not as a very low value.
+#[tokio::test]
+async fn shadow_passes_and_missing_values_are_said_in_words() {
+    let (app, _dir) = test_app(CONFIG);
+    let shadow_pass = GateResult {
+        name: "latency".into(),
+        ..accuracy(0.9, "p99 20 ms <= 50 ms", false)
+    };
+    record(
+        &app,
+        "fraud-a",
+        "1",
+        vec![accuracy(0.9, "ok", true), shadow_pass],
+        Some("promoted"),
+    );
+    let mut missing = accuracy(0.9, "no metric val_accuracy", true);
+    missing.observed = serde_json::Value::Null;
+    record(&app, "fraud-a", "2", vec![missing], Some("kept"));
+    let p = get(&app, "/models/fraud-a").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("<em>shadow</em>"), "{}", p.body);
+    assert!(p.body.contains("latency: pass (shadow)"));
+    assert!(
+        p.body.contains(">n/a</text>"),
+        "the v2 point says it has no value"
+    );
+}
+
 #[tokio::test]
 async fn the_home_page_and_its_assets_are_served_from_the_binary() {
     let (app, _dir) = test_app(CONFIG);
