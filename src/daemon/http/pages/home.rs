@@ -1,11 +1,14 @@
-//! `GET /`: every model at a glance (champion, candidates, newest verdict) and the recent
-//! evaluations with their gate chips.
+//! `GET /`: every model at a glance (champion, candidates, newest verdict), the recent
+//! evaluations with their gate chips, and the threshold charts of the most recently evaluated
+//! models.
 
 use std::collections::BTreeMap;
 
 use maud::{Markup, html};
 
+use super::chart::chart;
 use super::layout::{self, evaluation_href, model_href, verdict};
+use super::series::Series;
 use crate::daemon::Glance;
 use crate::store::{EvaluationRow, ModelRow, Totals};
 
@@ -16,6 +19,10 @@ pub struct Home {
     pub seen: BTreeMap<String, Glance>,
     pub recent: Vec<EvaluationRow>,
     pub totals: Totals,
+    /// The most recently evaluated models' threshold charts (a model with none is left out).
+    pub charts: Vec<(String, Vec<Series>)>,
+    /// How many versions each of those charts shows at most.
+    pub chart_versions: usize,
 }
 
 pub fn render(h: &Home) -> Markup {
@@ -64,6 +71,20 @@ pub fn render(h: &Home) -> Markup {
         section {
             h2 { "Recent evaluations" }
             (layout::history(&h.recent, true))
+        }
+        @if !h.charts.is_empty() {
+            section #thresholds {
+                h2 { "Thresholds across versions" }
+                p.muted {
+                    "The most recently evaluated models, their newest " (h.chart_versions)
+                    " versions: what was promoted and what was held back, against each gate's threshold. "
+                    "A model's page has every version."
+                }
+                @for (name, series) in &h.charts {
+                    h3 { a href=(model_href(name)) { (name) } }
+                    div.charts { @for s in series { (chart(s)) } }
+                }
+            }
         }
     }
 }

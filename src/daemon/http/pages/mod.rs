@@ -36,6 +36,10 @@ const JS: &str = include_str!("assets/status.js");
 pub const HISTORY_PAGE: usize = 50;
 /// Versions a model page charts (the newest).
 const CHART_VERSIONS: usize = 200;
+/// The home page charts the most recently evaluated models, fewer versions each: SPEC's
+/// "per model a chart of each threshold gate", bounded so the page stays light.
+const HOME_CHART_MODELS: usize = 10;
+const HOME_CHART_VERSIONS: usize = 30;
 const AUDIT_ROWS: usize = 100;
 /// As many as `/status` lists in `recent`: the freshness stamp is computed over the same rows.
 ///
@@ -77,17 +81,41 @@ pub async fn home(State(app): State<Arc<App>>) -> Response {
             // leaves the stamp older than the page, and the next poll reloads it (see STAMP).
             let recent = s.evaluations(None, RECENT)?;
             let latest = s.latest_per_model()?;
-            Ok(home::Home {
+            let mut newest: Vec<(i64, String)> =
+                latest.iter().map(|r| (r.id, r.model.clone())).collect();
+            newest.sort_unstable_by_key(|n| std::cmp::Reverse(n.0));
+            let charted = newest
+                .into_iter()
+                .take(HOME_CHART_MODELS)
+                .map(|(_, m)| {
+                    let rows = s.latest_per_version(&m, HOME_CHART_VERSIONS)?;
+                    Ok((m, rows))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let home = home::Home {
                 models: s.models()?,
                 latest: latest.into_iter().map(|r| (r.model.clone(), r)).collect(),
                 seen,
                 recent,
                 totals: s.totals()?,
-            })
+                charts: Vec::new(),
+                chart_versions: HOME_CHART_VERSIONS,
+            };
+            Ok((home, charted))
         })
         .await;
     match data {
-        Ok(h) => {
+        Ok((mut h, charted)) => {
+            let live = app.live();
+            h.charts = charted
+                .into_iter()
+                .map(|(m, rows)| {
+                    let names = charted_gates(live.loaded.config.policy_for(&m), &rows);
+                    let series = series_of(&names, &rows);
+                    (m, series)
+                })
+                .filter(|(_, series)| !series.is_empty())
+                .collect();
             let header = header(&app, &h.recent);
             html_page(started, StatusCode::OK, "status", &header, home::render(&h))
         }
@@ -149,27 +177,10 @@ pub async fn model(
             &format!("stagegate has not seen a model named {name:?}."),
         );
     }
-    // The gates charted: the policy's now, else those of the newest evaluation.
-    let names: Vec<(String, String)> = match policy {
-        Some(p) => p
-            .gates
-            .iter()
-            .map(|g| (g.name.clone(), g.kind.type_name().to_string()))
-            .collect(),
-        None => per_version
-            .last()
-            .and_then(|r| r.gates.as_array())
-            .into_iter()
-            .flatten()
-            .map(|g| (str_of(&g["name"]), str_of(&g["type"])))
-            .collect(),
-    };
-    let refs: Vec<series::GateRef> = names
-        .iter()
-        .map(|(n, k)| series::GateRef { name: n, kind: k })
-        .collect();
+    let names = charted_gates(policy, &per_version);
     let page = model::ModelPage {
-        series: series::all(&refs, &per_version),
+        series: series_of(&names, &per_version),
+        charted_at_most: CHART_VERSIONS,
         mlflow_link: model::mlflow_link(&live.engine.client.shown_uri(), &name, None),
         policy: policy.map(|p| p.name.clone()),
         name,
@@ -188,6 +199,36 @@ pub async fn model(
         &header,
         model::render(&page),
     )
+}
+
+/// The gates charted for a model, as (name, type): its policy's now, else those of its
+/// newest evaluation (a model no policy matches any more).
+fn charted_gates(
+    policy: Option<&crate::config::Policy>,
+    rows: &[EvaluationRow],
+) -> Vec<(String, String)> {
+    match policy {
+        Some(p) => p
+            .gates
+            .iter()
+            .map(|g| (g.name.clone(), g.kind.type_name().to_string()))
+            .collect(),
+        None => rows
+            .last()
+            .and_then(|r| r.gates.as_array())
+            .into_iter()
+            .flatten()
+            .map(|g| (str_of(&g["name"]), str_of(&g["type"])))
+            .collect(),
+    }
+}
+
+fn series_of(names: &[(String, String)], rows: &[EvaluationRow]) -> Vec<series::Series> {
+    let refs: Vec<series::GateRef> = names
+        .iter()
+        .map(|(n, k)| series::GateRef { name: n, kind: k })
+        .collect();
+    series::all(&refs, rows)
 }
 
 fn str_of(v: &serde_json::Value) -> String {

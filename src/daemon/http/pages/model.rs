@@ -15,6 +15,8 @@ pub struct ModelPage {
     pub policy: Option<String>,
     pub glance: Option<Glance>,
     pub series: Vec<Series>,
+    /// The most versions a chart shows (the newest ones).
+    pub charted_at_most: usize,
     /// This page of history, newest first.
     pub history: Vec<EvaluationRow>,
     pub total: i64,
@@ -43,6 +45,9 @@ pub fn render(p: &ModelPage) -> Markup {
             h2 { "Thresholds across versions" }
             @if p.series.is_empty() {
                 p.muted { "No threshold gate has a recorded value yet." }
+            }
+            @if p.series.iter().any(|s| s.points.len() >= p.charted_at_most) {
+                p.muted { "The newest " (p.charted_at_most) " versions; the history below has them all." }
             }
             div.charts { @for s in &p.series { (chart(s)) } }
         }

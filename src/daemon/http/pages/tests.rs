@@ -237,6 +237,47 @@ async fn the_evaluation_page_shows_gates_and_links_mlflow_without_credentials() 
     assert!(p.body.contains("No gate served the model."));
 }
 
+/// SPEC §6: the home page charts each model's threshold gates across versions (the most
+/// recently evaluated models), one point per version, against the threshold line.
+#[tokio::test]
+async fn the_home_page_charts_each_models_thresholds() {
+    let (app, _dir) = test_app(CONFIG);
+    let scored = |model: &str, version: &str, value: f64, action: &str| {
+        record(
+            &app,
+            model,
+            version,
+            vec![accuracy(value, "", true)],
+            Some(action),
+        )
+    };
+    scored("fraud-a", "1", 0.9, "promoted");
+    scored("fraud-a", "2", 0.7, "kept");
+    scored("churn-b", "1", 0.88, "promoted");
+    let p = get(&app, "/").await;
+    assert_eq!(p.status, StatusCode::OK);
+    let charts = &p.body[p
+        .body
+        .find(r#"id="thresholds""#)
+        .expect("a thresholds section")..];
+    let a = charts
+        .find(r#"href="/models/fraud-a""#)
+        .expect("fraud-a charted");
+    let b = charts
+        .find(r#"href="/models/churn-b""#)
+        .expect("churn-b charted");
+    // Newest first: churn-b was evaluated last.
+    assert!(b < a);
+    assert_eq!(
+        charts[a..].matches(r#"data-version="#).count(),
+        2,
+        "fraud-a's two versions"
+    );
+    assert_eq!(charts[b..a].matches(r#"data-version="#).count(), 1);
+    // Threshold lines carry the limit's name; the legend's key does not.
+    assert_eq!(charts.matches("data-limit=").count(), 2, "a line per chart");
+}
+
 /// A shadow gate that passed is named as shadow in words, not by a dashed border alone; a
 /// version whose gate recorded no value is charted as "n/a", not as a very low value.
 #[tokio::test]
