@@ -370,9 +370,21 @@ fn a_full_disk_gives_a_clear_error_corrupts_nothing_and_work_resumes_with_space(
     assert_eq!(s, 200);
 
     std::fs::remove_file(filler).unwrap();
-    d.wait_for("the candidate promoted once there is space", WAIT, || {
-        promoted(&m)
-    });
+    // Promoted in MLflow, then recorded in the history: the store write follows the tags, so
+    // the kill waits for both (a kill in between is the gap the closing note names).
+    let history = format!("/v1/evaluations?model={m}");
+    d.wait_for(
+        "the candidate promoted and recorded once there is space",
+        WAIT,
+        || {
+            promoted(&m)
+                && d.get(&history).is_some_and(|(_, v)| {
+                    v["evaluations"]
+                        .as_array()
+                        .is_some_and(|rows| rows.iter().any(|r| r["action"] == "promoted"))
+                })
+        },
+    );
     d.kill9();
     let conn = rusqlite::Connection::open(&state).unwrap();
     let check: String = conn
