@@ -17,6 +17,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -131,9 +132,18 @@ pub struct ModelQuery {
 pub async fn model(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    Query(q): Query<ModelQuery>,
+    q: Result<Query<ModelQuery>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
+    // axum's own refusal is JSON; this route answers HTML, whatever the query (schemathesis
+    // found `?before=null&before=null`).
+    let Ok(Query(q)) = q else {
+        return small_page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "?before= takes one evaluation id",
+        );
+    };
     let before = match q.before.as_deref().map(str::parse::<i64>) {
         None => None,
         Some(Ok(id)) => Some(id),
