@@ -357,3 +357,39 @@ impl Actor<'_> {
         Ok(note)
     }
 }
+
+/// The rollbacks the registry records: each version carrying `rolled_back`, with that tag's
+/// note (`<when>: rolled back to v<N>`). `stagegate rollback` may run anywhere, so the daemon
+/// learns of them by reading, as `(version, note)`.
+pub fn rollbacks<'a>(state: &'a ModelState, names: &TagNames) -> Vec<(&'a str, &'a str)> {
+    let key = names.rolled_back();
+    state
+        .versions
+        .values()
+        .filter_map(|v| Some((v.version.as_str(), v.tag(&key)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model_state::tests::{state, version};
+
+    #[test]
+    fn rollbacks_are_read_from_the_rolled_back_tag() {
+        let names = TagNames::new("stagegate.");
+        let mut bad = version(2, "Archived");
+        bad.tags.insert(
+            names.rolled_back(),
+            "2026-12-02T10:00:00Z: rolled back to v1".into(),
+        );
+        let s = state(
+            vec![version(1, "Production"), bad, version(3, "Staging")],
+            &[],
+        );
+        assert_eq!(
+            rollbacks(&s, &names),
+            vec![("2", "2026-12-02T10:00:00Z: rolled back to v1")]
+        );
+    }
+}

@@ -371,6 +371,62 @@ fn api_requests_pause_and_resume() {
     );
 }
 
+/// `stagegate rollback` made elsewhere (the CLI, with no webhook to announce it) is noticed by
+/// the poll, recorded once in the audit log, shown on the model page, and never undone.
+#[test]
+fn a_rollback_made_with_the_cli_is_recorded_once_in_the_audit_log() {
+    let prefix = unique("rollback-audit");
+    let m = format!("{prefix}-m");
+    let config = body(&prefix, STAGE_TARGETS, "*/2 * * * * *", "")
+        .replace(&format!("secrets = [\"{SECRET}\"]"), "");
+    let d = Daemon::start(&mlflow_uri(), &config);
+    let promoted = |v: &str| {
+        let mv = block(version(&m, v));
+        mv.current_stage == "Production" && mv.tag("stagegate.action") == Some("promoted")
+    };
+    let v1 = versions(&fixtures(json!([op(&m, 0.9, json!({"stage": "Staging"}))])));
+    d.wait_for("v1 promoted by the poll", WAIT, || promoted(&v1[0]));
+    let v2 = versions(&fixtures(json!([op(
+        &m,
+        0.93,
+        json!({"stage": "Staging"})
+    )])));
+    d.wait_for("v2 promoted in v1's place", WAIT, || {
+        promoted(&v2[0])
+            && block(version(&m, &v1[0]))
+                .tag("stagegate.replaced_by")
+                .is_some()
+    });
+
+    Workdir::new(&config).run(&["rollback", &m]).expect_code(0);
+    let page = || {
+        reqwest::blocking::get(format!("{}/models/{m}", d.url()))
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let rows = |html: &str| html.matches("<td>rollback</td>").count();
+    d.wait_for("the rollback in the audit log", WAIT, || rows(&page()) > 0);
+    let html = page();
+    assert!(
+        html.contains(&format!("rolled back to v{}", v1[0])),
+        "the row carries the rollback's note"
+    );
+    // Later polls find the same rollback: no second row, and nothing moves back.
+    let polls = |s: &Value| s["poll"]["completed"].as_u64().unwrap_or(0);
+    let before = polls(&d.status());
+    d.wait_for("two more polls and an idle queue", WAIT, || {
+        let s = d.status();
+        polls(&s) >= before + 2
+            && s["queue"]["depth"] == json!(0)
+            && s["queue"]["in_flight"] == json!(0)
+    });
+    assert_eq!(rows(&page()), 1, "recorded once");
+    assert_eq!(block(version(&m, &v1[0])).current_stage, "Production");
+    let bad = block(version(&m, &v2[0]));
+    assert_eq!(bad.current_stage, "Archived");
+    assert!(bad.tag("stagegate.rolled_back").is_some());
+}
+
 #[test]
 fn a_hand_promoted_champion_is_tagged_as_a_bypass_and_reverted_when_the_policy_says_so() {
     let prefix = unique("bypass");

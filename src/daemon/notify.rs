@@ -71,6 +71,15 @@ pub fn bypass(app: &App, model: &str, version: &str, note: &str) {
     );
 }
 
+pub fn rollback(app: &App, model: &str, version: &str, note: &str) {
+    send(
+        app,
+        NotifyEvent::Rollback,
+        format!("stagegate: {model} v{version}: {note}"),
+        json!({"model": model, "version": version, "rollback": note}),
+    );
+}
+
 fn send(app: &App, event: NotifyEvent, text: String, fields: serde_json::Value) {
     let live = app.live();
     let targets: Vec<(usize, String)> = live

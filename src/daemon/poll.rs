@@ -200,7 +200,14 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
     let (mut enqueued, mut waiting) = (0, 0);
     for (si, (pi, state)) in states.iter().enumerate() {
         let policy = &config.policies[*pi];
-        app.seen.record(state, policy);
+        let before = app.seen.record(state, policy, names);
+        // A champion put back by a rollback that no reconcile has read yet (its webhooks
+        // lost, or made while we were down): one reconcile records it in the audit log.
+        let restored = state
+            .champion(policy)
+            .and_then(|c| c.tag(&names.restored_at()));
+        let unrecorded_rollback =
+            restored.is_some() && before.is_none_or(|b| b.restored.as_deref() != restored);
         let requested: BTreeSet<String> = if requested.contains(&state.name) {
             let m = state.name.clone();
             app.store
@@ -224,8 +231,8 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
         match plan(&input, state) {
             // The reconcile that planned the wait also scheduled its wake-up; after a
             // restart, the poll acts once the wait is over.
-            Step::Wait { .. } if !unjudged.contains(&si) => waiting += 1,
-            Step::Idle if !unjudged.contains(&si) => {}
+            Step::Wait { .. } if !unjudged.contains(&si) && !unrecorded_rollback => waiting += 1,
+            Step::Idle if !unjudged.contains(&si) && !unrecorded_rollback => {}
             _ => {
                 app.enqueue(&state.name, "poll").await;
                 enqueued += 1;

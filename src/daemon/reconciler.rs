@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::actions::{ActError, Actor};
+use crate::actions::{ActError, Actor, rollbacks};
 use crate::daemon::App;
 use crate::daemon::notify;
 use crate::daemon::scheduler::{Attempt, Outcome};
@@ -15,6 +15,9 @@ use crate::engine::EngineError;
 use crate::evaluation::Verdict;
 use crate::model_state::Depth;
 use crate::store::StoreError;
+
+/// The audit action of a rollback made with `stagegate rollback`.
+const ROLLBACK: &str = "rollback";
 
 /// Steps one reconcile may take before yielding (a guard against a registry that keeps moving).
 const MAX_STEPS: usize = 32;
@@ -104,7 +107,10 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, R
             }
             other => other?,
         };
-        app.seen.record(&state, policy);
+        // Rollbacks before the glance: once the poll sees the restored champion in it, the
+        // rollback is already in the audit log.
+        record_rollbacks(app, &state, names).await?;
+        app.seen.record(&state, policy, names);
         // Requests for versions that no longer exist can never be served.
         let gone = requests
             .iter()
@@ -236,6 +242,27 @@ async fn clear_requests(
                 .try_for_each(|(v, seq)| s.clear_requests(&m, v, *seq))
         })
         .await
+}
+
+/// Audit (and announce) each rollback the registry records that the log does not have yet.
+async fn record_rollbacks(
+    app: &App,
+    state: &crate::model_state::ModelState,
+    names: &crate::report::TagNames,
+) -> Result<(), StoreError> {
+    for (version, note) in rollbacks(state, names) {
+        let (m, v, n) = (state.name.clone(), version.to_string(), note.to_string());
+        let added = app
+            .store
+            .call(move |s| s.audit_once(&m, &v, ROLLBACK, &n))
+            .await?;
+        if added {
+            tracing::info!(model = %state.name, version, note, "rollback recorded");
+            app.metrics.action(ROLLBACK);
+            notify::rollback(app, &state.name, version, note);
+        }
+    }
+    Ok(())
 }
 
 async fn audit(

@@ -327,6 +327,32 @@ impl Store {
         })
     }
 
+    /// Record a row unless the very same one (model, version, action, detail) is there:
+    /// for what is noticed in the registry rather than done by us, which may be noticed
+    /// again by every later read. Returns whether the row is new.
+    pub fn audit_once(
+        &self,
+        model: &str,
+        version: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let added = c.execute(
+                "INSERT INTO audit (at, model, version, action, detail)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (
+                     SELECT 1 FROM audit WHERE model = ?2 AND version = ?3 AND action = ?4 AND detail = ?5)",
+                params![now_ms(), model, version, action, detail],
+            )?;
+            Ok(added > 0)
+        })
+    }
+
+    /// The newest audit row's id (0 with none): the status page redraws when it grows.
+    pub fn last_audit_id(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM audit", [], |r| r.get(0)))
+    }
+
     pub fn audit_log(
         &self,
         model: Option<&str>,

@@ -122,3 +122,25 @@ fn migrations_are_versioned() {
         .unwrap();
     assert_eq!(v, MIGRATIONS.len() as i64);
 }
+
+#[test]
+fn a_noticed_row_is_audited_once_and_the_newest_id_grows() {
+    let s = Store::in_memory().unwrap();
+    assert_eq!(s.last_audit_id().unwrap(), 0);
+    let note = "2026-12-02T10:00:00Z: rolled back to v1";
+    assert!(s.audit_once("m", "2", "rollback", note).unwrap());
+    assert!(
+        !s.audit_once("m", "2", "rollback", note).unwrap(),
+        "seen again"
+    );
+    let first = s.last_audit_id().unwrap();
+    assert!(first > 0);
+    // A later rollback of the same version (another note) and another model are new rows.
+    let later = "2026-12-03T10:00:00Z: rolled back to v1";
+    assert!(s.audit_once("m", "2", "rollback", later).unwrap());
+    assert!(s.audit_once("n", "2", "rollback", note).unwrap());
+    assert!(s.last_audit_id().unwrap() > first);
+    let log = s.audit_log(Some("m"), 10).unwrap();
+    assert_eq!(log.len(), 2);
+    assert!(log.iter().all(|r| r.action == "rollback"));
+}

@@ -3,7 +3,8 @@
 //! and judged: passing, failing, shadow ("would block") and inconclusive results. Asserts the
 //! charts (one point per version, a threshold line), a failed chip's message, a new
 //! evaluation arriving without a reload, no request beyond the daemon, no script error, and
-//! a model named with HTML metacharacters shown as text. Saves screenshots at desktop and
+//! a model named with HTML metacharacters shown as text, and a rollback made with the CLI
+//! reaching the open page. Saves screenshots at desktop and
 //! phone widths (`STAGEGATE_SCREENSHOTS=docs` also writes the desktop ones to `docs/`).
 
 mod browser;
@@ -51,6 +52,15 @@ models = ["{prefix}-web*"]
   label = "target"
   vs_champion = {{ metric = "accuracy", max_drop = 0.0, resamples = 200, seed = 7 }}
 
+  [[policies.gates]]
+  name = "latency"
+  type = "latency"
+  p99_ms = 2000
+  requests = 30
+  warmup = 5
+  max_ratio_to_champion = 50
+  enforce = false
+
 [[policies]]
 name = "gated"
 models = ["{prefix}*"]
@@ -61,6 +71,12 @@ models = ["{prefix}*"]
   type = "tags"
   required = ["owner"]
   enforce = false
+
+  [[policies.gates]]
+  name = "no-drop"
+  type = "champion"
+  metric = "val_accuracy"
+  max_drop = 0.05
 "#,
         serving = serving_section("")
     )
@@ -118,10 +134,8 @@ fn the_status_page_in_a_real_browser() {
     let holdout_dir = tempfile::tempdir().unwrap();
     let holdout = holdout_dir.path().join("holdout.parquet");
     fixtures(json!([{"op": "dataset", "path": holdout.display().to_string(), "rows": 400}]));
-    let d = Daemon::start(
-        &mlflow_uri(),
-        &body(&prefix, &holdout.display().to_string()),
-    );
+    let config = body(&prefix, &holdout.display().to_string());
+    let d = Daemon::start(&mlflow_uri(), &config);
 
     // v1: all pass (the web model has no champion to compare with yet); the evil one fails.
     let web_v1 = json!({"op": "register", "name": web, "stage": "Staging", "metrics": {"val_accuracy": 0.9}});
@@ -199,6 +213,7 @@ fn the_status_page_in_a_real_browser() {
                 .eval("[...document.querySelectorAll('figure.chart')].map(f => ({
                     title: f.querySelector('figcaption').textContent,
                     points: f.querySelectorAll('svg > a > g.pt').length,
+                    champion: f.querySelectorAll('svg[role=img] > circle.other').length,
                     thresholds: f.querySelectorAll('path.threshold[data-limit]').length}))")
                 .await;
             let charts = charts.as_array().unwrap();
@@ -206,6 +221,18 @@ fn the_status_page_in_a_real_browser() {
             for c in charts {
                 assert_eq!(c["points"], json!(versions), "{model}: {c}");
                 assert!(c["thresholds"].as_u64().unwrap() >= 1, "{model}: {c}");
+            }
+            let titled = |part: &str| {
+                charts
+                    .iter()
+                    .find(|c| c["title"].as_str().unwrap_or("").contains(part))
+                    .unwrap_or_else(|| panic!("{model}: no chart titled *{part}*: {charts:?}"))
+            };
+            if *model == web {
+                // The latency chart marks the champion's p99 where it was compared (v2).
+                assert_eq!(titled("p99 ms")["champion"], json!(1), "{charts:?}");
+            } else {
+                titled("drop vs the champion");
             }
         }
         let inconclusive = page.eval("[...document.querySelectorAll('.chip.inconclusive')].map(c => c.title)").await;
@@ -222,6 +249,25 @@ fn the_status_page_in_a_real_browser() {
         page.until(
             "the fourth version to appear on the chart without a reload",
             "document.querySelectorAll('figure.chart g.pt[data-version=\"4\"]').length > 0",
+        )
+        .await;
+        assert_eq!(page.eval("window.__sameDocument").await, json!("yes"), "the page was not reloaded");
+        page.until(
+            "v4 promoted on the open page",
+            "document.querySelector('main').textContent.includes('★ v4')",
+        )
+        .await;
+
+        // A rollback made with the CLI (no evaluation) reaches the open page too: the audit
+        // log gains its row and the champion shown goes back to v3.
+        let (cfg, f) = (config.clone(), fraud.clone());
+        tokio::task::spawn_blocking(move || Workdir::new(&cfg).run(&["rollback", &f]).expect_code(0).stdout.clone())
+            .await
+            .unwrap();
+        page.until(
+            "the rollback in the audit log without a reload",
+            "[...document.querySelectorAll('#audit td')].some(td => td.textContent === 'rollback')
+             && document.querySelector('main').textContent.includes('★ v3')",
         )
         .await;
         assert_eq!(page.eval("window.__sameDocument").await, json!("yes"), "the page was not reloaded");

@@ -39,9 +39,10 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
     let live = app.live();
     let cfg = &live.loaded.config;
     let poll = app.poll.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let (totals, recent) = app
+    let generation = app.seen.generation();
+    let (totals, recent, audit) = app
         .store
-        .call(|s| Ok((s.totals()?, s.evaluations(None, 20)?)))
+        .call(|s| Ok((s.totals()?, s.evaluations(None, 20)?, s.last_audit_id()?)))
         .await
         .unwrap_or_default();
     let policies: Vec<_> = cfg
@@ -69,6 +70,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
         "totals": totals,
         "policies": policies,
         "recent": recent,
+        "changes": {"audit": audit, "registry": generation},
     }))
     .into_response()
 }

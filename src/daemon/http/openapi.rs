@@ -95,6 +95,7 @@ fn schemas() -> Value {
                                     "promotions": count}), &[]),
             "policies": {"type": "array", "items": schema_ref("Policy")},
             "recent": {"type": "array", "items": schema_ref("Evaluation")},
+            "changes": object(json!({"audit": count, "registry": count}), &[]),
         }),
         &[],
     );

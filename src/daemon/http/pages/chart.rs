@@ -13,7 +13,7 @@ use crate::gates::num;
 const W: f64 = 640.0;
 const H: f64 = 220.0;
 const LEFT: f64 = 58.0;
-const RIGHT: f64 = 78.0;
+const RIGHT: f64 = 16.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 34.0;
 
@@ -105,7 +105,9 @@ pub fn chart(s: &Series) -> Markup {
                 @for (k, name) in s.limits.iter().enumerate() {
                     @if let Some(path) = threshold_path(s, k, step, &x, &y) {
                         path.threshold d=(path.0) data-limit=(name) {}
-                        text.limit x=(W - RIGHT + 4.0) y=(path.1 + 4.0) { (name) " " (num(round(path.2))) }
+                        // Inside the plot, right-aligned above its line (below it when the
+                        // line runs along the top), so a long name is never cut off.
+                        text.limit x=(W - RIGHT) y=(if path.1 - 5.0 < 11.0 { path.1 + 13.0 } else { path.1 - 5.0 }) text-anchor="end" { (name) " " (num(round(path.2))) }
                     }
                 }
                 @if line.len() > 1 { polyline.trend points=(line.join(" ")) {} }

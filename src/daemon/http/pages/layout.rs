@@ -25,11 +25,23 @@ pub struct Header {
     pub stamp: String,
 }
 
-/// The page's freshness stamp: the newest evaluations as `/status` lists them (`recent`),
-/// each `id.status.action`. `status.js` computes the same from `/status`; when the two differ
+/// What a page was drawn from, for its freshness stamp.
+pub struct Fresh {
+    /// The newest evaluations, as `/status` lists them in `recent`.
+    pub recent: Vec<EvaluationRow>,
+    /// The newest audit row's id (`/status` `changes.audit`).
+    pub audit: i64,
+    /// The generation of what the daemon last saw of the models (`changes.registry`).
+    pub seen: u64,
+}
+
+/// The page's freshness stamp: each recent evaluation as `id.status.action`, then the audit
+/// id and the seen generation, so a rollback or a champion moved by hand redraws the page as
+/// a new evaluation does. `status.js` computes the same from `/status`; when the two differ
 /// it fetches the page again and swaps its `<main>`.
-pub fn stamp(recent: &[EvaluationRow]) -> String {
-    recent
+pub fn stamp(fresh: &Fresh) -> String {
+    let rows: Vec<String> = fresh
+        .recent
         .iter()
         .map(|r| {
             format!(
@@ -39,8 +51,8 @@ pub fn stamp(recent: &[EvaluationRow]) -> String {
                 r.action.as_deref().unwrap_or("")
             )
         })
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect();
+    format!("{}|{}|{}", rows.join(","), fresh.audit, fresh.seen)
 }
 
 /// `1h 02m 03s` (status.js formats uptime the same way).

@@ -25,7 +25,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::daemon::App;
-use crate::store::{EvaluationRow, StoreError};
+use crate::store::{EvaluationRow, Store, StoreError};
 use layout::Header;
 
 pub const CSS_PATH: &str = concat!("/assets/status.css?v=", env!("CARGO_PKG_VERSION"));
@@ -45,9 +45,10 @@ const AUDIT_ROWS: usize = 100;
 /// As many as `/status` lists in `recent`: the freshness stamp is computed over the same rows.
 ///
 /// STAMP: each page is read in several store calls, and another writer may land between
-/// them. Every handler reads the stamp's rows before the page's own, so the stamp a page
-/// carries is never newer than its content: a change that lands in between makes the next
-/// `/status` poll see a newer stamp and reload, instead of being vouched for and missed.
+/// them. Every handler reads the stamp's parts (the seen generation, then the recent rows and
+/// the newest audit id) before the page's own, so the stamp a page carries is never newer
+/// than its content: a change that lands in between makes the next `/status` poll see a
+/// newer stamp and reload, instead of being vouched for and missed.
 const RECENT: usize = 20;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -74,13 +75,13 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 
 pub async fn home(State(app): State<Arc<App>>) -> Response {
     let started = Instant::now();
-    let seen = app.seen.all();
+    let (generation, seen) = app.seen.all();
     let data = app
         .store
-        .call(|s| {
+        .call(move |s| {
             // The freshness stamp's rows first: a change landing during these reads then
             // leaves the stamp older than the page, and the next poll reloads it (see STAMP).
-            let recent = s.evaluations(None, RECENT)?;
+            let fresh = fresh(s, generation)?;
             let latest = s.latest_per_model()?;
             let mut newest: Vec<(i64, String)> =
                 latest.iter().map(|r| (r.id, r.model.clone())).collect();
@@ -97,16 +98,16 @@ pub async fn home(State(app): State<Arc<App>>) -> Response {
                 models: s.models()?,
                 latest: latest.into_iter().map(|r| (r.model.clone(), r)).collect(),
                 seen,
-                recent,
+                recent: fresh.recent.clone(),
                 totals: s.totals()?,
                 charts: Vec::new(),
                 chart_versions: HOME_CHART_VERSIONS,
             };
-            Ok((home, charted))
+            Ok((home, charted, fresh))
         })
         .await;
     match data {
-        Ok((mut h, charted)) => {
+        Ok((mut h, charted, fresh)) => {
             let live = app.live();
             h.charts = charted
                 .into_iter()
@@ -117,7 +118,7 @@ pub async fn home(State(app): State<Arc<App>>) -> Response {
                 })
                 .filter(|(_, series)| !series.is_empty())
                 .collect();
-            let header = header(&app, &h.recent);
+            let header = header(&app, &fresh);
             html_page(started, StatusCode::OK, "status", &header, home::render(&h))
         }
         Err(e) => store_failed(e),
@@ -157,12 +158,12 @@ pub async fn model(
     };
     let live = app.live();
     let policy = live.loaded.config.policy_for(&name);
-    let glance = app.seen.get(&name);
+    let (generation, glance) = app.seen.get(&name);
     let m = name.clone();
     let data = app
         .store
         .call(move |s| {
-            let recent = s.evaluations(None, RECENT)?; // first: see STAMP
+            let fresh = fresh(s, generation)?; // first: see STAMP
             // One row past the page says whether there is an older page.
             let mut history = s.evaluations_before(Some(&m), before, HISTORY_PAGE + 1)?;
             let more = history.len() > HISTORY_PAGE;
@@ -173,11 +174,11 @@ pub async fn model(
                 s.evaluation_count(&m)?,
                 s.latest_per_version(&m, CHART_VERSIONS)?,
                 s.audit_log(Some(&m), AUDIT_ROWS)?,
-                recent,
+                fresh,
             ))
         })
         .await;
-    let (history, more, total, per_version, audit, recent) = match data {
+    let (history, more, total, per_version, audit, fresh) = match data {
         Ok(d) => d,
         Err(e) => return store_failed(e),
     };
@@ -201,7 +202,7 @@ pub async fn model(
         more,
         audit,
     };
-    let header = header(&app, &recent);
+    let header = header(&app, &fresh);
     html_page(
         started,
         StatusCode::OK,
@@ -250,15 +251,16 @@ pub async fn evaluation(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
     let Ok(id) = id.parse::<i64>() else {
         return not_found(StatusCode::NOT_FOUND, &format!("no evaluation {id:?}."));
     };
+    let generation = app.seen.generation();
     let data = app
         .store
         .call(move |s| {
-            let recent = s.evaluations(None, RECENT)?; // first: see STAMP
-            Ok((s.evaluation(id)?, recent))
+            let fresh = fresh(s, generation)?; // first: see STAMP
+            Ok((s.evaluation(id)?, fresh))
         })
         .await;
-    let (row, recent) = match data {
-        Ok((Some(row), recent)) => (row, recent),
+    let (row, fresh) = match data {
+        Ok((Some(row), fresh)) => (row, fresh),
         Ok((None, _)) => return not_found(StatusCode::NOT_FOUND, &format!("no evaluation {id}.")),
         Err(e) => return store_failed(e),
     };
@@ -268,7 +270,7 @@ pub async fn evaluation(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
         row,
     };
     let title = format!("{} v{}", page.row.model, page.row.version);
-    let header = header(&app, &recent);
+    let header = header(&app, &fresh);
     html_page(
         started,
         StatusCode::OK,
@@ -278,7 +280,16 @@ pub async fn evaluation(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
     )
 }
 
-fn header(app: &App, recent: &[EvaluationRow]) -> Header {
+/// The stamp's parts from the store, `generation` being the seen generation read just before.
+fn fresh(s: &Store, generation: u64) -> Result<layout::Fresh, StoreError> {
+    Ok(layout::Fresh {
+        recent: s.evaluations(None, RECENT)?,
+        audit: s.last_audit_id()?,
+        seen: generation,
+    })
+}
+
+fn header(app: &App, fresh: &layout::Fresh) -> Header {
     let live = app.live();
     let cfg = &live.loaded.config;
     let poll = app.poll.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -295,7 +306,7 @@ fn header(app: &App, recent: &[EvaluationRow]) -> Header {
         depth: app.scheduler.depth(),
         in_flight: app.scheduler.in_flight(),
         delayed: app.scheduler.delayed(),
-        stamp: layout::stamp(recent),
+        stamp: layout::stamp(fresh),
     }
 }
 

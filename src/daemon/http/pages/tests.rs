@@ -358,7 +358,10 @@ async fn a_paused_daemon_shows_it_plainly() {
         start_tag(&p.body, "b-paused").contains("hidden"),
         "running: no banner"
     );
-    assert!(p.body.contains(r#"data-stamp="""#), "no evaluations yet");
+    assert!(
+        p.body.contains(r#"data-stamp="|0|0""#),
+        "no evaluations, audit rows or models seen yet"
+    );
     app.set_paused(true);
     let p = get(&app, "/").await;
     assert!(
@@ -405,4 +408,68 @@ async fn mlflow_down_is_shown_and_the_pages_still_answer() {
             "{uri}"
         );
     }
+}
+
+/// The stamp, which `status.js` compares with one built from `/status`, moves with a new audit
+/// row (a rollback noticed in the registry) and with a champion moved without an evaluation,
+/// and `/status` carries the same parts.
+#[tokio::test]
+async fn the_stamp_follows_audit_rows_and_champion_moves() {
+    use crate::config::Target;
+    use crate::model_state::tests::{policy, state, version};
+    let (app, _dir) = test_app(CONFIG);
+    let stamp = |body: &str| {
+        let at = body.find("data-stamp=\"").expect("stamp") + 12;
+        body[at..at + body[at..].find('"').expect("end")].to_string()
+    };
+    let changes = |app: &Arc<App>| {
+        let app = app.clone();
+        async move {
+            let s: serde_json::Value =
+                serde_json::from_str(&get(&app, "/status").await.body).expect("json");
+            s["changes"].clone()
+        }
+    };
+    assert_eq!(stamp(&get(&app, "/").await.body), "|0|0");
+    assert_eq!(changes(&app).await, json!({"audit": 0, "registry": 0}));
+
+    app.store
+        .call(|s| s.audit_once("fraud-a", "2", "rollback", "t: rolled back to v1"))
+        .await
+        .unwrap();
+    let audit = app.store.call(|s| s.last_audit_id()).await.unwrap();
+    assert_eq!(stamp(&get(&app, "/").await.body), format!("|{audit}|0"));
+
+    let (p, names) = (
+        policy(
+            Target::Alias("challenger".into()),
+            Target::Alias("champion".into()),
+        ),
+        crate::report::TagNames::new("stagegate."),
+    );
+    app.seen.record(
+        &state(vec![version(1, "None")], &[("champion", "1")]),
+        &p,
+        &names,
+    );
+    let first = app.seen.generation();
+    app.seen.record(
+        &state(vec![version(2, "None")], &[("champion", "2")]),
+        &p,
+        &names,
+    );
+    let moved = app.seen.generation();
+    assert!(moved > first, "a champion moved by hand is a change");
+    for uri in ["/", "/models/m", "/evaluations/1"] {
+        let body = get(&app, uri).await.body;
+        if uri != "/evaluations/1" {
+            assert_eq!(stamp(&body), format!("|{audit}|{moved}"), "{uri}");
+        }
+    }
+    assert_eq!(
+        changes(&app).await,
+        json!({"audit": audit, "registry": moved})
+    );
+    let model = get(&app, "/models/fraud-a").await.body;
+    assert!(model.contains("rollback") && model.contains("t: rolled back to v1"));
 }

@@ -1,7 +1,8 @@
 // stagegate status page: keeps the page current without a reload. Every 2 s it reads
 // /status; the header figures are written in place (as text, never as HTML), and when the
-// newest evaluations differ from those the page was drawn with (the body's data-stamp) the
-// page is fetched again and its <main> swapped. Nothing is requested from anywhere else.
+// newest evaluations, audit rows or models seen differ from those the page was drawn with
+// (the body's data-stamp) the page is fetched again and its <main> swapped. Nothing is
+// requested from anywhere else.
 (function () {
   "use strict";
   var stamp = document.body.getAttribute("data-stamp");
@@ -22,11 +23,12 @@
   function when(t) {
     return t ? t.slice(0, 10) + " " + t.slice(11, 19) + "Z" : "—";
   }
-  // The same rows and format as the server's stamp (layout::stamp).
-  function stampOf(recent) {
-    return (recent || []).map(function (r) {
+  // The same parts and format as the server's stamp (layout::stamp).
+  function stampOf(s) {
+    var c = s.changes || {};
+    return (s.recent || []).map(function (r) {
       return r.id + "." + r.status + "." + (r.action || "");
-    }).join(",");
+    }).join(",") + "|" + c.audit + "|" + c.registry;
   }
 
   function header(s) {
@@ -68,7 +70,7 @@
       .then(function (s) {
         header(s);
         text("h-live", "live");
-        if (stampOf(s.recent) !== stamp) return refresh();
+        if (stampOf(s) !== stamp) return refresh();
       })
       .catch(function () { text("h-live", "daemon not answering"); })
       .then(function () { busy = false; });
