@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start or stop a local MLflow tracking server for tests, the demo and benchmarks:
-# SQLite backend, proxied artifacts, webhooks enabled for loopback (SPEC §1).
+# SQLite backend, proxied artifacts, webhooks enabled for loopback (see README, "Webhooks").
 #
 #   scripts/mlflow-server.sh start DIR [PORT]   # prints the URL; PID in DIR/pid, URL in DIR/url
 #   scripts/mlflow-server.sh stop DIR           # stops it (its whole process group) by PID

@@ -1,0 +1,325 @@
+//! The documentation stands alone and stays true to the code: every key the configuration
+//! structs accept and every value their enums take appears in `docs/configuration.md`'s
+//! tables, every TOML example there loads, and no document points outside the repository.
+//!
+//! The keys come from the code, not from a list kept here: the complete example is loaded and
+//! serialised back, which yields every field of every struct it reaches (unset options as
+//! `null`); the enum values come from the error each enum gives for an unknown value.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use stagegate::config::{Config, from_text};
+
+const CONFIGURATION: &str = "docs/configuration.md";
+
+/// Prepended to an example that has no `[[policies]]` of its own (a section or a gate).
+const POLICY: &str = "[[policies]]\nname = \"p\"\ncandidate = { stage = \"Staging\" }\npromote = { stage = \"Production\" }\n";
+
+/// An example whose first line starts so documents a key that is still being added; once it
+/// exists, drop the marker and the example is checked like the others.
+const NEW_MARKER: &str = "# (new)";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn load(toml: &str) -> Result<Config, String> {
+    from_text(toml, CONFIGURATION, []).map_err(|e| e.to_string())
+}
+
+/// The fenced ```toml blocks of a markdown text, with the heading each falls under.
+fn toml_blocks(md: &str) -> Vec<(String, String)> {
+    let (mut out, mut heading, mut current) = (Vec::new(), String::new(), None::<String>);
+    for line in md.lines() {
+        match &mut current {
+            Some(block) if line.trim_start().starts_with("```") => {
+                out.push((heading.clone(), std::mem::take(block)));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None if line.trim_start() == "```toml" => current = Some(String::new()),
+            None if line.starts_with('#') => heading = line.trim_start_matches('#').trim().into(),
+            None => {}
+        }
+    }
+    assert!(
+        current.is_none(),
+        "{CONFIGURATION}: a ```toml block is not closed"
+    );
+    out
+}
+
+/// The names in the first cell of every table row: "| `a.b`, `c` | …" gives `a.b` and `c`.
+fn documented_keys(md: &str) -> BTreeSet<String> {
+    md.lines()
+        .filter_map(|l| l.strip_prefix('|'))
+        .filter_map(|l| l.split('|').next())
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Keys whose value is a table of user names (metric → threshold, variable → value), not of
+/// configuration keys: their own key is checked, their contents are not.
+const USER_TABLES: &[&str] = &["metrics", "max_gap", "env"];
+
+/// Every `(parent, key)` in a serialised config; `parent` is "" at the top level.
+fn keys(v: &Value, parent: &str, out: &mut BTreeSet<(String, String)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                out.insert((parent.to_string(), k.clone()));
+                if !(USER_TABLES.contains(&k.as_str()) && child.is_object()) {
+                    keys(child, k, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| keys(i, parent, out)),
+        _ => {}
+    }
+}
+
+/// The values an error message offers after "expected": serde's "expected `a` or `b`",
+/// figment's "expected `one of `a`, `b``" and stagegate's own "(expected one of a, b)".
+fn expected_values(message: &str) -> Vec<String> {
+    let (_, tail) = message
+        .rsplit_once("expected")
+        .unwrap_or_else(|| panic!("no list of values in: {message}"));
+    tail.split(['`', ',', ' ', '(', ')'])
+        .filter(|t| !t.is_empty() && !["or", "one", "of"].contains(t))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_toml_example_loads() {
+    let doc = read(CONFIGURATION);
+    let blocks = toml_blocks(&doc);
+    assert!(
+        blocks.len() >= 10,
+        "only {} toml examples found",
+        blocks.len()
+    );
+    for (heading, block) in blocks {
+        if block.starts_with(NEW_MARKER) {
+            continue;
+        }
+        let whole = if block.contains("[[policies]]") {
+            block.clone()
+        } else {
+            format!("{POLICY}{block}")
+        };
+        if let Err(e) = load(&whole) {
+            panic!("the example under \"{heading}\" does not load: {e}\n{block}");
+        }
+    }
+}
+
+#[test]
+fn every_key_the_config_accepts_is_in_a_table_of_the_reference() {
+    let doc = read(CONFIGURATION);
+    let (_, example) = toml_blocks(&doc)
+        .into_iter()
+        .find(|(heading, _)| heading == "A complete example")
+        .expect("a \"A complete example\" section with a ```toml block");
+    let config = load(&example).unwrap_or_else(|e| panic!("the complete example: {e}"));
+
+    // A gate of every type, so that serialising reaches every gate struct.
+    let unknown_type = load(&format!(
+        "{POLICY}[[policies.gates]]\nname = \"g\"\ntype = \"no-such-type\"\n"
+    ))
+    .expect_err("an unknown gate type is refused");
+    let types: BTreeSet<String> = expected_values(&unknown_type).into_iter().collect();
+    let used: BTreeSet<String> = config.policies[0]
+        .gates
+        .iter()
+        .map(|g| g.kind.type_name().to_string())
+        .collect();
+    assert_eq!(
+        used, types,
+        "the complete example needs one gate of each type"
+    );
+
+    let serialised = serde_json::to_value(&config).expect("a config serialises");
+    let mut found = BTreeSet::new();
+    keys(&serialised, "", &mut found);
+    // Secrets never serialise (so they cannot leak through a dump): named here instead.
+    found.insert(("webhooks".into(), "secrets".into()));
+    found.insert(("server".into(), "api_token".into()));
+    // An option left unset serialises as null and hides its keys: the example must set them.
+    let gates = serialised["policies"][0]["gates"]
+        .as_array()
+        .expect("gates");
+    let dataset = gates
+        .iter()
+        .find(|g| g["type"] == "dataset")
+        .expect("a dataset gate");
+    for table in ["slices", "vs_champion"] {
+        assert!(
+            dataset[table].is_object(),
+            "the complete example's dataset gate must set `{table}`"
+        );
+    }
+
+    let rows = documented_keys(&doc);
+    let mut missing = Vec::new();
+    for (parent, key) in &found {
+        let documented = if parent.is_empty() {
+            // A section: its heading names it.
+            doc.contains(&format!("`[{key}]`")) || doc.contains(&format!("`[[{key}]]`"))
+        } else {
+            rows.contains(key) || rows.contains(&format!("{parent}.{key}"))
+        };
+        if !documented {
+            missing.push(format!("{parent}.{key}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys the config accepts but no table of {CONFIGURATION} documents: {missing:?}"
+    );
+}
+
+#[test]
+fn every_value_of_every_enum_key_is_documented() {
+    let doc = read(CONFIGURATION);
+    let gate = |body: &str| format!("{POLICY}[[policies.gates]]\nname = \"g\"\n{body}\n");
+    let policy = |key: &str| format!("{POLICY}{key} = \"no-such-value\"\n");
+    let probes = [
+        ("gate `type`", gate("type = \"no-such-value\"")),
+        ("policy `on_fail`", policy("on_fail")),
+        ("policy `mode`", policy("mode")),
+        ("policy `on_bypass`", policy("on_bypass")),
+        (
+            "notify `on`",
+            format!("{POLICY}[[notify]]\nurl = \"http://x\"\non = [\"no-such-value\"]\n"),
+        ),
+        (
+            "serving `mode`",
+            format!("{POLICY}[serving]\nmode = \"no-such-value\"\n"),
+        ),
+        (
+            "edge_cases `cases`",
+            gate("type = \"edge_cases\"\ncases = [\"no-such-value\"]"),
+        ),
+        (
+            "dataset `metrics`",
+            gate(
+                "type = \"dataset\"\npath = \"d.csv\"\nlabel = \"y\"\nmetrics = { no-such-value = 1.0 }",
+            ),
+        ),
+        (
+            "`inconclusive`",
+            gate(
+                "type = \"dataset\"\npath = \"d.csv\"\nlabel = \"y\"\nvs_champion = { metric = \"accuracy\", inconclusive = \"no-such-value\" }",
+            ),
+        ),
+    ];
+    let mut missing = Vec::new();
+    for (what, toml) in probes {
+        let err = load(&toml).expect_err(what);
+        let values = expected_values(&err);
+        assert!(values.len() >= 2, "{what}: no values found in {err:?}");
+        for v in values {
+            if !doc.contains(&format!("`{v}`")) && !doc.contains(&format!("\"{v}\"")) {
+                missing.push(format!("{what}: {v}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "values the config accepts but {CONFIGURATION} never names: {missing:?}"
+    );
+}
+
+/// The repository must stand alone: its documents may not send a reader to a file it does not
+/// contain (the design notes the project started from live outside it).
+#[test]
+fn no_document_points_outside_the_repository() {
+    let mut files: Vec<PathBuf> = ["README.md", "ARCHITECTURE.md"]
+        .iter()
+        .map(|f| root().join(f))
+        .collect();
+    let docs = std::fs::read_dir(root().join("docs")).expect("docs/");
+    files.extend(
+        docs.filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "md")),
+    );
+    assert!(files.iter().any(|f| f.ends_with(Path::new(CONFIGURATION))));
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("readable");
+        for (n, line) in text.lines().enumerate() {
+            for outside in ["SPEC", "../shared"] {
+                assert!(
+                    !line.contains(outside),
+                    "{}:{}: refers to {outside:?}, which is not in the repository: {line}",
+                    f.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_local_link_of_the_docs_resolves() {
+    for rel in ["README.md", "docs/configuration.md", "docs/reference.md"] {
+        let text = read(rel);
+        let base = root().join(rel);
+        let dir = base.parent().expect("a file has a directory");
+        for target in text.split("](").skip(1).filter_map(|t| t.split(')').next()) {
+            if target.contains("://") {
+                continue;
+            }
+            let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let file = if path.is_empty() {
+                base.clone()
+            } else {
+                dir.join(path)
+            };
+            assert!(file.exists(), "{rel}: link to {target} does not resolve");
+            if !anchor.is_empty() {
+                let linked = std::fs::read_to_string(&file).expect("readable");
+                assert!(
+                    anchors(&linked).contains(anchor),
+                    "{rel}: link to {target}: no such heading"
+                );
+            }
+        }
+    }
+}
+
+/// The anchors GitHub gives a markdown file's headings: lower case, punctuation dropped,
+/// spaces as hyphens.
+fn anchors(md: &str) -> BTreeSet<String> {
+    md.lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
+}
