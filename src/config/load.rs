@@ -136,6 +136,9 @@ pub fn from_text(
 
 const ENV_PREFIX: &str = "STAGEGATE_";
 
+/// Keys whose override is taken as its text, never read as a number, boolean or list.
+const TEXT_KEYS: &[&str] = &["server.api_token"];
+
 /// The dotted, lower-case key path an environment variable overrides, or `None` when it is
 /// not an override. The rules are figment's `Env::prefixed("STAGEGATE_")`, filtered to
 /// names with `__` and split on it, which this replaces so the variables can come from a
@@ -180,7 +183,14 @@ impl Provider for EnvOverride {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let value = env_value(&self.value);
+        // A token is text whatever it looks like: figment would read `12345` as a number
+        // (refused by a string key) and `007` as 7 (a different token). Quoted, it is read
+        // as before.
+        let value = if TEXT_KEYS.contains(&self.key.as_str()) && !self.value.starts_with('"') {
+            figment::value::Value::from(self.value.clone())
+        } else {
+            env_value(&self.value)
+        };
         let dict = figment::util::nest(&self.key, value)
             .into_dict()
             .expect("a non-empty key nests into a dict");
@@ -412,6 +422,10 @@ mod tests {
         assert_eq!(token(r#""🙂é\"x""#).as_deref(), Some(r#""🙂é\"x""#));
         // Lost the `k`: the index landed on a boundary, one byte short.
         assert_eq!(token(r#""tök\ten""#).as_deref(), Some(r#""tök\ten""#));
+        // A token of digits is the token, not a number (nor a shorter one).
+        assert_eq!(token("12345").as_deref(), Some("12345"));
+        assert_eq!(token("007").as_deref(), Some("007"));
+        assert_eq!(token("true").as_deref(), Some("true"));
         // Values without both are read as before.
         assert_eq!(token(r#""tok\ten""#).as_deref(), Some("tok\ten"));
         assert_eq!(token(r#""tök""#).as_deref(), Some("tök"));
