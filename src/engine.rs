@@ -84,14 +84,9 @@ impl Engine {
 
     /// Where a policy's command gates run and its relative paths resolve.
     pub fn environment(&self, policy: &Policy) -> Environment {
-        let workdir = match &policy.workdir {
-            Some(w) if w.is_absolute() => w.clone(),
-            Some(w) => self.base_dir.join(w),
-            None => self.base_dir.clone(),
-        };
         Environment {
             serving: self.config.serving.clone(),
-            workdir,
+            workdir: policy.workdir_in(&self.base_dir),
         }
     }
 

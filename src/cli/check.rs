@@ -1,22 +1,38 @@
 //! `stagegate check`: validate the config, reach MLflow (with auth), and list which registered
-//! models each policy matches, with their current candidate and champion.
+//! models each policy matches, with their current candidate and champion. With `--offline`,
+//! only the config: what it defines (policies, targets, gates), MLflow never contacted.
+//!
+//! Warnings (stderr, exit code unchanged) are for what may be fine where the daemon runs but
+//! not here: a dataset or input file that does not exist (it may exist only on the server; a
+//! gate whose file is missing is an `error`, never a pass), or a non-loopback `listen` without
+//! an API token (the token usually arrives by environment in the deployment).
 
 use std::path::Path;
 
-use stagegate::config::Target;
+use stagegate::config::{Loaded, Policy, Target};
+use stagegate::daemon;
 use stagegate::model_state::ModelState;
 
 use super::output::table;
 
-pub async fn run(config: Option<&Path>) -> anyhow::Result<u8> {
+pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
     let loaded = super::load_config(config)?;
     let policies = &loaded.config.policies;
+    let gates: usize = policies.iter().map(|p| p.gates.len()).sum();
     println!(
-        "config  {}: ok ({} {})",
+        "config  {}: ok ({} {}, {gates} {})",
         loaded.path.display(),
         policies.len(),
-        plural(policies.len(), "policy", "policies")
+        plural(policies.len(), "policy", "policies"),
+        plural(gates, "gate", "gates")
     );
+    for w in warnings(&loaded) {
+        eprintln!("warning: {w}");
+    }
+    if offline {
+        print!("{}", offline_summary(&loaded));
+        return Ok(0);
+    }
     let client = super::client(&loaded)?;
     if let Err(e) = client.ping().await {
         eprintln!("error: {e}");
@@ -80,6 +96,118 @@ fn describe(state: &ModelState, target: &Target) -> String {
             .map(|v| format!("v{v} (@{a})"))
             .unwrap_or_else(|| "-".into()),
     }
+}
+
+/// What `--offline` validated: each policy's targets and modes, then every gate.
+fn offline_summary(loaded: &Loaded) -> String {
+    let c = &loaded.config;
+    let policies: Vec<Vec<String>> = c
+        .policies
+        .iter()
+        .map(|p| {
+            let archive = match p.promote.target() {
+                Target::Stage(_) if p.promote.archive_existing() => " (archive existing)",
+                _ => "",
+            };
+            vec![
+                p.name.clone(),
+                p.models.join(", "),
+                p.candidate().to_string(),
+                format!("{}{archive}", p.promote.target()),
+                word(p.mode),
+                word(p.on_fail),
+                word(p.on_bypass),
+            ]
+        })
+        .collect();
+    let gates: Vec<Vec<String>> = c
+        .policies
+        .iter()
+        .flat_map(|p| {
+            p.gates.iter().map(|g| {
+                vec![
+                    p.name.clone(),
+                    g.name.clone(),
+                    g.kind.type_name().to_string(),
+                    if g.enforce { "enforce" } else { "shadow" }.to_string(),
+                ]
+            })
+        })
+        .collect();
+    let token = if c.server.api_token.is_some() {
+        "set"
+    } else {
+        "not set"
+    };
+    let mut out = String::from("\n");
+    out += &table(
+        &[
+            "POLICY",
+            "MODELS",
+            "CANDIDATE",
+            "PROMOTE",
+            "MODE",
+            "ON_FAIL",
+            "ON_BYPASS",
+        ],
+        &policies,
+    );
+    out += "\n";
+    if gates.is_empty() {
+        out += "no gates: every candidate passes\n";
+    } else {
+        out += &table(&["POLICY", "GATE", "TYPE", "ENFORCED"], &gates);
+    }
+    out += &format!(
+        "\nserver  listen {}, api token {token}, {} webhook {}\n",
+        c.server.listen,
+        c.webhooks.secrets.len(),
+        plural(c.webhooks.secrets.len(), "secret", "secrets")
+    );
+    out += "mlflow  not contacted (--offline)\n";
+    out
+}
+
+/// An enum setting as the config spells it (`dry-run`, `keep`, …).
+fn word(v: impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".into(),
+    }
+}
+
+/// What may be fine where the daemon runs but cannot be confirmed here.
+fn warnings(loaded: &Loaded) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Err(e) = daemon::check_listen(loaded) {
+        out.push(format!(
+            "{e} (`stagegate run` refuses to start without one)"
+        ));
+    }
+    let base = loaded.base_dir();
+    for (i, p) in loaded.config.policies.iter().enumerate() {
+        out.extend(missing_files(i, p, &base));
+    }
+    out
+}
+
+fn missing_files(i: usize, p: &Policy, base: &Path) -> Vec<String> {
+    let workdir = p.workdir_in(base);
+    let mut out = Vec::new();
+    for (j, g) in p.gates.iter().enumerate() {
+        for file in g.kind.files() {
+            let at = workdir.join(file);
+            if !at.is_file() {
+                out.push(format!(
+                    "policies[{i}].gates[{j}]: gate `{}`: {} not found (looked at {}); the gate is an `error` until it exists where stagegate runs",
+                    g.name,
+                    file.display(),
+                    at.display()
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {

@@ -66,6 +66,9 @@ enum Command {
     Check {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Validate the config only, without contacting MLflow: list its policies and gates.
+        #[arg(long)]
+        offline: bool,
     },
     /// Create or update the MLflow webhook that notifies the daemon.
     Webhook {
@@ -134,7 +137,7 @@ pub fn main() -> ExitCode {
                 promote,
                 json,
             } => evaluate::run(config.as_deref(), &model, version.as_deref(), promote, json).await,
-            Command::Check { config } => check::run(config.as_deref()).await,
+            Command::Check { config, offline } => check::run(config.as_deref(), offline).await,
             Command::Run { config } => run::run(config.as_deref()).await,
             Command::Webhook {
                 action: WebhookAction::Register { url, config, name },

@@ -7,7 +7,7 @@
 //! inside a gate" an error that names the gate.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{DeserializeOwned, Error as _};
@@ -63,6 +63,16 @@ impl GateKind {
             GateKind::EdgeCases(_) => "edge_cases",
             GateKind::Dataset(_) => "dataset",
             GateKind::Command(_) => "command",
+        }
+    }
+
+    /// The files the gate reads, as written (relative ones resolve against the policy's
+    /// workdir): a dataset, a latency input. `stagegate check` looks for them.
+    pub fn files(&self) -> Vec<&Path> {
+        match self {
+            GateKind::Latency(l) => l.input.as_deref().into_iter().collect(),
+            GateKind::Dataset(d) => vec![d.path.as_path()],
+            _ => Vec::new(),
         }
     }
 }

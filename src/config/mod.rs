@@ -9,7 +9,7 @@ mod gate;
 mod load;
 mod validate;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -389,6 +389,15 @@ impl Policy {
 
     pub fn candidate(&self) -> &Target {
         &self.candidate
+    }
+
+    /// Where the policy's command gates run and its relative paths resolve: `workdir`
+    /// (relative to `base`, the config file's directory), else `base` itself.
+    pub fn workdir_in(&self, base: &Path) -> PathBuf {
+        match &self.workdir {
+            Some(w) => base.join(w),
+            None => base.to_path_buf(),
+        }
     }
 }
 
