@@ -32,35 +32,6 @@ async fn run(w: &Workdir, uri: &str, args: &[&str]) -> Run {
     run_env(w, uri, args, &[]).await
 }
 
-/// Like `run`, with the MLflow credential variables cleared, then `env` set.
-async fn run_env(w: &Workdir, uri: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let (uri, args) = (
-        uri.to_string(),
-        args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    );
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let dir = w.path().to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
-            .args(&args)
-            .current_dir(dir)
-            .env("MLFLOW_TRACKING_URI", uri)
-            .env("RUST_LOG", "stagegate=debug")
-            .env_remove("MLFLOW_TRACKING_TOKEN")
-            .env_remove("MLFLOW_TRACKING_USERNAME")
-            .env_remove("MLFLOW_TRACKING_PASSWORD")
-            .envs(env)
-            .output()
-            .unwrap();
-        Run::from(out)
-    })
-    .await
-    .unwrap()
-}
-
 fn workdir(extra_mlflow: &str) -> Workdir {
     let cfg = config(STAGE_TARGETS, &format!("{SEED_GATES}{CHAMPION_GATE}"))
         .replace("[mlflow]", &format!("[mlflow]\n{extra_mlflow}"));

@@ -179,7 +179,9 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Loaded> {
 
 /// A client for the configured MLflow, honouring the standard MLflow environment variables.
 fn client(loaded: &Loaded) -> anyhow::Result<Client> {
-    Client::new(Settings::from_env(&loaded.config.mlflow)).context("MLflow client")
+    Settings::from_env(&loaded.config.mlflow)
+        .and_then(Client::new)
+        .context("MLflow client")
 }
 
 fn engine(loaded: &Loaded) -> anyhow::Result<Engine> {

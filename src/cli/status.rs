@@ -93,10 +93,21 @@ pub fn render(d: &Value) -> String {
         s(&t["error"]),
         s(&t["promotions"])
     ));
-    let webhooks = if d["webhooks"]["enabled"].as_bool() == Some(true) {
-        format!("on ({} secrets)", s(&d["webhooks"]["secrets"]))
-    } else {
-        "off (no secrets)".into()
+    let state = |w: &Value| {
+        if w["enabled"].as_bool() == Some(true) {
+            format!("on ({} secrets)", s(&w["secrets"]))
+        } else {
+            "off (no secrets)".into()
+        }
+    };
+    // Each source by name; a daemon from before sources existed has only MLflow's fields.
+    let webhooks = match d["webhooks"]["sources"].as_object() {
+        Some(sources) => sources
+            .iter()
+            .map(|(name, w)| format!("{name} {}", state(w)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => state(&d["webhooks"]),
     };
     out.push_str(&format!("webhooks  {webhooks}\n"));
     let rows: Vec<Vec<String>> = d["recent"]
@@ -138,4 +149,22 @@ pub fn render(d: &Value) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn each_webhook_source_is_shown_by_name_and_an_older_daemon_as_before() {
+        let hooks = json!({"enabled": true, "secrets": 2, "sources": {
+            "mlflow": {"enabled": true, "secrets": 2}, "databricks": {"enabled": false, "secrets": 0}}});
+        let out = super::render(&json!({"webhooks": hooks}));
+        assert!(
+            out.contains("webhooks  databricks off (no secrets), mlflow on (2 secrets)"),
+            "{out}"
+        );
+        let out = super::render(&json!({"webhooks": {"enabled": true, "secrets": 1}}));
+        assert!(out.contains("webhooks  on (1 secrets)"), "{out}");
+    }
 }

@@ -90,8 +90,12 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksConfig {
+    /// MLflow OSS webhooks (`POST /webhooks/mlflow`); any one may sign.
     #[serde(skip_serializing)]
     pub secrets: Vec<Secret>,
+    /// Databricks registry webhooks (`POST /webhooks/databricks`); any one may sign.
+    #[serde(skip_serializing)]
+    pub databricks_secrets: Vec<Secret>,
     #[serde(with = "duration")]
     pub tolerance: Duration,
     /// How long delivery ids are remembered for de-duplication.
@@ -103,6 +107,7 @@ impl Default for WebhooksConfig {
     fn default() -> Self {
         Self {
             secrets: Vec::new(),
+            databricks_secrets: Vec::new(),
             tolerance: Duration::from_secs(300),
             dedupe_retention: Duration::from_secs(7 * 24 * 3600),
         }

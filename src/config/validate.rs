@@ -47,10 +47,13 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
             ),
         ));
     }
-    for (i, s) in c.webhooks.secrets.iter().enumerate() {
-        if s.expose().is_empty() {
+    for (key, secrets) in [
+        ("secrets", &c.webhooks.secrets),
+        ("databricks_secrets", &c.webhooks.databricks_secrets),
+    ] {
+        if let Some(i) = secrets.iter().position(|s| s.expose().is_empty()) {
             return Err((
-                format!("webhooks.secrets[{i}]"),
+                format!("webhooks.{key}[{i}]"),
                 "a secret must not be empty".into(),
             ));
         }

@@ -34,6 +34,13 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// A webhook delivery: which sender (`mlflow`, `databricks`) and what became of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabel {
+    pub source: String,
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabel {
     pub endpoint: String,
@@ -56,7 +63,7 @@ pub struct Metrics {
     pub gates: Family<GateLabel, Counter>,
     pub actions: Family<ActionLabel, Counter>,
     pub promotions: Counter,
-    pub deliveries: Family<OutcomeLabel, Counter>,
+    pub deliveries: Family<DeliveryLabel, Counter>,
     pub notifications: Family<OutcomeLabel, Counter>,
     pub mlflow_requests: Family<RequestLabel, Histogram, fn() -> Histogram>,
     pub poll_duration: Histogram,
@@ -116,7 +123,7 @@ impl Metrics {
         registry.register("promotions", "Promotions carried out", m.promotions.clone());
         registry.register(
             "webhook_deliveries",
-            "Webhook deliveries by outcome",
+            "Webhook deliveries by source and outcome",
             m.deliveries.clone(),
         );
         registry.register(
@@ -174,9 +181,10 @@ impl Metrics {
             .inc();
     }
 
-    pub fn delivery(&self, outcome: &str) {
+    pub fn delivery(&self, source: &str, outcome: &str) {
         self.deliveries
-            .get_or_create(&OutcomeLabel {
+            .get_or_create(&DeliveryLabel {
+                source: source.into(),
                 outcome: outcome.into(),
             })
             .inc();
@@ -214,13 +222,13 @@ mod tests {
     #[test]
     fn exports_text_with_the_expected_families() {
         let m = Metrics::new();
-        m.delivery("queued");
+        m.delivery("databricks", "queued");
         m.action("skipped: paused (would promote)");
         m.action("promoted");
         m.observe("logged-models/m-123", "ok", Duration::from_millis(3));
         let text = m.encode();
         for needle in [
-            "stagegate_webhook_deliveries_total{outcome=\"queued\"} 1",
+            "stagegate_webhook_deliveries_total{source=\"databricks\",outcome=\"queued\"} 1",
             "stagegate_actions_total{action=\"skipped\"} 1",
             "stagegate_promotions_total 1",
             "stagegate_mlflow_request_duration_seconds_count{endpoint=\"logged-models\",outcome=\"ok\"} 1",

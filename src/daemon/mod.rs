@@ -146,7 +146,7 @@ impl App {
 }
 
 fn build_engine(loaded: &Loaded, health: Arc<Health>) -> Result<Engine, MlflowError> {
-    let client = Client::new(Settings::from_env(&loaded.config.mlflow))?.with_observer(health);
+    let client = Client::new(Settings::from_env(&loaded.config.mlflow)?)?.with_observer(health);
     Ok(Engine::new(client, loaded))
 }
 

@@ -19,7 +19,11 @@ const DEFAULT_TRACKING_URI: &str = "http://127.0.0.1:5000";
 /// How to reach MLflow: the config's `[mlflow]` plus the standard MLflow environment.
 #[derive(Clone)]
 pub struct Settings {
+    /// Where REST calls go: the tracking URI, or `$DATABRICKS_HOST` for `databricks`.
     pub tracking_uri: String,
+    /// The tracking URI was `databricks`: MLflow's own tools (served models, command gates)
+    /// get `MLFLOW_TRACKING_URI=databricks` and read the host and token they inherit.
+    pub databricks: bool,
     pub timeout: Duration,
     pub retries: u32,
     /// First retry delay; doubles each time, capped at `max_backoff`, full jitter.
@@ -41,17 +45,49 @@ pub enum Auth {
 impl Settings {
     /// Tracking URI precedence: `STAGEGATE_MLFLOW__TRACKING_URI`, then `MLFLOW_TRACKING_URI`,
     /// then the file's `mlflow.tracking_uri`, then `http://127.0.0.1:5000`.
-    pub fn from_env(cfg: &MlflowConfig) -> Self {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    pub fn from_env(cfg: &MlflowConfig) -> Result<Self, MlflowError> {
+        Self::resolve(cfg, |k| std::env::var(k).ok())
+    }
+
+    /// [`Settings::from_env`] with the environment given as a lookup (tests pass their own;
+    /// setting variables in a multi-threaded process would race).
+    ///
+    /// The tracking URI `databricks` means a Databricks workspace: REST calls go to
+    /// `$DATABRICKS_HOST` with `$DATABRICKS_TOKEN` as a Bearer token, both required.
+    pub fn resolve(
+        cfg: &MlflowConfig,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, MlflowError> {
+        let env = |k: &str| lookup(k).filter(|v| !v.is_empty());
         let tracking_uri = env("STAGEGATE_MLFLOW__TRACKING_URI")
             .and(cfg.tracking_uri.clone())
             .or_else(|| env("MLFLOW_TRACKING_URI"))
             .or_else(|| cfg.tracking_uri.clone())
             .unwrap_or_else(|| DEFAULT_TRACKING_URI.into());
+        let databricks = tracking_uri.trim() == DATABRICKS;
+        let tracking_uri = if databricks {
+            let host = env("DATABRICKS_HOST").ok_or_else(|| {
+                databricks_missing(
+                    "DATABRICKS_HOST",
+                    "the workspace URL, e.g. https://dbc-1234.cloud.databricks.com",
+                )
+            })?;
+            // Databricks' own tools accept a host without a scheme.
+            if host.contains("://") {
+                host
+            } else {
+                format!("https://{host}")
+            }
+        } else {
+            tracking_uri
+        };
         let auth = match (
             env("MLFLOW_TRACKING_TOKEN"),
             env("MLFLOW_TRACKING_USERNAME"),
         ) {
+            _ if databricks => Auth::Bearer(env("DATABRICKS_TOKEN").ok_or_else(|| {
+                databricks_missing("DATABRICKS_TOKEN", "a personal access token")
+            })?),
             (Some(token), _) => Auth::Bearer(token),
             (None, Some(user)) => Auth::Basic {
                 user,
@@ -62,8 +98,9 @@ impl Settings {
         let truthy = |v: Option<String>| {
             v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
         };
-        Settings {
+        Ok(Settings {
             tracking_uri: tracking_uri.trim_end_matches('/').to_string(),
+            databricks,
             timeout: cfg.request_timeout,
             retries: cfg.retries,
             backoff: Duration::from_millis(200),
@@ -72,8 +109,17 @@ impl Settings {
             insecure_tls: truthy(env("MLFLOW_TRACKING_INSECURE_TLS")),
             cert_path: env("MLFLOW_TRACKING_SERVER_CERT_PATH").map(PathBuf::from),
             keep_alive: cfg.keep_alive,
-        }
+        })
     }
+}
+
+/// The tracking URI that means "the Databricks workspace of `DATABRICKS_HOST`".
+const DATABRICKS: &str = "databricks";
+
+fn databricks_missing(var: &str, what: &str) -> MlflowError {
+    MlflowError::Setup(format!(
+        "the tracking URI is `databricks` but {var} is not set: set it to {what}"
+    ))
 }
 
 /// Observes every MLflow request (the daemon's metrics); the client knows nothing of Prometheus.
@@ -157,7 +203,11 @@ impl Client {
     /// The tracking URI as configured, credentials included: for the environment of command
     /// gates only. Anything shown uses [`Client::shown_uri`].
     pub fn tracking_uri(&self) -> &str {
-        &self.settings.tracking_uri
+        if self.settings.databricks {
+            DATABRICKS
+        } else {
+            &self.settings.tracking_uri
+        }
     }
 
     /// The tracking URI without credentials, for logs, errors and `/status`.
@@ -404,6 +454,71 @@ mod tests {
         let long = format!("<p>{}</p>", "word ".repeat(100));
         let shown = excerpt(&long);
         assert!(shown.ends_with("word…") && shown.len() <= 204, "{shown}");
+    }
+
+    fn resolve(uri: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, MlflowError> {
+        let cfg = MlflowConfig {
+            tracking_uri: uri.map(str::to_string),
+            ..Default::default()
+        };
+        Settings::resolve(&cfg, |k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn databricks_means_the_host_with_its_token_as_bearer() {
+        let host = ("DATABRICKS_HOST", "https://dbc-1.cloud.databricks.com/");
+        let token = ("DATABRICKS_TOKEN", "dapi-s3cret");
+        let via_env = [("MLFLOW_TRACKING_URI", "databricks"), host, token];
+        let s = resolve(Some("http://file:5000"), &via_env).unwrap();
+        assert_eq!(s.tracking_uri, "https://dbc-1.cloud.databricks.com");
+        assert!(s.databricks);
+        assert!(matches!(&s.auth, Auth::Bearer(t) if t == "dapi-s3cret"));
+        // The file's key works too, and a bare host gets https; the workspace token wins over
+        // MLFLOW_TRACKING_TOKEN, which belongs to another server.
+        let bare = ("DATABRICKS_HOST", "dbc-2.cloud.databricks.com");
+        let other = ("MLFLOW_TRACKING_TOKEN", "not-this-one");
+        let s = resolve(Some("databricks"), &[bare, token, other]).unwrap();
+        assert_eq!(s.tracking_uri, "https://dbc-2.cloud.databricks.com");
+        assert!(matches!(&s.auth, Auth::Bearer(t) if t == "dapi-s3cret"));
+        let client = Client::new(s).unwrap();
+        assert_eq!(
+            client.tracking_uri(),
+            "databricks",
+            "children resolve it themselves"
+        );
+        assert_eq!(client.shown_uri(), "https://dbc-2.cloud.databricks.com");
+    }
+
+    #[test]
+    fn databricks_without_its_host_or_token_is_a_clear_error() {
+        let err = |vars: &[(&str, &str)]| match resolve(Some("databricks"), vars) {
+            Err(MlflowError::Setup(m)) => m,
+            Ok(_) => panic!("resolved without {vars:?}"),
+            Err(e) => panic!("{e}"),
+        };
+        let m = err(&[("DATABRICKS_TOKEN", "dapi-s3cret")]);
+        assert!(m.contains("DATABRICKS_HOST is not set"), "{m}");
+        let m = err(&[("DATABRICKS_HOST", "https://h"), ("DATABRICKS_TOKEN", "")]);
+        assert!(m.contains("DATABRICKS_TOKEN is not set"), "{m}");
+        assert!(!m.contains("dapi"), "{m}");
+        // Other tracking URIs are untouched by the Databricks variables.
+        let s = resolve(
+            None,
+            &[
+                ("DATABRICKS_HOST", "https://h"),
+                ("MLFLOW_TRACKING_URI", "http://m:5000"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (s.tracking_uri.as_str(), s.databricks),
+            ("http://m:5000", false)
+        );
+        assert!(matches!(s.auth, Auth::None));
     }
 
     #[test]

@@ -173,13 +173,19 @@ impl Store {
 
     // ---- webhook deliveries -----------------------------------------------------------
 
-    /// Remember a delivery id (with its event and model, for the record); `false` if it was
-    /// seen before (a replay or MLflow's own retry).
-    pub fn record_delivery(&self, id: &str, event: &str, model: &str) -> Result<bool, StoreError> {
+    /// Remember a delivery of `source` by its identity (with its event and model, for the
+    /// record); `false` if that source's delivery was seen before (a replay or a retry).
+    pub fn record_delivery(
+        &self,
+        source: &str,
+        id: &str,
+        event: &str,
+        model: &str,
+    ) -> Result<bool, StoreError> {
         self.with(|c| {
             let n = c.execute(
-                "INSERT OR IGNORE INTO deliveries (id, received_at, event, model) VALUES (?1, ?2, ?3, ?4)",
-                params![id, now_ms(), event, model],
+                "INSERT OR IGNORE INTO deliveries (source, id, received_at, event, model) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![source, id, now_ms(), event, model],
             )?;
             Ok(n == 1)
         })

@@ -69,6 +69,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE evaluations ADD COLUMN champion TEXT;
     ALTER TABLE evaluations ADD COLUMN serving TEXT;
 "#,
+    // Deliveries come from more than one sender: each is unique within its source (an MLflow
+    // delivery id, a hash of a Databricks event), so one source's id never hides another's.
+    r#"
+    CREATE TABLE deliveries_by_source (
+        source      TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        event       TEXT,
+        model       TEXT,
+        PRIMARY KEY (source, id)
+    );
+    INSERT INTO deliveries_by_source (source, id, received_at, event, model)
+        SELECT 'mlflow', id, received_at, event, model FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_by_source RENAME TO deliveries;
+    CREATE INDEX deliveries_by_time ON deliveries (received_at);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

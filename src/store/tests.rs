@@ -10,17 +10,49 @@ fn deliveries_are_deduplicated_and_survive_reopening() {
     let path = dir.path().join("s.db");
     {
         let s = Store::open(&path).unwrap();
-        assert!(s.record_delivery("d1", "e", "m").unwrap());
-        assert!(!s.record_delivery("d1", "e", "m").unwrap());
+        assert!(s.record_delivery("mlflow", "d1", "e", "m").unwrap());
+        assert!(!s.record_delivery("mlflow", "d1", "e", "m").unwrap());
     }
     let s = Store::open(&path).unwrap();
     assert!(
-        !s.record_delivery("d1", "e", "m").unwrap(),
+        !s.record_delivery("mlflow", "d1", "e", "m").unwrap(),
         "dedupe must survive a restart"
     );
     assert_eq!(s.prune_deliveries(Duration::from_secs(3600)).unwrap(), 0);
     std::thread::sleep(Duration::from_millis(5));
     assert_eq!(s.prune_deliveries(Duration::ZERO).unwrap(), 1);
+}
+
+#[test]
+fn one_sources_delivery_never_hides_anothers() {
+    let s = Store::in_memory().unwrap();
+    assert!(s.record_delivery("mlflow", "d1", "e", "m").unwrap());
+    assert!(s.record_delivery("databricks", "d1", "E", "m").unwrap());
+    assert!(!s.record_delivery("databricks", "d1", "E", "m").unwrap());
+    assert_eq!(s.delivery_count().unwrap(), 2);
+}
+
+#[test]
+fn deliveries_recorded_before_sources_existed_stay_mlflows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 3).unwrap();
+        tx.execute(
+            "INSERT INTO deliveries (id, received_at, event, model) VALUES ('old', 1, 'e', 'm')",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert!(!s.record_delivery("mlflow", "old", "e", "m").unwrap());
+    assert!(s.record_delivery("databricks", "old", "e", "m").unwrap());
 }
 
 #[test]

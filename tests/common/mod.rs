@@ -117,6 +117,38 @@ impl Workdir {
     }
 }
 
+/// Run `stagegate ARGS` in `w` against `uri`, off the async runtime (so a proxy on it keeps
+/// serving meanwhile), with the MLflow credential variables cleared, then `env` set.
+pub async fn run_env(w: &Workdir, uri: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let (uri, args) = (
+        uri.to_string(),
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let dir = w.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
+            .args(&args)
+            .current_dir(dir)
+            .env("MLFLOW_TRACKING_URI", uri)
+            .env("RUST_LOG", "stagegate=debug")
+            .env_remove("MLFLOW_TRACKING_TOKEN")
+            .env_remove("MLFLOW_TRACKING_USERNAME")
+            .env_remove("MLFLOW_TRACKING_PASSWORD")
+            .env_remove("DATABRICKS_HOST")
+            .env_remove("DATABRICKS_TOKEN")
+            .envs(env)
+            .output()
+            .unwrap();
+        Run::from(out)
+    })
+    .await
+    .unwrap()
+}
+
 /// A finished `stagegate` process.
 pub struct Run {
     pub code: i32,
@@ -160,7 +192,7 @@ pub fn client_at(uri: &str) -> Client {
         tracking_uri: Some(uri.to_string()),
         ..Default::default()
     };
-    let mut settings = Settings::from_env(&cfg);
+    let mut settings = Settings::from_env(&cfg).unwrap();
     settings.tracking_uri = uri.to_string();
     Client::new(settings).unwrap()
 }

@@ -66,7 +66,9 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
                  "last_models": poll.last_models, "last_enqueued": poll.last_enqueued, "last_waiting": poll.last_waiting,
                  "completed": poll.completed, "last_error": poll.last_error, "next": poll.next},
         "queue": {"depth": app.scheduler.depth(), "in_flight": app.scheduler.in_flight(), "delayed": app.scheduler.delayed(), "workers": cfg.workers.count},
-        "webhooks": {"enabled": !cfg.webhooks.secrets.is_empty(), "secrets": cfg.webhooks.secrets.len()},
+        // `enabled` and `secrets` are the MLflow source's (as before sources existed).
+        "webhooks": {"enabled": !cfg.webhooks.secrets.is_empty(), "secrets": cfg.webhooks.secrets.len(),
+                     "sources": super::webhooks::status(&cfg.webhooks)},
         "totals": totals,
         "policies": policies,
         "recent": recent,

@@ -29,8 +29,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/pause", post(api::pause))
         .route("/v1/resume", post(api::resume))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
-    Router::new()
-        .route("/webhooks/mlflow", post(webhooks::mlflow))
+    let mut router = Router::new();
+    for source in webhooks::sources() {
+        router = router.route(&format!("/webhooks/{}", source.name), source.handler);
+    }
+    router
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/status", get(api::status))

@@ -90,7 +90,10 @@ fn schemas() -> Value {
                                   "last_waiting": nullable("integer"), "last_error": nullable("string"),
                                   "next": nullable("string")}), &[]),
             "queue": object(json!({"depth": count, "in_flight": count, "delayed": count, "workers": count}), &[]),
-            "webhooks": object(json!({"enabled": {"type": "boolean"}, "secrets": count}), &[]),
+            "webhooks": object(json!({"enabled": {"type": "boolean", "description": "the MLflow source"},
+                                      "secrets": count,
+                                      "sources": {"type": "object", "description": "each source by name (mlflow, databricks)",
+                                                  "additionalProperties": object(json!({"enabled": {"type": "boolean"}, "secrets": count}), &[])}}), &[]),
             "totals": object(json!({"evaluations": count, "passed": count, "failed": count, "error": count,
                                     "promotions": count}), &[]),
             "policies": {"type": "array", "items": schema_ref("Policy")},
@@ -109,8 +112,26 @@ fn schemas() -> Value {
                    "key": {"type": "string", "description": "the tag key of tag events"}}}}),
         &["timestamp"],
     );
+    // What the Databricks receiver reads; `text` and anything else are passed over.
+    let databricks_event = object(
+        json!({"event": {"type": "string", "minLength": 1, "example": "MODEL_VERSION_TRANSITIONED_STAGE"},
+               "webhook_id": {"type": "string"},
+               "event_timestamp": {"type": "integer", "minimum": 0, "description": "unix milliseconds"},
+               "model_name": {"type": "string", "description": "required for the events stagegate uses"},
+               "version": {"type": "string"}, "to_stage": {"type": "string"}, "from_stage": {"type": "string"},
+               "text": {"type": "string"}}),
+        &[
+            "webhook_id",
+            "model_name",
+            "version",
+            "to_stage",
+            "from_stage",
+            "text",
+        ],
+    );
     json!({
         "Error": object(json!({"error": {"type": "string"}}), &[]),
+        "DatabricksEvent": databricks_event,
         "GateResult": gate,
         "Evaluation": evaluation,
         "Policy": policy,
@@ -136,15 +157,59 @@ fn webhook() -> Value {
             header("X-MLflow-Timestamp", json!({"type": "string", "pattern": "^[0-9]+$"}), "unix seconds"),
             header("X-MLflow-Signature", json!({"type": "string", "pattern": "^v1,"}), "v1,<base64 HMAC-SHA256>")],
         "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("WebhookEvent")}}},
-        "responses": responses(
-            &[("202", response("queued", object(json!({"status": {"type": "string", "enum": ["queued"]},
-                                                          "model": {"type": "string"}, "event": {"type": "string"}}), &[]))),
-              ("200", response("a repeated delivery, or an event stagegate does not act on",
-                               object(json!({"status": {"type": "string", "enum": ["duplicate", "ignored"]},
-                                             "delivery_id": {"type": "string"}, "reason": {"type": "string"}}),
-                                      &["delivery_id", "reason"])))],
-            &[("400", "malformed payload"), ("401", "missing or bad signature, stale timestamp, or no secrets configured"),
-              ("413", "body too large")])}})
+        "responses": delivery_responses()}})
+}
+
+/// The answers of every webhook receiver.
+fn delivery_responses() -> Value {
+    responses(
+        &[
+            (
+                "202",
+                response(
+                    "queued",
+                    object(
+                        json!({"status": {"type": "string", "enum": ["queued"]},
+                                                      "model": {"type": "string"}, "event": {"type": "string"}}),
+                        &[],
+                    ),
+                ),
+            ),
+            (
+                "200",
+                response(
+                    "a repeated delivery, or an event stagegate does not act on (the reason says which)",
+                    object(
+                        json!({"status": {"type": "string", "enum": ["duplicate", "ignored"]},
+                                         "delivery_id": {"type": "string"}, "reason": {"type": "string"},
+                                         "event": {"type": "string"}}),
+                        &["delivery_id", "reason", "event"],
+                    ),
+                ),
+            ),
+        ],
+        &[
+            ("400", "malformed payload"),
+            (
+                "401",
+                "missing or bad signature, stale timestamp, or no secrets configured",
+            ),
+            ("413", "body too large"),
+        ],
+    )
+}
+
+fn databricks_webhook() -> Value {
+    json!({"post": {
+        "summary": "Databricks Model Registry webhook receiver",
+        "description": format!("Verifies X-Databricks-Signature (HMAC-SHA256 of the raw body, hex or base64, with any of \
+                        webhooks.databricks_secrets), then the payload's event_timestamp against the tolerance; \
+                        de-duplicates by the event's own identity, queues the model and answers at once. Unknown events \
+                        are acknowledged and ignored. Bodies over {MAX_BODY} bytes are refused."),
+        "parameters": [{"name": "X-Databricks-Signature", "in": "header", "required": true,
+                        "schema": {"type": "string", "minLength": 1}, "description": "hex (or base64) HMAC-SHA256 of the raw body"}],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("DatabricksEvent")}}},
+        "responses": delivery_responses()}})
 }
 
 fn evaluations() -> Value {
@@ -246,6 +311,7 @@ pub fn spec() -> Value {
         },
         "paths": {
             "/webhooks/mlflow": webhook(),
+            "/webhooks/databricks": databricks_webhook(),
             "/healthz": {"get": {"summary": "Process alive",
                 "responses": responses(&[("200", response("alive", object(json!({"status": {"type": "string", "enum": ["ok"]}}), &[])))], &[])}},
             "/readyz": {"get": {"summary": "Config loaded and MLflow reachable",

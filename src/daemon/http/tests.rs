@@ -151,11 +151,9 @@ async fn forged_stale_oversize_and_malformed_deliveries_are_refused_with_json() 
         0,
         "refused deliveries are not remembered"
     );
-    assert!(
-        app.metrics
-            .encode()
-            .contains("stagegate_webhook_deliveries_total{outcome=\"unauthorized\"} 2")
-    );
+    assert!(app.metrics.encode().contains(
+        "stagegate_webhook_deliveries_total{source=\"mlflow\",outcome=\"unauthorized\"} 2"
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -199,6 +197,66 @@ async fn without_secrets_webhooks_are_refused() {
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(b["error"].as_str().unwrap().contains("no webhooks.secrets"));
+}
+
+fn databricks(secret: &str, body: &str) -> Request<Body> {
+    Request::post("/webhooks/databricks")
+        .header(
+            "x-databricks-signature",
+            crate::webhook::databricks::signature_header(secret, body.as_bytes()),
+        )
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn databricks_transitions_queue_the_model_without_rechecks_and_need_their_own_secret() {
+    let event = format!(
+        r#"{{"event":"MODEL_VERSION_TRANSITIONED_TO_STAGING","webhook_id":"w","event_timestamp":{},"model_name":"fraud-a","version":"3","to_stage":"Staging"}}"#,
+        now() * 1000
+    );
+    let (app, _dir) = test_app(CONFIG);
+    let (s, b) = send(&app, databricks("new-secret", &event)).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "the MLflow secrets do not sign for Databricks"
+    );
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("Databricks webhooks are disabled")
+    );
+    let (app, _dir) =
+        test_app(&CONFIG.replace("tolerance", "databricks_secrets = [\"dbx\"]\ntolerance"));
+    let (s, b) = send(&app, databricks("dbx", &event)).await;
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("queued")),
+        "{b}"
+    );
+    assert_eq!(
+        (app.scheduler.depth(), app.scheduler.delayed()),
+        (1, 0),
+        "a transition needs no re-check"
+    );
+    let (s, b) = send(&app, databricks("dbx", &event)).await;
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+    let (_, st) = send(&app, Request::get("/status").body(Body::empty()).unwrap()).await;
+    let sources = &st["webhooks"]["sources"];
+    assert_eq!(
+        sources["databricks"],
+        serde_json::json!({"enabled": true, "secrets": 1})
+    );
+    assert_eq!(
+        sources["mlflow"],
+        serde_json::json!({"enabled": true, "secrets": 2})
+    );
+    assert!(!st.to_string().contains("dbx"), "no secret in /status");
 }
 
 #[tokio::test(start_paused = true)]
@@ -279,6 +337,7 @@ async fn bad_requests_get_json_errors() {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert!(b["paths"]["/webhooks/mlflow"]["post"].is_object());
+    assert!(b["paths"]["/webhooks/databricks"]["post"].is_object());
 }
 
 /// An answer: status, headers and JSON body (`Null` when the body is not JSON).
@@ -520,7 +579,7 @@ async fn every_documented_operation_is_routed_and_answers_json() {
             operations += 1;
         }
     }
-    // `router` has 16 method routes: one added there needs its description in openapi.rs,
+    // `router` has 17 method routes: one added there needs its description in openapi.rs,
     // and this count raised with it.
-    assert_eq!(operations, 16, "every route of the router is documented");
+    assert_eq!(operations, 17, "every route of the router is documented");
 }

@@ -1,5 +1,7 @@
-//! `POST /webhooks/mlflow`: verify the signature over the raw bytes, then parse, de-duplicate
-//! by delivery id, route, enqueue, and answer 2xx at once. The work happens in the scheduler.
+//! `POST /webhooks/{source}`: one receiver for every webhook source. Limit the size, let the
+//! source verify the signature over the raw bytes and parse, de-duplicate by the delivery's
+//! identity within its source, route, enqueue, count, and answer 2xx at once. The work happens
+//! in the scheduler; nothing here writes to MLflow.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,17 +10,20 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, post};
 use serde_json::json;
 
 use super::error;
+use crate::config::WebhooksConfig;
 use crate::daemon::App;
-use crate::webhook::{self, Headers, Rejection, Route};
+use crate::webhook::{Context, Databricks, Delivery, Mlflow, Rejection, Route, Source};
 
 /// Bodies above this are refused with 413 before they are read whole.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-/// MLflow sends no event when a version moves to Staging, so a new version is looked at again
-/// on this schedule after `model_version.created` (the poll remains the guarantee).
+/// MLflow OSS sends no event when a version moves to Staging, so a new version is looked at
+/// again on this schedule after its creation event (the poll remains the guarantee). Databricks
+/// does announce transitions; its creation events keep the same schedule, which costs little.
 pub const RECHECKS: [Duration; 6] = [
     Duration::from_secs(2),
     Duration::from_secs(5),
@@ -28,30 +33,57 @@ pub const RECHECKS: [Duration; 6] = [
     Duration::from_secs(120),
 ];
 
-pub async fn mlflow(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    match receive(&app, &headers, body).await {
+/// A webhook source as the daemon mounts it: `POST /webhooks/{name}` and its `/status` entry.
+pub struct Mounted {
+    pub name: &'static str,
+    pub handler: MethodRouter<Arc<App>>,
+    /// How many secrets may sign its deliveries (0 = disabled); never the secrets.
+    pub secrets: fn(&WebhooksConfig) -> usize,
+}
+
+fn mount<S: Source>() -> Mounted {
+    Mounted {
+        name: S::NAME,
+        handler: post(receive::<S>),
+        secrets: |w| S::secrets(w).len(),
+    }
+}
+
+/// Every webhook source stagegate receives. A new source is its module in `crate::webhook`
+/// plus one entry here.
+pub fn sources() -> [Mounted; 2] {
+    [mount::<Mlflow>(), mount::<Databricks>()]
+}
+
+/// The `/status` entry of every source: enabled, and the number of secrets.
+pub fn status(w: &WebhooksConfig) -> serde_json::Value {
+    let entries = sources().into_iter().map(|s| {
+        let n = (s.secrets)(w);
+        (s.name.to_string(), json!({"enabled": n > 0, "secrets": n}))
+    });
+    serde_json::Value::Object(entries.collect())
+}
+
+/// The receiver of source `S` (`POST /webhooks/{S::NAME}`).
+pub async fn receive<S: Source>(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle::<S>(&app, &headers, body).await {
         Ok((outcome, resp)) => {
-            app.metrics.delivery(outcome);
+            app.metrics.delivery(S::NAME, outcome);
             resp
         }
         Err(rej) => {
-            let outcome = match &rej {
-                Rejection::BadSignature
-                | Rejection::MissingHeader(_)
-                | Rejection::MalformedHeader(_)
-                | Rejection::NoSecrets => "unauthorized",
-                Rejection::Stale(_) => "stale",
-                Rejection::TooLarge(_) => "too_large",
-                Rejection::Malformed(_) => "malformed",
-            };
-            app.metrics.delivery(outcome);
+            app.metrics.delivery(S::NAME, rej.outcome());
             let status = StatusCode::from_u16(rej.status()).unwrap_or(StatusCode::BAD_REQUEST);
             error(status, rej.to_string())
         }
     }
 }
 
-async fn receive(
+async fn handle<S: Source>(
     app: &Arc<App>,
     headers: &HeaderMap,
     body: Body,
@@ -68,28 +100,33 @@ async fn receive(
         .map_err(|_| Rejection::TooLarge(MAX_BODY))?;
     let live = app.live();
     let cfg = &live.loaded.config;
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let signed = Headers {
-        delivery_id: header(webhook::DELIVERY_ID),
-        timestamp: header(webhook::TIMESTAMP),
-        signature: header(webhook::SIGNATURE),
+    // Header values that are not text are as good as absent.
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     };
-    let now = SystemTime::now()
+    let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let id = webhook::verify(
-        &signed,
-        &raw,
-        &cfg.webhooks.secrets,
-        cfg.webhooks.tolerance,
-        now,
-    )?;
-    let event = webhook::parse(&raw)?;
-    let (d, kind, model) = (id.to_string(), event.kind.clone(), event.model.clone());
+    let cx = Context {
+        webhooks: &cfg.webhooks,
+        tag_prefix: &cfg.mlflow.tag_prefix,
+        now_unix,
+    };
+    let delivery = S::accept(&header, &raw, &cx)?;
+    let Delivery {
+        identity,
+        event,
+        model,
+        route,
+    } = delivery;
+    let (d, e, m) = (identity.clone(), event.clone(), model.clone());
     match app
         .store
-        .call(move |s| s.record_delivery(&d, &kind, &model))
+        .call(move |s| s.record_delivery(S::NAME, &d, &e, &m))
         .await
     {
         Ok(true) => {}
@@ -98,44 +135,51 @@ async fn receive(
                 "duplicate",
                 reply(
                     StatusCode::OK,
-                    json!({"status": "duplicate", "delivery_id": id}),
+                    json!({"status": "duplicate", "delivery_id": identity}),
                 ),
             ));
         }
         // Better to act twice (reconciles are idempotent) than to drop an event.
-        Err(e) => tracing::warn!(error = %e, "could not record the delivery id"),
+        Err(e) => tracing::warn!(error = %e, source = S::NAME, "could not record the delivery"),
     }
-    let route = webhook::route(&event, &cfg.mlflow.tag_prefix);
     if let Route::Ignore(why) = route {
-        return Ok((
-            "ignored",
-            reply(StatusCode::OK, json!({"status": "ignored", "reason": why})),
-        ));
-    }
-    if cfg.policy_for(&event.model).is_none() {
         return Ok((
             "ignored",
             reply(
                 StatusCode::OK,
-                json!({"status": "ignored", "reason": "no policy matches the model"}),
+                json!({"status": "ignored", "reason": why, "event": event}),
             ),
         ));
     }
-    let model = event.model.as_str();
+    if cfg.policy_for(&model).is_none() {
+        return Ok((
+            "ignored",
+            reply(
+                StatusCode::OK,
+                json!({"status": "ignored", "reason": "no policy matches the model", "event": event}),
+            ),
+        ));
+    }
     match route {
         Route::Created { .. } => {
-            app.enqueue(model, "webhook").await;
-            app.scheduler.recheck(model, &RECHECKS, "recheck");
+            app.enqueue(&model, "webhook").await;
+            app.scheduler.recheck(&model, &RECHECKS, "recheck");
         }
-        Route::Reconcile => app.enqueue(model, "webhook").await,
+        Route::Reconcile => app.enqueue(&model, "webhook").await,
         Route::Ignore(_) => {}
     }
-    tracing::debug!(model, event = %event.kind, delivery = id, "webhook queued");
+    tracing::debug!(
+        model,
+        event,
+        source = S::NAME,
+        delivery = identity,
+        "webhook queued"
+    );
     Ok((
         "queued",
         reply(
             StatusCode::ACCEPTED,
-            json!({"status": "queued", "model": model, "event": event.kind}),
+            json!({"status": "queued", "model": model, "event": event}),
         ),
     ))
 }

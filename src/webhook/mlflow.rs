@@ -1,5 +1,5 @@
 //! MLflow OSS webhook deliveries: signature verification over the raw body (before any
-//! parsing), timestamp tolerance, and the typed event inside. No IO.
+//! parsing), timestamp tolerance, the typed event inside and where it leads. No IO.
 //!
 //! Signature (SPEC §1): `X-MLflow-Signature: v1,<base64(HMAC-SHA256(secret, "{id}.{ts}.{body}"))>`
 //! with the secret's UTF-8 bytes as key. Every configured secret is tried, so secrets rotate.
@@ -7,45 +7,16 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use super::{
+    Context, Delivery, Rejection, Route, Source, any_secret_signed, check_fresh, hmac_sha256,
+};
+use crate::config::{Secret, WebhooksConfig};
 
 pub const DELIVERY_ID: &str = "x-mlflow-delivery-id";
 pub const TIMESTAMP: &str = "x-mlflow-timestamp";
 pub const SIGNATURE: &str = "x-mlflow-signature";
-
-/// Why a delivery was refused. Each maps to one HTTP status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    #[error("webhooks are disabled: no webhooks.secrets configured")]
-    NoSecrets,
-    #[error("missing header {0}")]
-    MissingHeader(&'static str),
-    #[error("malformed {0} header")]
-    MalformedHeader(&'static str),
-    #[error("signature does not match any configured secret")]
-    BadSignature,
-    #[error("timestamp is {0}s away from now, beyond the tolerance")]
-    Stale(u64),
-    #[error("body is larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("malformed payload: {0}")]
-    Malformed(String),
-}
-
-impl Rejection {
-    pub fn status(&self) -> u16 {
-        match self {
-            Rejection::TooLarge(_) => 413,
-            Rejection::Malformed(_) => 400,
-            _ => 401,
-        }
-    }
-}
 
 /// The signed headers of a delivery.
 pub struct Headers<'a> {
@@ -63,7 +34,7 @@ pub fn verify<'a>(
     now_unix: u64,
 ) -> Result<&'a str, Rejection> {
     if secrets.is_empty() {
-        return Err(Rejection::NoSecrets);
+        return Err(NO_SECRETS);
     }
     let id = h
         .delivery_id
@@ -88,32 +59,16 @@ pub fn verify<'a>(
         return Err(Rejection::MalformedHeader(SIGNATURE));
     }
     // Verify before judging the timestamp, so an unsigned request learns nothing from it.
-    let matched = secrets.iter().any(|secret| {
-        let expected = sign(secret.expose(), id, ts, body);
-        given
-            .iter()
-            .any(|g| bool::from(g.as_slice().ct_eq(expected.as_slice())))
-    });
-    if !matched {
+    if !any_secret_signed(secrets, &given, |s| sign(s.expose(), id, ts, body)) {
         return Err(Rejection::BadSignature);
     }
-    let skew = now_unix.abs_diff(ts_num);
-    if skew > tolerance.as_secs() {
-        return Err(Rejection::Stale(skew));
-    }
+    check_fresh(ts_num, now_unix, tolerance)?;
     Ok(id)
 }
 
 /// HMAC-SHA256 over `{id}.{ts}.{body}`, raw bytes.
 pub fn sign(secret: &str, id: &str, ts: &str, body: &[u8]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes keys of any size");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.finalize().into_bytes().to_vec()
+    hmac_sha256(secret, &[id.as_bytes(), b".", ts.as_bytes(), b".", body])
 }
 
 /// The `X-MLflow-Signature` header value for a body (tests, load generators).
@@ -167,19 +122,6 @@ pub fn parse(body: &[u8]) -> Result<Event, Rejection> {
     })
 }
 
-/// What the receiver should do with an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// A new version: reconcile now, and re-check a few times (no stage-transition event exists).
-    Created { version: Option<String> },
-    /// Anything else about the model (a tag, an alias): reconcile it. A changed tag is not a
-    /// request to evaluate: the reconcile sees from the version's inputs fingerprint whether a
-    /// candidate's verdict is stale, and leaves versions that are not candidates alone.
-    Reconcile,
-    /// Not ours to act on (our own tag writes, events we don't use).
-    Ignore(&'static str),
-}
-
 pub fn route(e: &Event, tag_prefix: &str) -> Route {
     match e.kind.as_str() {
         "model_version.created" => Route::Created {
@@ -199,6 +141,50 @@ pub fn route(e: &Event, tag_prefix: &str) -> Route {
         | "model_version_alias.deleted"
         | "registered_model.created" => Route::Reconcile,
         _ => Route::Ignore("event not used by stagegate"),
+    }
+}
+
+const NO_SECRETS: Rejection = Rejection::NoSecrets {
+    sender: "MLflow",
+    key: "secrets",
+};
+
+/// The MLflow OSS sender, as a [`Source`] of the shared receiver.
+pub struct Mlflow;
+
+impl Source for Mlflow {
+    const NAME: &'static str = "mlflow";
+
+    fn secrets(webhooks: &WebhooksConfig) -> &[Secret] {
+        &webhooks.secrets
+    }
+
+    fn accept(
+        header: &dyn Fn(&str) -> Option<String>,
+        body: &[u8],
+        cx: &Context,
+    ) -> Result<Delivery, Rejection> {
+        let (id, ts, sig) = (header(DELIVERY_ID), header(TIMESTAMP), header(SIGNATURE));
+        let signed = Headers {
+            delivery_id: id.as_deref(),
+            timestamp: ts.as_deref(),
+            signature: sig.as_deref(),
+        };
+        let id = verify(
+            &signed,
+            body,
+            &cx.webhooks.secrets,
+            cx.webhooks.tolerance,
+            cx.now_unix,
+        )?;
+        let event = parse(body)?;
+        let route = route(&event, cx.tag_prefix);
+        Ok(Delivery {
+            identity: id.to_string(),
+            event: event.kind,
+            model: event.model,
+            route,
+        })
     }
 }
 
@@ -313,9 +299,9 @@ mod tests {
         );
         assert_eq!(
             verify(&headers("d", "1", "v1,AA=="), BODY, &[], t, 1),
-            Err(Rejection::NoSecrets)
+            Err(NO_SECRETS)
         );
-        assert_eq!(Rejection::NoSecrets.status(), 401);
+        assert_eq!(NO_SECRETS.status(), 401);
         assert_eq!(Rejection::TooLarge(1).status(), 413);
     }
 
