@@ -1,9 +1,11 @@
-//! `stagegate check`: validate the config, reach MLflow (with auth), and list which registered
-//! models each policy matches, with their current candidate and champion.
+//! `stagegate check`: validate the config, reach MLflow (with auth), say whether the server
+//! offers webhooks, and list which registered models each policy matches, with their current
+//! candidate and champion.
 
 use std::path::Path;
 
 use stagegate::config::Target;
+use stagegate::mlflow::MlflowError;
 use stagegate::model_state::ModelState;
 
 use super::output::table;
@@ -23,6 +25,13 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<u8> {
         return Ok(2);
     }
     println!("mlflow  {}: reachable", client.shown_uri());
+    println!(
+        "{}",
+        webhooks_line(
+            client.has_webhooks_api().await,
+            &loaded.config.poll.schedule
+        )
+    );
     let models = client.all_registered_models().await?;
     let mut rows = Vec::new();
     let mut unmatched = Vec::new();
@@ -62,6 +71,20 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// What the webhooks probe found. A server without webhooks is not an error: the poll finds
+/// every candidate anyway, so `check` says so and still exits 0.
+fn webhooks_line(probe: Result<bool, MlflowError>, schedule: &str) -> String {
+    match probe {
+        Ok(true) => "webhooks: offered by this server (stagegate webhook register --url …)".into(),
+        Ok(false) => format!(
+            "webhooks: this server has no webhooks API (they need MLflow 3.3 or later with a \
+             database backend); the poll (poll.schedule = \"{schedule}\") still finds every \
+             candidate, only later"
+        ),
+        Err(e) => format!("webhooks: could not tell whether this server offers them: {e}"),
+    }
 }
 
 /// The newest version at `target`, e.g. `v3 (Staging)` or `v5 (@champion)`, or `-`.
