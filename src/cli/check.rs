@@ -77,13 +77,13 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<u8> {
 /// every candidate anyway, so `check` says so and still exits 0.
 fn webhooks_line(probe: Result<bool, MlflowError>, schedule: &str) -> String {
     match probe {
-        Ok(true) => "webhooks: offered by this server (stagegate webhook register --url …)".into(),
+        Ok(true) => "webhooks  offered by this server (stagegate webhook register --url …)".into(),
         Ok(false) => format!(
-            "webhooks: this server has no webhooks API (they need MLflow 3.3 or later with a \
+            "webhooks  none: this server has no webhooks API (they need MLflow 3.3 or later with a \
              database backend); the poll (poll.schedule = \"{schedule}\") still finds every \
              candidate, only later"
         ),
-        Err(e) => format!("webhooks: could not tell whether this server offers them: {e}"),
+        Err(e) => format!("webhooks  unknown: could not tell whether this server offers them: {e}"),
     }
 }
 
