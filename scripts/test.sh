@@ -9,10 +9,12 @@ cd "$root"
 
 # Debian's Chromium for the status page's browser test (tests/status_page), when missing.
 export STAGEGATE_APT_PACKAGES="chromium ${STAGEGATE_APT_PACKAGES:-}"
-export STAGEGATE_VENV=$(scripts/setup.sh)
+# (Assigned, then exported: `export X=$(…)` would hide a failed setup from `set -e`.)
+STAGEGATE_VENV=$(scripts/setup.sh)
 # MLflow 2.22's own venv for tests/compat_mlflow2.rs (which fails without it). A clean machine
 # spends about two minutes installing it once; afterwards it is cached like the first.
-export STAGEGATE_MLFLOW2_VENV=$(scripts/setup.sh requirements-mlflow2.txt)
+STAGEGATE_MLFLOW2_VENV=$(scripts/setup.sh requirements-mlflow2.txt)
+export STAGEGATE_VENV STAGEGATE_MLFLOW2_VENV
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 echo "== format and lints" >&2
