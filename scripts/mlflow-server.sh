@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start or stop a local MLflow tracking server for tests, the demo and benchmarks:
 # SQLite backend, proxied artifacts, webhooks enabled for loopback (see README, "Webhooks").
+# The server comes from $STAGEGATE_VENV (default: scripts/setup.sh's venv); an MLflow 2 venv
+# works too.
 #
 #   scripts/mlflow-server.sh start DIR [PORT]   # prints the URL; PID in DIR/pid, URL in DIR/url
 #   scripts/mlflow-server.sh stop DIR           # stops it (its whole process group) by PID
@@ -27,12 +29,17 @@ case "$cmd" in
   start)
     venv=${STAGEGATE_VENV:-$("$root/scripts/setup.sh")}
     port=${3:-$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
-    [ -f "$dir/fernet" ] || "$venv/bin/python" -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' > "$dir/fernet"
+    # The webhook secrets' key (MLflow >= 3.3; an MLflow 2 venv may lack `cryptography`, and
+    # its server has no webhooks to encrypt).
+    if [ ! -f "$dir/fernet" ]; then
+      "$venv/bin/python" -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' > "$dir/fernet.new" 2>/dev/null \
+        && mv "$dir/fernet.new" "$dir/fernet" || rm -f "$dir/fernet.new"
+    fi
     url="http://127.0.0.1:$port"
     # setsid: the server and its workers form one process group, stopped together.
     MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https \
     MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true \
-    MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=$(cat "$dir/fernet") \
+    MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=$(cat "$dir/fernet" 2>/dev/null || true) \
     MLFLOW_TRACKING_URI= \
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
     MLFLOW_WEBHOOK_CACHE_TTL=${MLFLOW_WEBHOOK_CACHE_TTL:-60} \

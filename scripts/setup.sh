@@ -2,21 +2,26 @@
 # Installs everything the demo, tests and benchmarks need, idempotently:
 #   - the Python venv (pinned mlflow, scikit-learn…), cached outside the clone and keyed by
 #     the hash of requirements.txt, so reruns take a second;
+#     `scripts/setup.sh requirements-mlflow2.txt` makes the venv of that file instead (the
+#     MLflow 2 compatibility test's), cached the same way;
 #   - Debian packages the benchmarks and the browser test use (STAGEGATE_APT_PACKAGES), when
 #     apt is available and they are missing.
 # Prints nothing on stdout but the venv path (so callers can VENV=$(scripts/setup.sh)).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-hash=$(sha256sum "$root/requirements.txt" | cut -c1-12)
+req=${1:-requirements.txt}
+case "$req" in /*) ;; *) req="$root/$req" ;; esac
+[ -f "$req" ] || { echo "setup: no requirements file $req" >&2; exit 2; }
+hash=$(sha256sum "$req" | cut -c1-12)
 cache=${STAGEGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stagegate}
 venv="$cache/venv-$hash"
 if [ ! -f "$venv/.complete" ]; then
-  echo "setup: creating Python venv $venv (mlflow and friends; about a minute)" >&2
+  echo "setup: creating Python venv $venv from $(basename "$req") (about a minute)" >&2
   rm -rf "$venv"
   mkdir -p "$cache"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip >&2
-  "$venv/bin/pip" install --quiet -r "$root/requirements.txt" >&2
+  "$venv/bin/pip" install --quiet -r "$req" >&2
   touch "$venv/.complete"
 fi
 # Debian packages (optional tools for benchmarks). Missing ones are installed when possible.

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this and nothing else):
-# set up the Python venv, check formatting and lints, start a real MLflow server on a free
-# loopback port, run every Rust test against it, and stop the server by PID at the end.
+# set up the Python venvs (the project's, and MLflow 2.22's for the compatibility test), check
+# formatting and lints, start a real MLflow server on a free loopback port, run every Rust
+# test against it, and stop the server by PID at the end.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 # Debian's Chromium for the status page's browser test (tests/status_page), when missing.
 export STAGEGATE_APT_PACKAGES="chromium ${STAGEGATE_APT_PACKAGES:-}"
-export STAGEGATE_VENV=$(scripts/setup.sh)
+# (Assigned, then exported: `export X=$(…)` would hide a failed setup from `set -e`.)
+STAGEGATE_VENV=$(scripts/setup.sh)
+# MLflow 2.22's own venv for tests/compat_mlflow2.rs (which fails without it). A clean machine
+# spends about two minutes installing it once; afterwards it is cached like the first.
+STAGEGATE_MLFLOW2_VENV=$(scripts/setup.sh requirements-mlflow2.txt)
+export STAGEGATE_VENV STAGEGATE_MLFLOW2_VENV
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 echo "== format and lints" >&2
@@ -21,7 +27,7 @@ cargo build --all-targets --quiet
 work=$(mktemp -d -t stagegate-test.XXXXXX)
 cleanup() { scripts/mlflow-server.sh stop "$work/mlflow" || true; rm -rf "$work"; }
 trap cleanup EXIT
-echo "== starting MLflow $(\"$STAGEGATE_VENV/bin/python\" -c 'import mlflow; print(mlflow.__version__)')" >&2
+echo "== starting MLflow $("$STAGEGATE_VENV/bin/python" -c 'import mlflow; print(mlflow.__version__)')" >&2
 # A 1 s webhook cache: each test registers its own webhook and expects events at once.
 export STAGEGATE_TEST_MLFLOW_URI=$(MLFLOW_WEBHOOK_CACHE_TTL=1 scripts/mlflow-server.sh start "$work/mlflow")
 export STAGEGATE_TEST_TMP=$work

@@ -389,6 +389,12 @@ async fn check_lists_matched_models_with_candidate_and_champion() {
     let r = w.run(&["check"]);
     r.expect_code(0);
     assert!(r.stdout.contains("reachable"), "{}", r.stdout);
+    // The suite's MLflow 3 server has webhooks (tests/compat_mlflow2.rs checks one without).
+    assert!(
+        r.stdout.contains("webhooks  offered by this server"),
+        "{}",
+        r.stdout
+    );
     let line = r
         .stdout
         .lines()

@@ -1,5 +1,6 @@
-//! `stagegate check`: validate the config, reach MLflow (with auth), and list which registered
-//! models each policy matches, with their current candidate and champion. With `--offline`,
+//! `stagegate check`: validate the config, reach MLflow (with auth), say whether the server
+//! offers webhooks, and list which registered models each policy matches, with their current
+//! candidate and champion. With `--offline`,
 //! only the config: what it defines (policies, targets, gates), MLflow never contacted.
 //!
 //! Warnings (stderr, exit code unchanged) are for what may be fine where the daemon runs but
@@ -11,6 +12,7 @@ use std::path::Path;
 
 use stagegate::config::{Loaded, Policy, Target};
 use stagegate::daemon;
+use stagegate::mlflow::MlflowError;
 use stagegate::model_state::ModelState;
 
 use super::output::table;
@@ -39,6 +41,13 @@ pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
         return Ok(2);
     }
     println!("mlflow  {}: reachable", client.shown_uri());
+    println!(
+        "{}",
+        webhooks_line(
+            client.has_webhooks_api().await,
+            &loaded.config.poll.schedule
+        )
+    );
     let models = client.all_registered_models().await?;
     let mut rows = Vec::new();
     let mut unmatched = Vec::new();
@@ -212,4 +221,18 @@ fn missing_files(i: usize, p: &Policy, base: &Path) -> Vec<String> {
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
+}
+
+/// What the webhooks probe found. A server without webhooks is not an error: the poll finds
+/// every candidate anyway, so `check` says so and still exits 0.
+fn webhooks_line(probe: Result<bool, MlflowError>, schedule: &str) -> String {
+    match probe {
+        Ok(true) => "webhooks  offered by this server (stagegate webhook register --url …)".into(),
+        Ok(false) => format!(
+            "webhooks  none: this server has no webhooks API (they need MLflow 3.3 or later with a \
+             database backend); the poll (poll.schedule = \"{schedule}\") still finds every \
+             candidate, only later"
+        ),
+        Err(e) => format!("webhooks  unknown: could not tell whether this server offers them: {e}"),
+    }
 }

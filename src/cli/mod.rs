@@ -1,7 +1,8 @@
-//! Command-line surface of SPEC §2. Each subcommand lives in its own file; this one parses
+//! The command-line surface (docs/reference.md). Each subcommand lives in its own file; this one parses
 //! arguments, sets up logging (stderr) and maps errors to exit code 2.
 
 mod check;
+mod docs;
 mod evaluate;
 mod output;
 mod rollback;
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, ValueHint};
 
 use stagegate::config::{self, Loaded};
 use stagegate::engine::Engine;
@@ -39,12 +40,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--config`, shared by every subcommand that reads the config (one help text for all).
+#[derive(Args)]
+struct ConfigArg {
+    /// The config file (TOML). Without --config: $STAGEGATE_CONFIG, else ./stagegate.toml, else
+    /// /etc/stagegate/stagegate.toml.
+    ///
+    /// Search order: --config FILE when given; else the file $STAGEGATE_CONFIG names, when set;
+    /// else ./stagegate.toml in the current directory, when it exists; else
+    /// /etc/stagegate/stagegate.toml. A file named by --config or $STAGEGATE_CONFIG must exist
+    /// (no fallback past it). Environment variables STAGEGATE_<SECTION>__<KEY> (e.g.
+    /// STAGEGATE_POLL__SCHEDULE="*/30 * * * * *") override the file's keys.
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: webhooks, the reconcile poll, the worker pool, the status API.
     Run {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Evaluate a version (default: the newest candidate), record tags; promote with --promote.
     /// Exit 0 = all gates passed, 1 = a gate failed, 2 = error or inconclusive.
@@ -53,8 +69,8 @@ enum Command {
         model: String,
         /// Version number; the newest candidate of the matching policy if omitted.
         version: Option<String>,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Act on the verdict (promote, archive); without it nothing moves.
         #[arg(long)]
         promote: bool,
@@ -64,8 +80,8 @@ enum Command {
     },
     /// Validate the config, reach MLflow, and list what each policy matches.
     Check {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Validate the config only, without contacting MLflow: list its policies and gates.
         #[arg(long)]
         offline: bool,
@@ -81,17 +97,36 @@ enum Command {
         /// config, else http://127.0.0.1:8080.
         #[arg(long)]
         url: Option<String>,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Print the raw /status JSON.
         #[arg(long)]
         json: bool,
     },
     /// Restore the version that the current champion replaced.
     Rollback {
+        /// Registered model name.
         model: String,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print the shell completion script for SHELL on stdout.
+    ///
+    /// bash: `stagegate completions bash > /etc/bash_completion.d/stagegate`;
+    /// zsh: `stagegate completions zsh > "${fpath[1]}/_stagegate"`;
+    /// fish: `stagegate completions fish > ~/.config/fish/completions/stagegate.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, or write one page per command into a directory.
+    ///
+    /// `stagegate man | man -l -` reads it; `stagegate man --out /usr/local/share/man/man1`
+    /// installs stagegate.1 and stagegate-<command>.1.
+    Man {
+        /// Write stagegate.1 and one stagegate-<command>.1 per subcommand into DIR instead.
+        #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -102,8 +137,8 @@ enum WebhookAction {
         /// Where MLflow should deliver, e.g. http://stagegate:8080/webhooks/mlflow
         #[arg(long)]
         url: String,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
         /// The webhook's name in MLflow (one per stagegate deployment).
         #[arg(long, default_value = "stagegate")]
         name: String,
@@ -136,16 +171,25 @@ pub fn main() -> ExitCode {
                 config,
                 promote,
                 json,
-            } => evaluate::run(config.as_deref(), &model, version.as_deref(), promote, json).await,
-            Command::Check { config, offline } => check::run(config.as_deref(), offline).await,
-            Command::Run { config } => run::run(config.as_deref()).await,
+            } => {
+                let config = config.config.as_deref();
+                evaluate::run(config, &model, version.as_deref(), promote, json).await
+            }
+            Command::Check { config, offline } => {
+                check::run(config.config.as_deref(), offline).await
+            }
+            Command::Run { config } => run::run(config.config.as_deref()).await,
             Command::Webhook {
                 action: WebhookAction::Register { url, config, name },
-            } => webhook::register(config.as_deref(), &url, &name).await,
+            } => webhook::register(config.config.as_deref(), &url, &name).await,
             Command::Status { url, config, json } => {
-                status::run(&status_url(url, config.as_deref()), json).await
+                status::run(&status_url(url, config.config.as_deref()), json).await
             }
-            Command::Rollback { model, config } => rollback::run(config.as_deref(), &model).await,
+            Command::Rollback { model, config } => {
+                rollback::run(config.config.as_deref(), &model).await
+            }
+            Command::Completions { shell } => docs::completions(Cli::command(), shell),
+            Command::Man { out } => docs::man(Cli::command(), out.as_deref()),
         }
     });
     match result {

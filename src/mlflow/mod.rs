@@ -373,6 +373,26 @@ impl Client {
             .map_err(no_webhooks_api)
     }
 
+    /// Whether the server offers the webhooks API: a one-item list succeeds (`true`), or the
+    /// route does not exist (`false`: MLflow before 3.3). Any other failure (no admin right,
+    /// a file-store backend, the server down) is returned as it is: it says nothing either way.
+    pub async fn has_webhooks_api(&self) -> Result<bool, MlflowError> {
+        let probe: Result<Value, _> = self
+            .call(
+                Method::GET,
+                Root::Api,
+                "webhooks",
+                &[("max_results", "1")],
+                None,
+            )
+            .await;
+        match probe.map_err(no_webhooks_api) {
+            Ok(_) => Ok(true),
+            Err(MlflowError::NoWebhooksApi { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn create_webhook(&self, body: &Value) -> Result<Webhook, MlflowError> {
         #[derive(Deserialize)]
         struct Env {

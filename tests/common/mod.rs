@@ -48,7 +48,12 @@ pub fn unique(prefix: &str) -> String {
 
 /// Run fixture operations (see tests/fixtures/registry.py) against `uri`; one result per op.
 pub fn fixtures_at(uri: &str, ops: Value) -> Vec<Value> {
-    let out = Command::new(venv().join("bin/python"))
+    fixtures_with(&venv(), uri, ops)
+}
+
+/// [`fixtures_at`] with another venv's Python (e.g. the MLflow 2 one of tests/compat_mlflow2.rs).
+pub fn fixtures_with(venv: &Path, uri: &str, ops: Value) -> Vec<Value> {
+    let out = Command::new(venv.join("bin/python"))
         .arg(root().join("tests/fixtures/registry.py"))
         .arg(ops.to_string())
         .env("MLFLOW_TRACKING_URI", uri)
@@ -262,17 +267,29 @@ pub fn good_tags() -> Value {
     serde_json::json!({"accuracy": "0.9", "training_dataset_version": "v1", "feature_schema_version": "1"})
 }
 
-/// A private MLflow server (own database and port), for tests that stop and restart it.
+/// A private MLflow server (own database and port), for tests that stop and restart it or
+/// need another MLflow version.
 pub struct PrivateMlflow {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The venv whose `mlflow server` runs.
+    pub venv: PathBuf,
 }
 
 impl PrivateMlflow {
     pub fn start() -> PrivateMlflow {
+        PrivateMlflow::start_from(&venv())
+    }
+
+    /// A server of the MLflow installed in `venv`.
+    pub fn start_from(venv: &Path) -> PrivateMlflow {
         let dir = tempfile::tempdir().unwrap();
         let port = daemon::free_port();
-        let m = PrivateMlflow { dir, port };
+        let m = PrivateMlflow {
+            dir,
+            port,
+            venv: venv.to_path_buf(),
+        };
         m.up();
         m
     }
@@ -288,6 +305,7 @@ impl PrivateMlflow {
             .arg(self.dir.path().join("mlflow"))
             .arg(self.port.to_string())
             .env("MLFLOW_WEBHOOK_CACHE_TTL", "1")
+            .env("STAGEGATE_VENV", &self.venv)
             .output()
             .unwrap();
         assert!(
