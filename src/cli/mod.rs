@@ -2,11 +2,16 @@
 //! arguments, sets up logging (stderr) and maps errors to exit code 2.
 
 mod check;
+mod ci_files;
 mod evaluate;
+mod junit;
 mod output;
 mod rollback;
 mod run;
 mod status;
+mod summary;
+#[cfg(test)]
+mod test_outcome;
 mod webhook;
 
 use std::path::PathBuf;
@@ -61,6 +66,12 @@ enum Command {
         /// Print one JSON document on stdout instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write the result as JUnit XML to FILE (one test case per gate), replacing it.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Also append the result as a markdown table to FILE (e.g. $GITHUB_STEP_SUMMARY).
+        #[arg(long, value_name = "FILE")]
+        summary: Option<PathBuf>,
     },
     /// Validate the config, reach MLflow, and list what each policy matches.
     Check {
@@ -133,7 +144,19 @@ pub fn main() -> ExitCode {
                 config,
                 promote,
                 json,
-            } => evaluate::run(config.as_deref(), &model, version.as_deref(), promote, json).await,
+                junit,
+                summary,
+            } => {
+                let reports = ci_files::Reports { junit, summary };
+                let args = evaluate::Args {
+                    config: config.as_deref(),
+                    model: &model,
+                    version: version.as_deref(),
+                    promote,
+                    json,
+                };
+                evaluate::run(args, &reports).await
+            }
             Command::Check { config } => check::run(config.as_deref()).await,
             Command::Run { config } => run::run(config.as_deref()).await,
             Command::Webhook {

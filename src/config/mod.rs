@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use gate::{
     CaseFamily, ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind,
-    Inconclusive, LatencyGate, MetricGate, RunGate, Slices, TagsGate, VsChampion,
+    Inconclusive, LatencyGate, MetricGate, RequiredTags, RunGate, Slices, TagsGate, VsChampion,
 };
 pub use load::{ConfigError, Loaded, from_text, load, locate};
 
