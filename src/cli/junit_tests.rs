@@ -37,7 +37,7 @@ fn one_testcase_per_gate_with_counts_and_properties() {
     }
     assert!(x.contains("<testcase classname=\"churn/3\" name=\"accuracy\" time=\"1.234\"/>"));
     assert!(
-        x.contains("<failure message=\"fail: val_f1=0.812 &lt; min 0.85\" type=\"fail\">metric gate: fail&#10;observed: 0.812&#10;threshold: {&quot;min&quot;:0.85}</failure>"),
+        x.contains("<failure message=\"fail: val_f1=0.812 &lt; min 0.85\" type=\"fail\">metric gate: fail&#10;observed: 0.812&#10;threshold: min 0.85</failure>"),
         "{x}"
     );
     assert!(x.contains("<error message=\"error: serving failed to start\" type=\"error\">"));

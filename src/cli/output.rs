@@ -85,7 +85,8 @@ pub fn action_text(o: &Outcome) -> String {
 }
 
 /// An observed value or threshold for people: numbers as gate messages show them, strings
-/// bare, nothing as `-`, anything else as compact JSON.
+/// bare, nothing as `-`, a table as `key value` pairs without its unset keys, lists as
+/// compact JSON.
 pub fn value_text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -93,7 +94,22 @@ pub fn value_text(v: &Value) -> String {
             .as_f64()
             .map_or_else(|| n.to_string(), stagegate::gates::num),
         Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::Object(map) => {
+            let pairs: Vec<String> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| match v {
+                    Value::Object(_) | Value::Array(_) => format!("{k} {v}"),
+                    scalar => format!("{k} {}", value_text(scalar)),
+                })
+                .collect();
+            if pairs.is_empty() {
+                "-".into()
+            } else {
+                pairs.join(", ")
+            }
+        }
+        Value::Array(_) | Value::Bool(_) => v.to_string(),
     }
 }
 
@@ -145,6 +161,15 @@ mod tests {
         assert_eq!(value_text(&json!(200)), "200");
         assert_eq!(value_text(&json!("approved")), "approved");
         assert_eq!(value_text(&Value::Null), "-");
-        assert_eq!(value_text(&json!({"min": 0.85})), "{\"min\":0.85}");
+        assert_eq!(value_text(&json!({"min": 0.85, "max": null})), "min 0.85");
+        assert_eq!(
+            value_text(&json!({"p99_ms": 10.0, "requests": 200})),
+            "p99_ms 10, requests 200"
+        );
+        assert_eq!(
+            value_text(&json!({"required": {"approval": ["approved"]}})),
+            "required {\"approval\":[\"approved\"]}"
+        );
+        assert_eq!(value_text(&json!(["a", "b"])), "[\"a\",\"b\"]");
     }
 }

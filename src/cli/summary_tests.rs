@@ -23,10 +23,10 @@ fn one_row_per_gate_with_symbol_and_word() {
         rows,
         [
             "| Gate | Type | Outcome | Observed | Threshold | Message |",
-            "| accuracy | metric | ✅ pass | 0.812 | {\"min\":0.85} | val_accuracy=0.9 &gt;= min 0.85 |",
-            "| f1 | metric | ❌ fail | 0.812 | {\"min\":0.85} | val_f1=0.812 &lt; min 0.85 |",
-            "| latency | metric | ⚠️ error | 0.812 | {\"min\":0.85} | serving failed to start |",
-            "| p99-shadow | metric | ⚠️ fail (shadow, would block) | 0.812 | {\"min\":0.85} | p99=12ms &gt; 10ms |",
+            "| accuracy | metric | ✅ pass | 0.812 | min 0.85 | val_accuracy=0.9 &gt;= min 0.85 |",
+            "| f1 | metric | ❌ fail | 0.812 | min 0.85 | val_f1=0.812 &lt; min 0.85 |",
+            "| latency | metric | ⚠️ error | 0.812 | min 0.85 | serving failed to start |",
+            "| p99-shadow | metric | ⚠️ fail (shadow, would block) | 0.812 | min 0.85 | p99=12ms &gt; 10ms |",
         ]
     );
     assert!(
