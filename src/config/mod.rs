@@ -7,6 +7,7 @@
 
 mod gate;
 mod load;
+mod required_tags;
 mod validate;
 
 use std::path::PathBuf;
@@ -16,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 pub use gate::{
     CaseFamily, ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind,
-    Inconclusive, LatencyGate, MetricGate, RequiredTags, RunGate, Slices, TagsGate, VsChampion,
+    Inconclusive, LatencyGate, MetricGate, RunGate, Slices, TagsGate, VsChampion,
 };
 pub use load::{ConfigError, Loaded, from_text, load, locate};
+pub use required_tags::RequiredTags;
 
 /// The whole `stagegate.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
