@@ -75,7 +75,7 @@ fn documented_keys(md: &str) -> BTreeSet<String> {
 
 /// Keys whose value is a table of user names (metric → threshold, variable → value), not of
 /// configuration keys: their own key is checked, their contents are not.
-const USER_TABLES: &[&str] = &["metrics", "max_gap", "env"];
+const USER_TABLES: &[&str] = &["metrics", "max_gap", "env", "required"];
 
 /// Every `(parent, key)` in a serialised config; `parent` is "" at the top level.
 fn keys(v: &Value, parent: &str, out: &mut BTreeSet<(String, String)>) {

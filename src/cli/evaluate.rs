@@ -1,4 +1,5 @@
-//! `stagegate evaluate MODEL [VERSION] [--promote] [--json]`: the one-shot CI path.
+//! `stagegate evaluate MODEL [VERSION] [--promote] [--json] [--junit FILE] [--summary FILE]`:
+//! the one-shot CI path.
 
 use std::path::Path;
 
@@ -7,24 +8,28 @@ use tokio::signal::unix::{SignalKind, signal};
 use stagegate::decision::Options;
 use stagegate::engine;
 
+use super::ci_files::Reports;
 use super::output;
 
-pub async fn run(
-    config: Option<&Path>,
-    model: &str,
-    version: Option<&str>,
-    promote: bool,
-    json: bool,
-) -> anyhow::Result<u8> {
+pub struct Args<'a> {
+    pub config: Option<&'a Path>,
+    pub model: &'a str,
+    pub version: Option<&'a str>,
+    pub promote: bool,
+    pub json: bool,
+}
+
+pub async fn run(a: Args<'_>, reports: &Reports) -> anyhow::Result<u8> {
+    reports.check()?;
     let work = async {
-        let loaded = super::load_config(config)?;
+        let loaded = super::load_config(a.config)?;
         let engine = super::engine(&loaded)?;
         let outcome = engine
             .evaluate_and_act(
-                model,
-                version,
+                a.model,
+                a.version,
                 Options {
-                    act: promote,
+                    act: a.promote,
                     paused: false,
                 },
             )
@@ -37,15 +42,15 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt())?;
     let result = tokio::select! {
         r = work => r,
-        _ = term.recv() => return fail(json, model, version, "interrupted by SIGTERM"),
-        _ = int.recv() => return fail(json, model, version, "interrupted by SIGINT"),
+        _ = term.recv() => return fail(&a, reports, "interrupted by SIGTERM"),
+        _ = int.recv() => return fail(&a, reports, "interrupted by SIGINT"),
     };
     let (outcome, requests) = match result {
         Ok((Ok(o), n)) => (o, n),
-        Ok((Err(e), _)) => return fail(json, model, version, &e.to_string()),
-        Err(e) => return fail(json, model, version, &format!("{e:#}")),
+        Ok((Err(e), _)) => return fail(&a, reports, &e.to_string()),
+        Err(e) => return fail(&a, reports, &format!("{e:#}")),
     };
-    if json {
+    if a.json {
         println!("{}", output::evaluation_json(&outcome, requests));
     } else {
         print!("{}", output::evaluation_text(&outcome));
@@ -53,14 +58,27 @@ pub async fn run(
     if let Some(err) = &outcome.act_error {
         eprintln!("error: {err}");
     }
-    Ok(engine::exit_code(&outcome))
+    let code = engine::exit_code(&outcome);
+    // The verdict is recorded in MLflow whatever happens here; a report CI cannot read is
+    // an error all the same, never a silent pass.
+    match reports.write(&outcome) {
+        Ok(()) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(code.max(2))
+        }
+    }
 }
 
-/// Errors exit 2; with --json the document still comes out, so CI can parse it.
-fn fail(json: bool, model: &str, version: Option<&str>, msg: &str) -> anyhow::Result<u8> {
-    if json {
-        println!("{}", output::error_json(model, version, msg));
+/// Errors exit 2; with --json the document still comes out, and the CI reports too, so CI
+/// shows why.
+fn fail(a: &Args, reports: &Reports, msg: &str) -> anyhow::Result<u8> {
+    if a.json {
+        println!("{}", output::error_json(a.model, a.version, msg));
     }
     eprintln!("error: {msg}");
+    if let Err(e) = reports.write_error(a.model, a.version, msg) {
+        eprintln!("error: {e:#}");
+    }
     Ok(2)
 }

@@ -2,12 +2,17 @@
 //! arguments, sets up logging (stderr) and maps errors to exit code 2.
 
 mod check;
+mod ci_files;
 mod docs;
 mod evaluate;
+mod junit;
 mod output;
 mod rollback;
 mod run;
 mod status;
+mod summary;
+#[cfg(test)]
+mod test_outcome;
 mod webhook;
 
 use std::path::PathBuf;
@@ -77,6 +82,12 @@ enum Command {
         /// Print one JSON document on stdout instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write the result as JUnit XML to FILE (one test case per gate), replacing it.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Also append the result as a markdown table to FILE (e.g. $GITHUB_STEP_SUMMARY).
+        #[arg(long, value_name = "FILE")]
+        summary: Option<PathBuf>,
     },
     /// Validate the config, reach MLflow, and list what each policy matches.
     Check {
@@ -171,9 +182,18 @@ pub fn main() -> ExitCode {
                 config,
                 promote,
                 json,
+                junit,
+                summary,
             } => {
-                let config = config.config.as_deref();
-                evaluate::run(config, &model, version.as_deref(), promote, json).await
+                let reports = ci_files::Reports { junit, summary };
+                let args = evaluate::Args {
+                    config: config.config.as_deref(),
+                    model: &model,
+                    version: version.as_deref(),
+                    promote,
+                    json,
+                };
+                evaluate::run(args, &reports).await
             }
             Command::Check { config, offline } => {
                 check::run(config.config.as_deref(), offline).await

@@ -76,10 +76,40 @@ pub fn evaluation_text(o: &Outcome) -> String {
     s
 }
 
-fn action_text(o: &Outcome) -> String {
+/// The action line: what was done, or why nothing could be.
+pub fn action_text(o: &Outcome) -> String {
     match &o.act_error {
         Some(err) => format!("none ({err})"),
         None => o.decision.action_tag(),
+    }
+}
+
+/// An observed value or threshold for people: numbers as gate messages show them, strings
+/// bare, nothing as `-`, a table as `key value` pairs without its unset keys, lists as
+/// compact JSON.
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::Number(n) => n
+            .as_f64()
+            .map_or_else(|| n.to_string(), stagegate::gates::num),
+        Value::String(s) => s.clone(),
+        Value::Object(map) => {
+            let pairs: Vec<String> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| match v {
+                    Value::Object(_) | Value::Array(_) => format!("{k} {v}"),
+                    scalar => format!("{k} {}", value_text(scalar)),
+                })
+                .collect();
+            if pairs.is_empty() {
+                "-".into()
+            } else {
+                pairs.join(", ")
+            }
+        }
+        Value::Array(_) | Value::Bool(_) => v.to_string(),
     }
 }
 
@@ -123,5 +153,23 @@ mod tests {
             &[vec!["xxx".into(), "y".into()], vec!["z".into(), "w".into()]],
         );
         assert_eq!(t, "A    BB\nxxx  y\nz    w\n");
+    }
+
+    #[test]
+    fn values_read_as_in_messages() {
+        assert_eq!(value_text(&json!(0.9133333333333333)), "0.913333");
+        assert_eq!(value_text(&json!(200)), "200");
+        assert_eq!(value_text(&json!("approved")), "approved");
+        assert_eq!(value_text(&Value::Null), "-");
+        assert_eq!(value_text(&json!({"min": 0.85, "max": null})), "min 0.85");
+        assert_eq!(
+            value_text(&json!({"p99_ms": 10.0, "requests": 200})),
+            "p99_ms 10, requests 200"
+        );
+        assert_eq!(
+            value_text(&json!({"required": {"approval": ["approved"]}})),
+            "required {\"approval\":[\"approved\"]}"
+        );
+        assert_eq!(value_text(&json!(["a", "b"])), "[\"a\",\"b\"]");
     }
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::duration;
+use super::required_tags::RequiredTags;
 
 /// A gate: shared options plus its type-specific settings.
 #[derive(Debug, Clone, Serialize)]
@@ -86,11 +87,11 @@ pub struct MetricGate {
     pub max: Option<f64>,
 }
 
-/// Model-version tags that must be present and non-empty.
+/// Model-version tags that must be present and non-empty, and optionally hold given values.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TagsGate {
-    pub required: Vec<String>,
+    pub required: RequiredTags,
 }
 
 /// The training run logged what it should, and the model files exist.

@@ -7,6 +7,7 @@
 
 mod gate;
 mod load;
+mod required_tags;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use gate::{
     Inconclusive, LatencyGate, MetricGate, RunGate, Slices, TagsGate, VsChampion,
 };
 pub use load::{ConfigError, Loaded, from_text, load, locate};
+pub use required_tags::RequiredTags;
 
 /// The whole `stagegate.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -280,7 +280,8 @@ fn gate(kind: &GateKind) -> Result<(), Problem> {
             }
         }
         GateKind::Tags(t) => {
-            if t.required.is_empty() || t.required.iter().any(|r| r.is_empty()) {
+            let entries = t.required.entries();
+            if entries.is_empty() || entries.iter().any(|(k, _)| k.is_empty()) {
                 return bad(".required", "list at least one tag key, none empty");
             }
         }
