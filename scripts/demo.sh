@@ -15,7 +15,7 @@ cargo build --release --quiet
 sg=$(scripts/target-dir.sh)/release/stagegate
 
 # The fixture's Python: its warnings and notices are not the demo's (errors still show).
-export PYTHONWARNINGS=ignore MLFLOW_LOGGING_LEVEL=ERROR
+export PYTHONWARNINGS=ignore MLFLOW_LOGGING_LEVEL=ERROR MLFLOW_DISABLE_TELEMETRY=true
 
 made_work=
 if [ -n "${DEMO_DIR:-}" ]; then work=$DEMO_DIR; else work=$(mktemp -d -t stagegate-demo.XXXXXX); made_work=1; fi

@@ -16,6 +16,9 @@ STAGEGATE_VENV=$(scripts/setup.sh)
 STAGEGATE_MLFLOW2_VENV=$(scripts/setup.sh requirements-mlflow2.txt)
 export STAGEGATE_VENV STAGEGATE_MLFLOW2_VENV
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# MLflow 3's usage telemetry: nothing may leave the machine, and its thread rewrites os.environ
+# while a multithreaded fixture iterates it (KeyError: '_MLFLOW_TELEMETRY_SESSION_ID').
+export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
 
 echo "== format and lints" >&2
 cargo fmt --all -- --check

@@ -108,6 +108,8 @@ fn churn(case: Case) {
     let seeds = std::env::var("STAGEGATE_CHURN_SEEDS").unwrap_or_else(|_| SEEDS.into());
     let child = Command::new(venv().join("bin/python"))
         .arg(root().join("tests/fixtures/churn.py"))
+        // Its telemetry thread rewrites os.environ while the writer threads read it.
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .args([
             "--seed",
             &seeds,

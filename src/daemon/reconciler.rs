@@ -107,9 +107,9 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, R
             }
             other => other?,
         };
-        // Rollbacks before the glance: once the poll sees the restored champion in it, the
-        // rollback is already in the audit log.
-        record_rollbacks(app, &state, names).await?;
+        // Before the glance: once the poll sees the restored champion in it, the rollback is
+        // already in the audit log.
+        record_from_registry(app, &state, policy, names).await?;
         app.seen.record(&state, policy, names);
         // Requests for versions that no longer exist can never be served.
         let gone = requests
@@ -244,12 +244,31 @@ async fn clear_requests(
         .await
 }
 
-/// Audit (and announce) each rollback the registry records that the log does not have yet.
-async fn record_rollbacks(
+/// Audit what the registry records but the log may lack: each rollback (made by
+/// `stagegate rollback` anywhere, also announced), and the champion's promotion when it
+/// carries `promoted` with no row (a `kill -9` after the tag, before the store write).
+async fn record_from_registry(
     app: &App,
     state: &crate::model_state::ModelState,
+    policy: &crate::config::Policy,
     names: &crate::report::TagNames,
 ) -> Result<(), StoreError> {
+    if let Some(champion) = state.champion(policy)
+        && champion.tag(&names.action()) == Some(crate::decision::PROMOTED)
+    {
+        let (m, v) = (state.name.clone(), champion.version.clone());
+        let note = format!(
+            "policy {} (read back from the registry's tags)",
+            policy.name
+        );
+        let added = app
+            .store
+            .call(move |s| s.audit_unless_recorded(&m, &v, crate::decision::PROMOTED, &note))
+            .await?;
+        if added {
+            tracing::warn!(model = %state.name, version = %champion.version, "a promotion without its audit row (interrupted?) recorded");
+        }
+    }
     for (version, note) in rollbacks(state, names) {
         let (m, v, n) = (state.name.clone(), version.to_string(), note.to_string());
         let added = app

@@ -354,6 +354,27 @@ impl Store {
         })
     }
 
+    /// Record a row unless the version already has one with this action, whatever its detail:
+    /// for a promotion read back from the registry, whose own row a `kill -9` between the
+    /// `promoted` tag and the store may have lost. Returns whether the row is new.
+    pub fn audit_unless_recorded(
+        &self,
+        model: &str,
+        version: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let added = c.execute(
+                "INSERT INTO audit (at, model, version, action, detail)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (
+                     SELECT 1 FROM audit WHERE model = ?2 AND version = ?3 AND action = ?4)",
+                params![now_ms(), model, version, action, detail],
+            )?;
+            Ok(added > 0)
+        })
+    }
+
     /// The newest audit row's id (0 with none): the status page redraws when it grows.
     pub fn last_audit_id(&self) -> Result<i64, StoreError> {
         self.with(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM audit", [], |r| r.get(0)))

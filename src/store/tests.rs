@@ -176,3 +176,22 @@ fn a_noticed_row_is_audited_once_and_the_newest_id_grows() {
     assert_eq!(log.len(), 2);
     assert!(log.iter().all(|r| r.action == "rollback"));
 }
+
+#[test]
+fn a_promotion_read_back_is_recorded_only_when_its_row_is_missing() {
+    let s = Store::in_memory().unwrap();
+    s.audit("m", Some("1"), "promoted", "policy p").unwrap();
+    assert!(
+        !s.audit_unless_recorded("m", "1", "promoted", "read back")
+            .unwrap()
+    );
+    assert!(
+        s.audit_unless_recorded("m", "2", "promoted", "read back")
+            .unwrap()
+    );
+    assert!(
+        !s.audit_unless_recorded("m", "2", "promoted", "read back")
+            .unwrap()
+    );
+    assert_eq!(s.totals().unwrap().promotions, 2);
+}

@@ -57,6 +57,7 @@ pub fn fixtures_with(venv: &Path, uri: &str, ops: Value) -> Vec<Value> {
         .arg(root().join("tests/fixtures/registry.py"))
         .arg(ops.to_string())
         .env("MLFLOW_TRACKING_URI", uri)
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .output()
         .expect("run python fixtures");
     let stdout = String::from_utf8_lossy(&out.stdout);
