@@ -343,15 +343,7 @@ impl Store {
         action: &str,
         detail: &str,
     ) -> Result<bool, StoreError> {
-        self.with(|c| {
-            let added = c.execute(
-                "INSERT INTO audit (at, model, version, action, detail)
-                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (
-                     SELECT 1 FROM audit WHERE model = ?2 AND version = ?3 AND action = ?4 AND detail = ?5)",
-                params![now_ms(), model, version, action, detail],
-            )?;
-            Ok(added > 0)
-        })
+        self.audit_absent(model, version, action, detail, true)
     }
 
     /// Record a row unless the version already has one with this action, whatever its detail:
@@ -364,12 +356,24 @@ impl Store {
         action: &str,
         detail: &str,
     ) -> Result<bool, StoreError> {
+        self.audit_absent(model, version, action, detail, false)
+    }
+
+    fn audit_absent(
+        &self,
+        model: &str,
+        version: &str,
+        action: &str,
+        detail: &str,
+        same_detail: bool,
+    ) -> Result<bool, StoreError> {
         self.with(|c| {
             let added = c.execute(
                 "INSERT INTO audit (at, model, version, action, detail)
                  SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (
-                     SELECT 1 FROM audit WHERE model = ?2 AND version = ?3 AND action = ?4)",
-                params![now_ms(), model, version, action, detail],
+                     SELECT 1 FROM audit WHERE model = ?2 AND version = ?3 AND action = ?4
+                                          AND (?6 = 0 OR detail = ?5))",
+                params![now_ms(), model, version, action, detail, same_detail],
             )?;
             Ok(added > 0)
         })
