@@ -156,6 +156,11 @@ fn target_and_value_rules() {
         &gate("  name = \"bad:name\"\n  type = \"tags\"\n  required = [\"x\"]"),
         &["policies[0].gates[0].name", "tag keys"],
     );
+    // An empty token would let a bare `Authorization: Bearer ` through.
+    refused(
+        &format!("[server]\napi_token = \" \"\n{POLICY}"),
+        &["server.api_token", "must not be empty"],
+    );
 }
 
 #[test]

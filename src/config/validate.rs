@@ -58,6 +58,18 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
             ));
         }
     }
+    // An empty token would make a bare `Authorization: Bearer ` a valid credential.
+    if c.server
+        .api_token
+        .as_ref()
+        .is_some_and(|t| t.expose().trim().is_empty())
+    {
+        return Err((
+            "server.api_token".into(),
+            "must not be empty (leave it out for a loopback listener, or set a long random value)"
+                .into(),
+        ));
+    }
     cron::Schedule::from_str(&c.poll.schedule).map_err(|e| {
         let fields = c.poll.schedule.split_whitespace().count();
         let why = if fields == 5 {
