@@ -66,11 +66,13 @@ fn tag(name: &str, version: &str, key: &str) -> Option<String> {
 }
 
 /// Wait until the daemon has recorded a verdict on `name` v`version` whose sign-off gate says
-/// `gate_says`.
+/// `gate_says`, and acted on it: the fingerprint is written after the verdict's tags, and the
+/// `action` tag after the fingerprint, once the decision is made.
 fn wait_held(d: &Daemon, name: &str, version: &str, gate_says: &str) {
     d.wait_for(&format!("sign-off gate to say {gate_says:?}"), WAIT, || {
         tag(name, version, "gate.sign-off").is_some_and(|g| g.contains(gate_says))
             && tag(name, version, "fingerprint").is_some()
+            && tag(name, version, "action").is_some()
     });
 }
 
