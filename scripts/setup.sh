@@ -4,8 +4,8 @@
 #     the hash of requirements.txt, so reruns take a second;
 #     `scripts/setup.sh requirements-mlflow2.txt` makes the venv of that file instead (the
 #     MLflow 2 compatibility test's), cached the same way;
-#   - Debian packages the benchmarks and the browser test use (STAGEGATE_APT_PACKAGES), when
-#     apt is available and they are missing.
+#   - Debian packages the benchmarks, the browser test and the PostgreSQL tests use
+#     (STAGEGATE_APT_PACKAGES), when apt is available and they are missing.
 # Prints nothing on stdout but the venv path (so callers can VENV=$(scripts/setup.sh)).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +24,7 @@ if [ ! -f "$venv/.complete" ]; then
   "$venv/bin/pip" install --quiet -r "$req" >&2
   touch "$venv/.complete"
 fi
-# Debian packages (optional tools for benchmarks). Missing ones are installed when possible.
+# Debian packages (tools for benchmarks and tests). Missing ones are installed when possible.
 if [ "${STAGEGATE_SKIP_APT:-}" != 1 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   for pkg in ${STAGEGATE_APT_PACKAGES:-}; do
@@ -33,6 +33,10 @@ if [ "${STAGEGATE_SKIP_APT:-}" != 1 ] && command -v apt-get >/dev/null 2>&1; the
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}" >&2
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    # Packages with a service (postgresql) need no policy-rc.d here: in a container
+    # invoke-rc.d already denies the start (Debian's images ship a policy-rc.d; without one it
+    # blocks when there is no init or no runlevel), and under systemd the postinst ignores a
+    # failed start. Tests never use the system's cluster anyway.
     $SUDO apt-get update -qq >&2 && $SUDO apt-get install -y -qq "${missing[@]}" >&2
   fi
 fi

@@ -7,14 +7,32 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-# Debian's Chromium for the status page's browser test (tests/status_page), when missing.
-export STAGEGATE_APT_PACKAGES="chromium ${STAGEGATE_APT_PACKAGES:-}"
+# Debian's Chromium for the status page's browser test (tests/status_page), and PostgreSQL's
+# server for the throwaway clusters of tests/common/postgres.rs, when missing.
+export STAGEGATE_APT_PACKAGES="chromium postgresql ${STAGEGATE_APT_PACKAGES:-}"
 # (Assigned, then exported: `export X=$(…)` would hide a failed setup from `set -e`.)
 STAGEGATE_VENV=$(scripts/setup.sh)
 # MLflow 2.22's own venv for tests/compat_mlflow2.rs (which fails without it). A clean machine
 # spends about two minutes installing it once; afterwards it is cached like the first.
 STAGEGATE_MLFLOW2_VENV=$(scripts/setup.sh requirements-mlflow2.txt)
 export STAGEGATE_VENV STAGEGATE_MLFLOW2_VENV
+# Debian keeps initdb and pg_ctl off PATH: point the tests at them, looking where
+# tests/common/postgres.rs would (pg_config, the newest /usr/lib/postgresql/*/bin, PATH).
+# A STAGEGATE_PG_BIN already set wins; if none is found the PostgreSQL tests say so.
+pg_bin() {
+  local dir
+  for dir in "$(pg_config --bindir 2>/dev/null)" \
+             $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -rV) \
+             "$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)")"; do
+    if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && [ -x "$dir/postgres" ]; then
+      echo "$dir"; return
+    fi
+  done
+}
+if [ -z "${STAGEGATE_PG_BIN:-}" ]; then
+  STAGEGATE_PG_BIN=$(pg_bin)
+  [ -z "$STAGEGATE_PG_BIN" ] || export STAGEGATE_PG_BIN
+fi
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # MLflow 3's usage telemetry: nothing may leave the machine, and its thread rewrites os.environ
 # while a multithreaded fixture iterates it (KeyError: '_MLFLOW_TELEMETRY_SESSION_ID').
@@ -28,6 +46,9 @@ echo "== build" >&2
 cargo build --all-targets --quiet
 
 work=$(mktemp -d -t stagegate-test.XXXXXX)
+# mktemp makes it 0700, but as root the PostgreSQL tests run the server as the postgres user,
+# which must pass through it to its cluster (search only: it still cannot list it).
+chmod 711 "$work"
 cleanup() { scripts/mlflow-server.sh stop "$work/mlflow" || true; rm -rf "$work"; }
 trap cleanup EXIT
 echo "== starting MLflow $("$STAGEGATE_VENV/bin/python" -c 'import mlflow; print(mlflow.__version__)')" >&2

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod daemon;
+pub mod postgres;
 pub mod proxy;
 pub mod served;
 
