@@ -130,13 +130,14 @@ async fn main() {
     .expect("config");
     let loaded = config::load(Some(&path)).expect("config loads");
     let listen = daemon::check_listen(&loaded).expect("listen");
-    let app = daemon::prepare(loaded, listen).expect("daemon state");
+    let app = daemon::prepare(loaded, listen).await.expect("daemon state");
     let mut last = 0;
     for i in 0..evaluations {
         let v = (i + 1).to_string();
         let id = app
             .store
             .begin_evaluation(MODEL, &v, "p", "d", "poll")
+            .await
             .expect("store");
         let g = gates(i);
         let e = Evaluation {
@@ -153,7 +154,7 @@ async fn main() {
             datasets: vec![],
             serving: json!({"servers_started": 2, "startup_ms": 4100, "requests": 1200, "requests_ms": 800}),
         };
-        app.store.finish_evaluation(id, &e).expect("store");
+        app.store.finish_evaluation(id, &e).await.expect("store");
         let action = if e.verdict == Verdict::Passed {
             "promoted"
         } else {
@@ -161,9 +162,11 @@ async fn main() {
         };
         app.store
             .set_action(MODEL, &v, None, action)
+            .await
             .expect("store");
         app.store
             .audit(MODEL, Some(&v), action, "policy p")
+            .await
             .expect("store");
         last = id;
     }

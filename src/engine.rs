@@ -82,6 +82,16 @@ impl Engine {
         }
     }
 
+    /// This engine with every MLflow write first cleared by `guard` (the daemon's lease).
+    pub fn guarded(&self, guard: Arc<dyn crate::mlflow::WriteGuard>) -> Engine {
+        Engine {
+            client: self.client.clone().with_guard(guard),
+            config: self.config.clone(),
+            names: self.names.clone(),
+            base_dir: self.base_dir.clone(),
+        }
+    }
+
     /// Where a policy's command gates run and its relative paths resolve.
     pub fn environment(&self, policy: &Policy) -> Environment {
         Environment {

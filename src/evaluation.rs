@@ -208,7 +208,8 @@ impl Evaluation {
         })
     }
 
-    #[cfg(test)]
+    /// A bare evaluation (tests, here and in tests/).
+    #[doc(hidden)]
     pub fn for_test(model: &str, version: &str, verdict: Verdict, gates: Vec<GateResult>) -> Self {
         Evaluation {
             model: model.into(),

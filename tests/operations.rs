@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::daemon::{Daemon, SECRET, now_unix};
 use common::*;
 use serde_json::{Value, json};
-use stagegate::store::Store;
+use stagegate::store::{Store, Target};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -132,14 +132,16 @@ fn kill_9_mid_queue_then_restart_loses_no_candidate_and_promotes_nothing_twice()
         q["depth"] == json!(0) && q["in_flight"] == json!(0)
     });
     d.kill9();
-    let store = Store::open(&d.state_path()).unwrap();
-    for m in &models {
-        let promotions = store
-            .audit_log(Some(m), 100)
-            .unwrap()
-            .into_iter()
-            .filter(|a| a.action == "promoted")
-            .count();
+    let (audits, queued) = block(async {
+        let store = Store::open(&Target::Sqlite(d.state_path())).await.unwrap();
+        let mut audits = Vec::new();
+        for m in &models {
+            audits.push(store.audit_log(Some(m), 100).await.unwrap());
+        }
+        (audits, store.queued(i64::MAX).await.unwrap())
+    });
+    for (m, audit) in models.iter().zip(audits) {
+        let promotions = audit.iter().filter(|a| a.action == "promoted").count();
         // Each was promoted once: before the kill or after the restart (a promotion the kill
         // interrupted is finished, and audited, by the restarted daemon), never twice.
         assert_eq!(promotions, 1, "{m} promoted {promotions} times");
@@ -147,7 +149,7 @@ fn kill_9_mid_queue_then_restart_loses_no_candidate_and_promotes_nothing_twice()
         assert_eq!(v.tag("stagegate.action"), Some("promoted"), "{m}");
     }
     assert!(
-        store.queued().unwrap().is_empty(),
+        queued.is_empty(),
         "the persisted queue is empty once converged"
     );
 }

@@ -1,4 +1,5 @@
-//! `stagegate check`: validate the config, reach MLflow (with auth), say whether the server
+//! `stagegate check`: validate the config, reach MLflow (with auth) and the state store (its
+//! schema version, nothing changed), say whether the server
 //! offers webhooks, and list which registered models each policy matches, with their current
 //! candidate and champion. With `--offline`,
 //! only the config: what it defines (policies, targets, gates), MLflow never contacted.
@@ -41,6 +42,13 @@ pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
         return Ok(2);
     }
     println!("mlflow  {}: reachable", client.shown_uri());
+    match stagegate::store::Store::inspect(&daemon::store_target(&loaded)).await {
+        Ok(line) => println!("store   {line}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    }
     println!(
         "{}",
         webhooks_line(

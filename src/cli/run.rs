@@ -14,7 +14,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<u8> {
     let loaded = super::load_config(config_path)?;
     let listen = daemon::check_listen(&loaded)?;
     let path = loaded.path.clone();
-    let app = daemon::prepare(loaded, listen)?;
+    let app = daemon::prepare(loaded, listen).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

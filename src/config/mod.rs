@@ -162,6 +162,10 @@ impl Default for WorkersConfig {
 pub struct StateConfig {
     pub path: PathBuf,
     pub url: Option<String>,
+    /// How long a replica's claim on a model (or on the poll) lasts without renewal: the
+    /// longest another replica waits to take over from one that died.
+    #[serde(with = "duration")]
+    pub lease: Duration,
 }
 
 impl Default for StateConfig {
@@ -169,6 +173,7 @@ impl Default for StateConfig {
         Self {
             path: "stagegate.db".into(),
             url: None,
+            lease: Duration::from_secs(15),
         }
     }
 }

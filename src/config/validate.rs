@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::time::Duration;
 
 use super::{Config, GateKind, Promote, ServingMode, Target};
 
@@ -96,10 +97,15 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
     if c.workers.max_attempts == 0 {
         return Err(("workers.max_attempts".into(), "must be at least 1".into()));
     }
-    if c.state.url.is_some() {
+    if let Some(url) = &c.state.url {
+        // The database is reached at start-up (`stagegate check` tries it); here only the
+        // URL's form, without ever echoing a password.
+        crate::store::check_url(url).map_err(|why| ("state.url".to_string(), why))?;
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&c.state.lease) {
         return Err((
-            "state.url".into(),
-            "a shared (postgres) store is planned but not available yet; use state.path".into(),
+            "state.lease".into(),
+            "must be from 1s to 10m: the time another replica waits before taking over a model whose replica died".into(),
         ));
     }
     serving(c)?;

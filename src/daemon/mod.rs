@@ -5,6 +5,7 @@
 //! Triggers (webhooks, the poll, API requests, retries) only enqueue model names; the
 //! [`scheduler`] runs [`reconciler::reconcile`] for them on a worker pool.
 
+mod cluster;
 mod health;
 pub mod http;
 pub mod metrics;
@@ -16,7 +17,6 @@ mod seen;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,8 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{self, Loaded};
 use crate::engine::Engine;
 use crate::mlflow::{Client, MlflowError, Settings};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Target};
+use cluster::Cluster;
 use health::Health;
 pub use health::Reachability;
 use metrics::Metrics;
@@ -60,7 +61,9 @@ pub struct Live {
 /// What the last poll did, for `/status`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PollStatus {
-    /// Polls finished since start-up.
+    /// Whether this replica holds the poll lease (one replica polls for the cluster).
+    pub here: bool,
+    /// Polls this replica finished since start-up.
     pub completed: u64,
     pub last_started: Option<String>,
     pub last_duration_ms: Option<u64>,
@@ -78,7 +81,8 @@ pub struct App {
     pub store: Store,
     pub scheduler: Scheduler,
     pub metrics: Arc<Metrics>,
-    pub paused: AtomicBool,
+    /// This replica among the others on the store: identity, leases, fencing.
+    pub cluster: Cluster,
     pub started: Instant,
     pub poll: Mutex<PollStatus>,
     pub health: Arc<Health>,
@@ -96,25 +100,29 @@ impl App {
     /// Queue a reconcile of `model`; `trigger` says why (webhook, poll, api, recheck…).
     /// The entry is persisted first, so that work accepted before a crash is redone after it.
     pub async fn enqueue(&self, model: &str, trigger: &str) {
-        let m = model.to_string();
-        if let Err(e) = self.store.call(move |s| s.queue_push(&m)).await {
+        if let Err(e) = self.store.queue_push(model).await {
             tracing::warn!(model, error = %e, "could not persist the queue entry");
         }
         self.scheduler.enqueue(model, trigger);
     }
 
-    pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed)
+    /// Whether acting is paused: the cluster's mode, read from the store each time (a pause
+    /// on any replica holds every replica's next action).
+    pub async fn is_paused(&self) -> Result<bool, StoreError> {
+        let paused = self.store.paused().await?;
+        self.metrics.paused.set(paused as i64);
+        Ok(paused)
     }
 
-    pub fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, Ordering::Relaxed);
+    pub async fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
+        self.store.set_paused(paused).await?;
         self.metrics.paused.set(paused as i64);
         tracing::info!(
             paused,
-            "acting {}",
+            "acting {} (every replica)",
             if paused { "paused" } else { "resumed" }
         );
+        Ok(())
     }
 
     /// Swap in a new configuration (SIGHUP). Settings read only at start-up keep their old
@@ -132,10 +140,12 @@ impl App {
         let (a, b) = (&old.loaded.config, &loaded.config);
         if a.server.listen != b.server.listen
             || a.state.path != b.state.path
+            || a.state.url != b.state.url
+            || a.state.lease != b.state.lease
             || a.workers.count != b.workers.count
         {
             tracing::warn!(
-                "server.listen, state.path and workers.count take effect at the next restart"
+                "server.listen, state.path, state.url, state.lease and workers.count take effect at the next restart"
             );
         }
         let engine = build_engine(&loaded, self.health.clone())?;
@@ -165,10 +175,18 @@ pub fn check_listen(loaded: &Loaded) -> Result<SocketAddr, DaemonError> {
     Ok(addr)
 }
 
+/// Where the configured store lives: `state.url` (PostgreSQL) when set, else `state.path`.
+pub fn store_target(loaded: &Loaded) -> Target {
+    match &loaded.config.state.url {
+        Some(url) => Target::Postgres(url.clone()),
+        None => Target::Sqlite(resolve(loaded, &loaded.config.state.path)),
+    }
+}
+
 /// Build the daemon's state: open the store, build the engine.
-pub fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, DaemonError> {
-    let path = resolve(&loaded, &loaded.config.state.path);
-    let store = Store::open(&path)?;
+pub async fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, DaemonError> {
+    let store = Store::open(&store_target(&loaded)).await?;
+    let cluster = Cluster::new(store.clone(), loaded.config.state.lease);
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(metrics.clone()));
     let engine = build_engine(&loaded, health.clone())?;
@@ -183,7 +201,7 @@ pub fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, DaemonErr
         store,
         scheduler,
         metrics,
-        paused: AtomicBool::new(false),
+        cluster,
         started: Instant::now(),
         poll: Mutex::new(PollStatus::default()),
         health,
@@ -220,13 +238,14 @@ pub async fn run(
         }
     };
 
-    // Work the crash left: interrupted evaluations and the persisted queue.
-    for model in app.store.call(|s| s.interrupt_running()).await? {
-        tracing::info!(model, "redoing an evaluation interrupted by a restart");
-        app.enqueue(&model, "restart").await;
+    // Work a crash left (this replica's or another's): models whose holder died, and the
+    // persisted queue. The leases decide who takes each.
+    for model in app.store.orphans().await? {
+        tracing::info!(model, "redoing work a stopped replica left unfinished");
+        app.scheduler.enqueue(&model, "restart");
     }
-    for model in app.store.call(|s| s.queued()).await? {
-        app.enqueue(&model, "restart").await;
+    for model in app.store.queued(i64::MAX).await? {
+        app.scheduler.enqueue(&model, "restart");
     }
 
     let reconcile: scheduler::ReconcileFn = {
@@ -241,6 +260,7 @@ pub async fn run(
     let poller = tokio::spawn(poll::run(app.clone(), stopped()));
     let health = tokio::spawn(watch_mlflow(app.clone(), stopped()));
     let gauges = tokio::spawn(refresh_gauges(app.clone(), stopped()));
+    let rounds = tokio::spawn(cluster_rounds(app.clone(), stopped()));
     let reloader = {
         let app = app.clone();
         tokio::spawn(async move {
@@ -276,9 +296,10 @@ pub async fn run(
         let _ = sched.await;
     }
     reloader.abort();
-    for task in [poller, health, gauges] {
+    for task in [poller, health, gauges, rounds] {
         let _ = task.await;
     }
+    app.cluster.release_poll().await;
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), server).await {
         return Err(DaemonError::Http(e));
     }
@@ -304,6 +325,25 @@ async fn watch_mlflow(app: Arc<App>, stop: impl Future<Output = ()>) {
     }
 }
 
+/// The cluster round (see [`Cluster::round`]): heartbeat, store health, and the work that
+/// replicas which stopped left behind, taken up here (the leases decide who does it).
+async fn cluster_rounds(app: Arc<App>, stop: impl Future<Output = ()>) {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let dropped = app
+            .cluster
+            .round(app.scheduler.depth(), app.scheduler.in_flight())
+            .await;
+        for model in dropped {
+            app.scheduler.enqueue(&model, "takeover");
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(app.cluster.round_every()) => {}
+        }
+    }
+}
+
 async fn refresh_gauges(app: Arc<App>, stop: impl Future<Output = ()>) {
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -318,11 +358,11 @@ async fn refresh_gauges(app: Arc<App>, stop: impl Future<Output = ()>) {
 }
 
 #[cfg(test)]
-pub(crate) fn test_app(toml: &str) -> (Arc<App>, tempfile::TempDir) {
+pub(crate) async fn test_app(toml: &str) -> (Arc<App>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("stagegate.toml");
     std::fs::write(&path, toml).expect("write config");
     let loaded = config::load(Some(&path)).expect("valid test config");
     let listen = check_listen(&loaded).expect("listen");
-    (prepare(loaded, listen).expect("app"), dir)
+    (prepare(loaded, listen).await.expect("app"), dir)
 }

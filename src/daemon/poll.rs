@@ -29,7 +29,18 @@ const KEPT: &str = "kept";
 pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
     let mut stop = std::pin::pin!(stop);
     loop {
-        poll_once(&app).await;
+        // One replica polls per tick: the holder of the poll lease.
+        match app.cluster.poll_turn().await {
+            Ok(true) => poll_once(&app).await,
+            Ok(false) => mark_not_mine(&app),
+            Err(e) => {
+                tracing::warn!(error = %e, "poll skipped: the store does not answer");
+                app.poll
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .last_error = Some(format!("skipped: {e}"));
+            }
+        }
         let wait = until_next(&app);
         tokio::select! {
             _ = &mut stop => return,
@@ -52,6 +63,11 @@ fn until_next(app: &App) -> Duration {
     wait
 }
 
+fn mark_not_mine(app: &App) {
+    let mut status = app.poll.lock().unwrap_or_else(|p| p.into_inner());
+    status.here = false;
+}
+
 async fn poll_once(app: &App) {
     let started = Instant::now();
     let started_at = now_rfc3339();
@@ -59,10 +75,11 @@ async fn poll_once(app: &App) {
     let elapsed = started.elapsed();
     app.metrics.poll_duration.observe(elapsed.as_secs_f64());
     let retention = app.live().loaded.config.webhooks.dedupe_retention;
-    if let Err(e) = app.store.call(move |s| s.prune_deliveries(retention)).await {
+    if let Err(e) = app.store.prune_deliveries(retention).await {
         tracing::warn!(error = %e, "could not prune old webhook deliveries");
     }
     let mut status = app.poll.lock().unwrap_or_else(|p| p.into_inner());
+    status.here = true;
     status.completed += 1;
     status.last_started = Some(started_at);
     status.last_duration_ms = Some(elapsed.as_millis() as u64);
@@ -101,11 +118,7 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
     let (config, engine) = (&live.loaded.config, &live.engine);
     let names = &engine.names;
     let models = engine.client.all_registered_models().await?;
-    let requested = app
-        .store
-        .call(|s| s.requested_models())
-        .await
-        .unwrap_or_default();
+    let requested = app.store.requested_models().await.unwrap_or_default();
 
     let mut states: Vec<(usize, ModelState)> = Vec::new();
     // Alias holders that `registered-models/search` does not show, per policy.
@@ -194,7 +207,9 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
         }
     }
 
-    let paused = app.is_paused();
+    // A store that cannot say is taken as paused: the poll then only enqueues evaluations,
+    // and each reconcile reads the mode again before it acts.
+    let paused = app.is_paused().await.unwrap_or(true);
     let now = SystemTime::now();
     let digests: Vec<String> = config.policies.iter().map(|p| p.digest()).collect();
     let (mut enqueued, mut waiting) = (0, 0);
@@ -209,9 +224,8 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
         let unrecorded_rollback =
             restored.is_some() && before.is_none_or(|b| b.restored.as_deref() != restored);
         let requested: BTreeSet<String> = if requested.contains(&state.name) {
-            let m = state.name.clone();
             app.store
-                .call(move |s| s.requests(&m))
+                .requests(&state.name)
                 .await
                 .unwrap_or_default()
                 .into_keys()

@@ -13,6 +13,7 @@ use crate::daemon::scheduler::{Attempt, Outcome};
 use crate::decision::{PlanInput, Step, plan};
 use crate::engine::EngineError;
 use crate::evaluation::Verdict;
+use crate::mlflow::WriteGuard;
 use crate::model_state::Depth;
 use crate::store::StoreError;
 
@@ -21,6 +22,10 @@ const ROLLBACK: &str = "rollback";
 
 /// Steps one reconcile may take before yielding (a guard against a registry that keeps moving).
 const MAX_STEPS: usize = 32;
+
+/// How soon a model another replica holds is tried again: its holder may be finishing a
+/// change older than the one that brought us here.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 enum ReconcileError {
@@ -54,9 +59,24 @@ impl ReconcileError {
     }
 }
 
-/// Reconcile one model; the scheduler decides what a failure means for the next attempt.
+/// Reconcile one model under its lease; the scheduler decides what a failure means for the
+/// next attempt. Every MLflow write of the reconcile is fenced by the lease.
 pub async fn reconcile(app: Arc<App>, model: String, attempt: Attempt) -> Outcome {
-    let result = converge(&app, &model, attempt).await;
+    let held = match app.cluster.claim(&model).await {
+        Ok(Some(held)) => held,
+        Ok(None) => {
+            tracing::debug!(
+                model,
+                "another replica holds the model; trying again shortly"
+            );
+            return Outcome::Busy(BUSY_RETRY);
+        }
+        // No lease, no write: try again when the store answers.
+        Err(e) => return Outcome::Retry(format!("could not take the lease on the model: {e}")),
+    };
+    let since = held.claimed_at();
+    let result = converge(&app, &model, attempt, held.guard()).await;
+    held.release().await;
     let outcome = match &result {
         Ok(o) => o.clone(),
         Err(e) => {
@@ -68,17 +88,21 @@ pub async fn reconcile(app: Arc<App>, model: String, attempt: Attempt) -> Outcom
         }
     };
     if matches!(outcome, Outcome::Done | Outcome::After(_)) || attempt.last {
-        let m = model.clone();
-        if let Err(e) = app.store.call(move |s| s.queue_remove(&m)).await {
+        if let Err(e) = app.store.queue_remove(&model, since).await {
             tracing::warn!(model, error = %e, "could not update the persisted queue");
         }
     }
     outcome
 }
 
-async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, ReconcileError> {
+async fn converge(
+    app: &App,
+    model: &str,
+    attempt: Attempt,
+    guard: Arc<dyn WriteGuard>,
+) -> Result<Outcome, ReconcileError> {
     let live = app.live();
-    let engine = &live.engine;
+    let engine = &live.engine.guarded(guard);
     let config = &live.loaded.config;
     let Some(policy) = config.policy_for(model) else {
         tracing::debug!(model, "no policy matches; nothing to do");
@@ -96,8 +120,7 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, R
     for _ in 0..MAX_STEPS {
         // Requests are re-read every step: one made during an evaluation is served by the
         // next evaluation, never consumed by the one already running.
-        let m = model.to_string();
-        let requests = app.store.call(move |s| s.requests(&m)).await?;
+        let requests = app.store.requests(model).await?;
         let state = match engine.read(model, policy, Depth::Full, &[]).await {
             Err(EngineError::NoModel(_)) => {
                 tracing::info!(model, "model no longer exists");
@@ -119,7 +142,7 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, R
             .collect();
         clear_requests(app, model, gone).await?;
         let requested: BTreeSet<String> = requests.keys().cloned().collect();
-        let paused = app.is_paused();
+        let paused = app.is_paused().await?;
         let input = PlanInput {
             policy,
             digest: &digest,
@@ -146,24 +169,18 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, R
                 let Some(candidate) = state.version(&version).cloned() else {
                     return Ok(Outcome::Done);
                 };
-                let row = (model.to_string(), version.clone(), policy.name.clone());
-                let (digest, trigger) = (digest.clone(), trigger.clone());
                 let id = app
                     .store
-                    .call(move |s| s.begin_evaluation(&row.0, &row.1, &row.2, &digest, &trigger))
+                    .begin_evaluation(model, &version, &policy.name, &digest, &trigger)
                     .await?;
                 let evaluation = match engine.evaluate_only(policy, &state, &candidate).await {
                     Ok(e) => e,
                     Err(e) => {
-                        let why = e.to_string();
-                        app.store.call(move |s| s.fail_evaluation(id, &why)).await?;
+                        app.store.fail_evaluation(id, &e.to_string()).await?;
                         return Err(e.into());
                     }
                 };
-                let done = evaluation.clone();
-                app.store
-                    .call(move |s| s.finish_evaluation(id, &done))
-                    .await?;
+                app.store.finish_evaluation(id, &evaluation).await?;
                 app.metrics.evaluation(&evaluation);
                 if let Some(seq) = requests.get(&version) {
                     let served = [(version.clone(), *seq)].into_iter().collect();
@@ -173,10 +190,7 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, R
                 if evaluation.verdict == Verdict::Error && !attempt.last {
                     // SPEC §5: an error is retried with backoff; the request makes the next
                     // attempt evaluate again despite the recorded verdict.
-                    let (m, v) = (model.to_string(), version.clone());
-                    app.store
-                        .call(move |s| s.request_evaluation(&m, &v))
-                        .await?;
+                    app.store.request_evaluation(model, &version).await?;
                     return Err(ReconcileError::GateError(version));
                 }
             }
@@ -191,13 +205,12 @@ async fn converge(app: &App, model: &str, attempt: Attempt) -> Result<Outcome, R
                     .carry_out(model, &version, &decision, verdict, &before, false)
                     .await?;
                 let action = decision.action_tag();
-                let (m, v, a) = (model.to_string(), version.clone(), action.clone());
                 let note = format!("policy {}", policy.name);
                 app.store
-                    .call(move |s| {
-                        s.set_action(&m, &v, recorded.map(Verdict::as_str), &a)?;
-                        s.audit(&m, Some(&v), &a, &note)
-                    })
+                    .set_action(model, &version, recorded.map(Verdict::as_str), &action)
+                    .await?;
+                app.store
+                    .audit(model, Some(&version), &action, &note)
                     .await?;
                 app.metrics.action(&action);
                 notify::action(app, model, &version, &action);
@@ -234,14 +247,10 @@ async fn clear_requests(
     if served.is_empty() {
         return Ok(());
     }
-    let m = model.to_string();
-    app.store
-        .call(move |s| {
-            served
-                .iter()
-                .try_for_each(|(v, seq)| s.clear_requests(&m, v, *seq))
-        })
-        .await
+    for (v, seq) in &served {
+        app.store.clear_requests(model, v, *seq).await?;
+    }
+    Ok(())
 }
 
 /// Audit what the registry records but the log may lack: each rollback (made by
@@ -256,24 +265,27 @@ async fn record_from_registry(
     if let Some(champion) = state.champion(policy)
         && champion.tag(&names.action()) == Some(crate::decision::PROMOTED)
     {
-        let (m, v) = (state.name.clone(), champion.version.clone());
         let note = format!(
             "policy {} (read back from the registry's tags)",
             policy.name
         );
         let added = app
             .store
-            .call(move |s| s.audit_unless_recorded(&m, &v, crate::decision::PROMOTED, &note))
+            .audit_unless_recorded(
+                &state.name,
+                &champion.version,
+                crate::decision::PROMOTED,
+                &note,
+            )
             .await?;
         if added {
             tracing::warn!(model = %state.name, version = %champion.version, "a promotion without its audit row (interrupted?) recorded");
         }
     }
     for (version, note) in rollbacks(state, names) {
-        let (m, v, n) = (state.name.clone(), version.to_string(), note.to_string());
         let added = app
             .store
-            .call(move |s| s.audit_once(&m, &v, ROLLBACK, &n))
+            .audit_once(&state.name, version, ROLLBACK, note)
             .await?;
         if added {
             tracing::info!(model = %state.name, version, note, "rollback recorded");
@@ -291,8 +303,5 @@ async fn audit(
     action: &'static str,
     note: String,
 ) -> Result<(), StoreError> {
-    let (m, v) = (model.to_string(), version.to_string());
-    app.store
-        .call(move |s| s.audit(&m, Some(&v), action, &note))
-        .await
+    app.store.audit(model, Some(version), action, &note).await
 }

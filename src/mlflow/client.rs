@@ -135,6 +135,15 @@ pub struct Client {
     settings: Arc<Settings>,
     requests: Arc<AtomicU64>,
     observer: Option<Arc<dyn RequestObserver>>,
+    guard: Option<Arc<dyn WriteGuard>>,
+}
+
+/// Asked before every request that writes (anything but GET), retries included: may this
+/// client still write? The daemon's answer is its lease on the model (a replica that lost it
+/// must not touch the model). An `Err` says why not; the request is not sent.
+#[async_trait::async_trait]
+pub trait WriteGuard: Send + Sync {
+    async fn check(&self) -> Result<(), String>;
 }
 
 /// Where a path lives: under `/api/2.0/mlflow/` or at the server root (`get-artifact`, `health`).
@@ -192,7 +201,14 @@ impl Client {
             settings: Arc::new(settings),
             requests: Arc::new(AtomicU64::new(0)),
             observer: None,
+            guard: None,
         })
+    }
+
+    /// This client with every write first cleared by `guard`.
+    pub fn with_guard(mut self, guard: Arc<dyn WriteGuard>) -> Self {
+        self.guard = Some(guard);
+        self
     }
 
     pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
@@ -256,6 +272,14 @@ impl Client {
         };
         let mut attempt = 0;
         loop {
+            if method != Method::GET
+                && let Some(guard) = &self.guard
+            {
+                guard.check().await.map_err(|reason| MlflowError::Fenced {
+                    endpoint: path.to_string(),
+                    reason,
+                })?;
+            }
             let started = Instant::now();
             let result = self
                 .send_once(method.clone(), &url, path, query, body)

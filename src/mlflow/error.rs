@@ -27,6 +27,10 @@ pub enum MlflowError {
     /// The client itself is misconfigured (tracking URI, certificate, credentials).
     #[error("MLflow client setup: {0}")]
     Setup(String),
+    /// The write guard said no (the daemon's lease on the model is lost or unverifiable):
+    /// nothing was sent.
+    #[error("not written to MLflow ({endpoint}): {reason}")]
+    Fenced { endpoint: String, reason: String },
 }
 
 impl MlflowError {
@@ -47,7 +51,8 @@ impl MlflowError {
             MlflowError::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
             MlflowError::Decode { .. }
             | MlflowError::NoWebhooksApi { .. }
-            | MlflowError::Setup(_) => false,
+            | MlflowError::Setup(_)
+            | MlflowError::Fenced { .. } => false,
         }
     }
 

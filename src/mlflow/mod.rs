@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use client::Root;
-pub use client::{Auth, Client, RequestObserver, Settings};
+pub use client::{Auth, Client, RequestObserver, Settings, WriteGuard};
 pub use error::MlflowError;
 pub use types::{
     AliasRef, LoggedModel, Metric, ModelVersion, RegisteredModel, Run, Webhook, latest,

@@ -35,16 +35,44 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// A store that cannot answer: 503 when it may come back (MLflow-style clients retry), else 500.
+fn store_failure(e: crate::store::StoreError) -> Response {
+    let code = if e.is_transient() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    error(code, e.to_string())
+}
+
 pub async fn status(State(app): State<Arc<App>>) -> Response {
     let live = app.live();
     let cfg = &live.loaded.config;
     let poll = app.poll.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let generation = app.seen.generation();
-    let (totals, recent, audit) = app
-        .store
-        .call(|s| Ok((s.totals()?, s.evaluations(None, 20)?, s.last_audit_id()?)))
-        .await
-        .unwrap_or_default();
+    // The cluster's view: every replica reads the same store.
+    let store = &app.store;
+    let (totals, recent, audit, paused, replicas) = tokio::join!(
+        store.totals(),
+        store.evaluations(None, 20),
+        store.last_audit_id(),
+        store.paused(),
+        store.replicas(app.cluster.heartbeat_window()),
+    );
+    let store_error = [
+        totals.as_ref().err(),
+        recent.as_ref().err(),
+        paused.as_ref().err(),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    .map(|e| e.to_string());
+    let mode = match paused {
+        Ok(true) => "paused",
+        Ok(false) => "running",
+        Err(_) => "unknown",
+    };
     let policies: Vec<_> = cfg
         .policies
         .iter()
@@ -59,20 +87,23 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": app.started.elapsed().as_secs(),
-        "mode": if app.is_paused() { "paused" } else { "running" },
+        "mode": mode,
+        "replica": {"id": app.cluster.replica(), "lease": humantime::format_duration(app.cluster.lease()).to_string()},
+        "store": {"backend": store.describe(), "reachable": store_error.is_none(), "last_error": store_error},
+        "replicas": replicas.unwrap_or_default(),
         "config": live.loaded.path.display().to_string(),
         "mlflow": {"tracking_uri": live.engine.client.shown_uri(), "reachable": app.health.snapshot().reachable, "last_error": app.health.snapshot().last_error},
-        "poll": {"schedule": cfg.poll.schedule, "last_started": poll.last_started, "last_duration_ms": poll.last_duration_ms,
+        "poll": {"schedule": cfg.poll.schedule, "here": poll.here, "last_started": poll.last_started, "last_duration_ms": poll.last_duration_ms,
                  "last_models": poll.last_models, "last_enqueued": poll.last_enqueued, "last_waiting": poll.last_waiting,
                  "completed": poll.completed, "last_error": poll.last_error, "next": poll.next},
         "queue": {"depth": app.scheduler.depth(), "in_flight": app.scheduler.in_flight(), "delayed": app.scheduler.delayed(), "workers": cfg.workers.count},
         // `enabled` and `secrets` are the MLflow source's (as before sources existed).
         "webhooks": {"enabled": !cfg.webhooks.secrets.is_empty(), "secrets": cfg.webhooks.secrets.len(),
                      "sources": super::webhooks::status(&cfg.webhooks)},
-        "totals": totals,
+        "totals": totals.unwrap_or_default(),
         "policies": policies,
-        "recent": recent,
-        "changes": {"audit": audit, "registry": generation},
+        "recent": recent.unwrap_or_default(),
+        "changes": {"audit": audit.unwrap_or_default(), "registry": generation},
     }))
     .into_response()
 }
@@ -99,11 +130,11 @@ pub async fn list_evaluations(State(app): State<Arc<App>>, Query(q): Query<ListQ
     }
     match app
         .store
-        .call(move |s| s.evaluations(q.model.as_deref(), limit as usize))
+        .evaluations(q.model.as_deref(), limit as usize)
         .await
     {
         Ok(rows) => Json(json!({"evaluations": rows})).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => store_failure(e),
     }
 }
 
@@ -114,10 +145,10 @@ pub async fn get_evaluation(State(app): State<Arc<App>>, Path(id): Path<String>)
             format!("evaluation id {id:?} is not a number"),
         );
     };
-    match app.store.call(move |s| s.evaluation(id)).await {
+    match app.store.evaluation(id).await {
         Ok(Some(row)) => Json(row).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no evaluation {id}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => store_failure(e),
     }
 }
 
@@ -211,9 +242,8 @@ pub async fn request_evaluation(State(app): State<Arc<App>>, body: Bytes) -> Res
         Err(e) => return error(mlflow_failure(&e), e.to_string()),
     }
     if let Some(v) = &req.version {
-        let (m, v) = (req.model.clone(), v.clone());
-        if let Err(e) = app.store.call(move |s| s.request_evaluation(&m, &v)).await {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        if let Err(e) = app.store.request_evaluation(&req.model, v).await {
+            return store_failure(e);
         }
     }
     app.enqueue(&req.model, "api").await;
@@ -224,19 +254,20 @@ pub async fn request_evaluation(State(app): State<Arc<App>>, body: Bytes) -> Res
         .into_response()
 }
 
+/// Pause acting on every replica: the mode lives in the shared store.
 pub async fn pause(State(app): State<Arc<App>>) -> Response {
-    app.set_paused(true);
+    if let Err(e) = app.set_paused(true).await {
+        return store_failure(e);
+    }
     Json(json!({"paused": true})).into_response()
 }
 
 pub async fn resume(State(app): State<Arc<App>>) -> Response {
-    app.set_paused(false);
-    // Work held back while paused is picked up now, not at the next poll.
-    let recent = app
-        .store
-        .call(|s| s.evaluations(None, 1000))
-        .await
-        .unwrap_or_default();
+    if let Err(e) = app.set_paused(false).await {
+        return store_failure(e);
+    }
+    // Work held back while paused is picked up now (by this replica), not at the next poll.
+    let recent = app.store.evaluations(None, 1000).await.unwrap_or_default();
     for row in recent {
         if row
             .action

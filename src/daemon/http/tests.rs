@@ -75,7 +75,7 @@ async fn send(app: &Arc<App>, req: Request<Body>) -> (StatusCode, Value) {
 
 #[tokio::test(start_paused = true)]
 async fn a_signed_creation_is_queued_with_one_pending_recheck_series() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let (status, body) = send(
         &app,
         delivery("d1", now(), "new-secret", &created("fraud-a")),
@@ -95,12 +95,15 @@ async fn a_signed_creation_is_queued_with_one_pending_recheck_series() {
     assert_eq!(app.scheduler.delayed(), 1);
     assert_eq!(app.scheduler.depth(), 1, "the second creation folds in");
     // And the queue is persisted for a restart.
-    assert_eq!(app.store.queued().unwrap(), vec!["fraud-a".to_string()]);
+    assert_eq!(
+        app.store.queued(i64::MAX).await.unwrap(),
+        vec!["fraud-a".to_string()]
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_replayed_delivery_is_acknowledged_once() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let (s1, _) = send(
         &app,
         delivery("dup", now(), "old-secret", &created("fraud-a")),
@@ -113,12 +116,12 @@ async fn a_replayed_delivery_is_acknowledged_once() {
     .await;
     assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::OK));
     assert_eq!(b2["status"], "duplicate");
-    assert_eq!(app.store.delivery_count().unwrap(), 1);
+    assert_eq!(app.store.delivery_count().await.unwrap(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn forged_stale_oversize_and_malformed_deliveries_are_refused_with_json() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let (s, b) = send(
         &app,
         delivery("f1", now(), "wrong-secret", &created("fraud-a")),
@@ -147,7 +150,7 @@ async fn forged_stale_oversize_and_malformed_deliveries_are_refused_with_json() 
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(app.scheduler.depth(), 0, "nothing refused was queued");
     assert_eq!(
-        app.store.delivery_count().unwrap(),
+        app.store.delivery_count().await.unwrap(),
         0,
         "refused deliveries are not remembered"
     );
@@ -158,7 +161,7 @@ async fn forged_stale_oversize_and_malformed_deliveries_are_refused_with_json() 
 
 #[tokio::test(start_paused = true)]
 async fn own_tags_are_ignored_and_user_tags_queue_the_model_without_a_request() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let (s, b) = send(
         &app,
         delivery(
@@ -180,7 +183,7 @@ async fn own_tags_are_ignored_and_user_tags_queue_the_model_without_a_request() 
     assert_eq!(app.scheduler.depth(), 1, "the model is queued");
     // A tag is not a request: whether the version is a candidate with a stale verdict is
     // the reconcile's question, answered from the registry.
-    assert!(app.store.requests("fraud-a").unwrap().is_empty());
+    assert!(app.store.requests("fraud-a").await.unwrap().is_empty());
     // A model no policy matches is acknowledged, not queued.
     let (s, b) = send(&app, delivery("t3", now(), "new-secret", &created("other"))).await;
     assert_eq!((s, b["status"].as_str()), (StatusCode::OK, Some("ignored")));
@@ -189,7 +192,8 @@ async fn own_tags_are_ignored_and_user_tags_queue_the_model_without_a_request() 
 
 #[tokio::test(start_paused = true)]
 async fn without_secrets_webhooks_are_refused() {
-    let (app, _dir) = test_app(&CONFIG.replace(r#"secrets = ["old-secret", "new-secret"]"#, ""));
+    let (app, _dir) =
+        test_app(&CONFIG.replace(r#"secrets = ["old-secret", "new-secret"]"#, "")).await;
     let (s, b) = send(
         &app,
         delivery("n1", now(), "new-secret", &created("fraud-a")),
@@ -215,7 +219,7 @@ async fn databricks_transitions_queue_the_model_without_rechecks_and_need_their_
         r#"{{"event":"MODEL_VERSION_TRANSITIONED_TO_STAGING","webhook_id":"w","event_timestamp":{},"model_name":"fraud-a","version":"3","to_stage":"Staging"}}"#,
         now() * 1000
     );
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let (s, b) = send(&app, databricks("new-secret", &event)).await;
     assert_eq!(
         s,
@@ -229,7 +233,7 @@ async fn databricks_transitions_queue_the_model_without_rechecks_and_need_their_
             .contains("Databricks webhooks are disabled")
     );
     let (app, _dir) =
-        test_app(&CONFIG.replace("tolerance", "databricks_secrets = [\"dbx\"]\ntolerance"));
+        test_app(&CONFIG.replace("tolerance", "databricks_secrets = [\"dbx\"]\ntolerance")).await;
     let (s, b) = send(&app, databricks("dbx", &event)).await;
     assert_eq!(
         (s, b["status"].as_str()),
@@ -265,21 +269,21 @@ async fn mutating_routes_need_the_token_when_one_is_set() {
         "[webhooks]",
         "[server]\napi_token = \"t0ken\"\n\n[webhooks]",
     );
-    let (app, _dir) = test_app(&cfg);
+    let (app, _dir) = test_app(&cfg).await;
     let (s, _) = send(
         &app,
         Request::post("/v1/pause").body(Body::empty()).unwrap(),
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(!app.is_paused());
+    assert!(!app.is_paused().await.unwrap());
     let req = Request::post("/v1/pause")
         .header("authorization", "Bearer t0ken")
         .body(Body::empty())
         .unwrap();
     let (s, b) = send(&app, req).await;
     assert_eq!((s, b["paused"].as_bool()), (StatusCode::OK, Some(true)));
-    assert!(app.is_paused());
+    assert!(app.is_paused().await.unwrap());
     // Reads stay open.
     let (s, _) = send(&app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
     assert_eq!(s, StatusCode::OK);
@@ -287,7 +291,7 @@ async fn mutating_routes_need_the_token_when_one_is_set() {
 
 #[tokio::test(start_paused = true)]
 async fn bad_requests_get_json_errors() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let (s, b) = send(
         &app,
         Request::post("/v1/evaluations")
@@ -383,7 +387,7 @@ fn assert_json_error(r: &Answer, status: StatusCode, what: &str) {
 
 #[tokio::test(start_paused = true)]
 async fn history_queries_outside_the_documented_range_get_json_400s() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     // These were axum's plain-text rejections, or silently clamped.
     for uri in [
         "/v1/evaluations?limit=abc",
@@ -411,7 +415,7 @@ async fn history_queries_outside_the_documented_range_get_json_400s() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wrong_method_gets_a_json_405_with_allow() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     for (method, uri, allow) in [
         ("DELETE", "/healthz", "GET,HEAD"),
         ("POST", "/status", "GET,HEAD"),
@@ -485,7 +489,7 @@ fn mlflow_failures_map_to_whose_fault_it_is() {
 async fn evaluation_requests_are_checked_before_mlflow_is_asked() {
     // MLflow is unreachable in this app: each of these used to be a 503 (or a 400 from MLflow
     // relayed as a 503); they are the request's faults and are answered without MLflow.
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let cases = [
         (
             r#"{"model": "fraud-a", "version": "¦"}"#,
@@ -535,7 +539,7 @@ async fn an_mlflow_400_is_the_requests_fault_not_an_outage() {
         )
     });
     let server = tokio::spawn(async move { axum::serve(listener, mlflow).await });
-    let (app, _dir) = test_app(&CONFIG.replace("127.0.0.1:9", &format!("127.0.0.1:{port}")));
+    let (app, _dir) = test_app(&CONFIG.replace("127.0.0.1:9", &format!("127.0.0.1:{port}"))).await;
     for body in [
         r#"{"model": "fraud-a:"}"#,
         r#"{"model": "fraud-a:", "version": "2"}"#,
@@ -555,7 +559,7 @@ async fn an_mlflow_400_is_the_requests_fault_not_an_outage() {
 
 #[tokio::test(start_paused = true)]
 async fn every_documented_operation_is_routed_and_answers_json() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let spec = super::openapi::spec();
     let mut operations = 0;
     for (path, item) in spec["paths"].as_object().unwrap() {

@@ -123,10 +123,9 @@ async fn handle<S: Source>(
         model,
         route,
     } = delivery;
-    let (d, e, m) = (identity.clone(), event.clone(), model.clone());
     match app
         .store
-        .call(move |s| s.record_delivery(S::NAME, &d, &e, &m))
+        .record_delivery(S::NAME, &identity, &event, &model)
         .await
     {
         Ok(true) => {}
@@ -139,8 +138,18 @@ async fn handle<S: Source>(
                 ),
             ));
         }
-        // Better to act twice (reconciles are idempotent) than to drop an event.
-        Err(e) => tracing::warn!(error = %e, source = S::NAME, "could not record the delivery"),
+        // Without the shared store this replica can neither de-duplicate nor take a lease to
+        // act: 503 makes the sender deliver again, to this replica or another.
+        Err(e) => {
+            tracing::warn!(error = %e, source = S::NAME, "could not record the delivery; answering 503");
+            return Ok((
+                "unavailable",
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"status": "unavailable", "error": e.to_string()}),
+                ),
+            ));
+        }
     }
     if let Route::Ignore(why) = route {
         return Ok((

@@ -36,6 +36,8 @@ pub enum Outcome {
     Requeue,
     /// Converged for now; run again after this long (a candidate settling).
     After(Duration),
+    /// Another replica holds the model: run again after this long, for the same trigger.
+    Busy(Duration),
 }
 
 /// Which attempt this is; `last` means no retry follows a failure.
@@ -250,9 +252,11 @@ impl Scheduler {
         let b = self.inner.backoff;
         let mut s = self.state();
         s.running.remove(model);
-        let rerun = s.rerun.remove(model);
+        // A model another replica holds runs again at its busy wake-up, not at once.
+        let rerun = s.rerun.remove(model) && !matches!(outcome, Outcome::Busy(_));
         let mut retry_after = None;
         let mut wake_after = None;
+        let mut busy_after = None;
         let rerun_label = s.labels.get(model).cloned();
         match outcome {
             Outcome::Done => {
@@ -261,6 +265,10 @@ impl Scheduler {
             Outcome::After(d) => {
                 s.attempts.remove(model);
                 wake_after = Some(d);
+            }
+            Outcome::Busy(d) => {
+                s.attempts.remove(model);
+                busy_after = Some(d);
             }
             Outcome::Retry(why) if !attempt.last => {
                 s.attempts.insert(model.to_string(), attempt.n + 1);
@@ -297,6 +305,11 @@ impl Scheduler {
         // A trigger that came during the run is served now; the wake-up still follows.
         if let Some(d) = wake_after {
             self.enqueue_after(model, d, "settle");
+        }
+        // Not run: the trigger that queued it is still the reason, and its label stays.
+        if let Some(d) = busy_after {
+            let label = self.state().labels.remove(model);
+            self.enqueue_after(model, d, label.as_deref().unwrap_or("retry"));
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Fresh {
     pub audit: i64,
     /// The generation of what the daemon last saw of the models (`changes.registry`).
     pub seen: u64,
+    /// Whether acting is paused (the cluster's mode, from the store).
+    pub paused: bool,
 }
 
 /// The page's freshness stamp: each recent evaluation as `id.status.action`, then the audit

@@ -76,36 +76,32 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 pub async fn home(State(app): State<Arc<App>>) -> Response {
     let started = Instant::now();
     let (generation, seen) = app.seen.all();
-    let data = app
-        .store
-        .call(move |s| {
-            // The freshness stamp's rows first: a change landing during these reads then
-            // leaves the stamp older than the page, and the next poll reloads it (see STAMP).
-            let fresh = fresh(s, generation)?;
-            let latest = s.latest_per_model()?;
-            let mut newest: Vec<(i64, String)> =
-                latest.iter().map(|r| (r.id, r.model.clone())).collect();
-            newest.sort_unstable_by_key(|n| std::cmp::Reverse(n.0));
-            let charted = newest
-                .into_iter()
-                .take(HOME_CHART_MODELS)
-                .map(|(_, m)| {
-                    let rows = s.latest_per_version(&m, HOME_CHART_VERSIONS)?;
-                    Ok((m, rows))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let home = home::Home {
-                models: s.models()?,
-                latest: latest.into_iter().map(|r| (r.model.clone(), r)).collect(),
-                seen,
-                recent: fresh.recent.clone(),
-                totals: s.totals()?,
-                charts: Vec::new(),
-                chart_versions: HOME_CHART_VERSIONS,
-            };
-            Ok((home, charted, fresh))
-        })
-        .await;
+    let s = &app.store;
+    let data: Result<_, StoreError> = async {
+        // The freshness stamp's rows first: a change landing during these reads then
+        // leaves the stamp older than the page, and the next poll reloads it (see STAMP).
+        let fresh = fresh(s, generation).await?;
+        let latest = s.latest_per_model().await?;
+        let mut newest: Vec<(i64, String)> =
+            latest.iter().map(|r| (r.id, r.model.clone())).collect();
+        newest.sort_unstable_by_key(|n| std::cmp::Reverse(n.0));
+        let mut charted = Vec::new();
+        for (_, m) in newest.into_iter().take(HOME_CHART_MODELS) {
+            let rows = s.latest_per_version(&m, HOME_CHART_VERSIONS).await?;
+            charted.push((m, rows));
+        }
+        let home = home::Home {
+            models: s.models().await?,
+            latest: latest.into_iter().map(|r| (r.model.clone(), r)).collect(),
+            seen,
+            recent: fresh.recent.clone(),
+            totals: s.totals().await?,
+            charts: Vec::new(),
+            chart_versions: HOME_CHART_VERSIONS,
+        };
+        Ok((home, charted, fresh))
+    }
+    .await;
     match data {
         Ok((mut h, charted, fresh)) => {
             let live = app.live();
@@ -159,25 +155,25 @@ pub async fn model(
     let live = app.live();
     let policy = live.loaded.config.policy_for(&name);
     let (generation, glance) = app.seen.get(&name);
-    let m = name.clone();
-    let data = app
-        .store
-        .call(move |s| {
-            let fresh = fresh(s, generation)?; // first: see STAMP
-            // One row past the page says whether there is an older page.
-            let mut history = s.evaluations_before(Some(&m), before, HISTORY_PAGE + 1)?;
-            let more = history.len() > HISTORY_PAGE;
-            history.truncate(HISTORY_PAGE);
-            Ok((
-                history,
-                more,
-                s.evaluation_count(&m)?,
-                s.latest_per_version(&m, CHART_VERSIONS)?,
-                s.audit_log(Some(&m), AUDIT_ROWS)?,
-                fresh,
-            ))
-        })
-        .await;
+    let (m, s) = (&name, &app.store);
+    let data: Result<_, StoreError> = async {
+        let fresh = fresh(s, generation).await?; // first: see STAMP
+        // One row past the page says whether there is an older page.
+        let mut history = s
+            .evaluations_before(Some(m), before, HISTORY_PAGE + 1)
+            .await?;
+        let more = history.len() > HISTORY_PAGE;
+        history.truncate(HISTORY_PAGE);
+        Ok((
+            history,
+            more,
+            s.evaluation_count(m).await?,
+            s.latest_per_version(m, CHART_VERSIONS).await?,
+            s.audit_log(Some(m), AUDIT_ROWS).await?,
+            fresh,
+        ))
+    }
+    .await;
     let (history, more, total, per_version, audit, fresh) = match data {
         Ok(d) => d,
         Err(e) => return store_failed(e),
@@ -252,13 +248,12 @@ pub async fn evaluation(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
         return not_found(StatusCode::NOT_FOUND, &format!("no evaluation {id:?}."));
     };
     let generation = app.seen.generation();
-    let data = app
-        .store
-        .call(move |s| {
-            let fresh = fresh(s, generation)?; // first: see STAMP
-            Ok((s.evaluation(id)?, fresh))
-        })
-        .await;
+    let s = &app.store;
+    let data: Result<_, StoreError> = async {
+        let fresh = fresh(s, generation).await?; // first: see STAMP
+        Ok((s.evaluation(id).await?, fresh))
+    }
+    .await;
     let (row, fresh) = match data {
         Ok((Some(row), fresh)) => (row, fresh),
         Ok((None, _)) => return not_found(StatusCode::NOT_FOUND, &format!("no evaluation {id}.")),
@@ -281,11 +276,12 @@ pub async fn evaluation(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
 }
 
 /// The stamp's parts from the store, `generation` being the seen generation read just before.
-fn fresh(s: &Store, generation: u64) -> Result<layout::Fresh, StoreError> {
+async fn fresh(s: &Store, generation: u64) -> Result<layout::Fresh, StoreError> {
     Ok(layout::Fresh {
-        recent: s.evaluations(None, RECENT)?,
-        audit: s.last_audit_id()?,
+        recent: s.evaluations(None, RECENT).await?,
+        audit: s.last_audit_id().await?,
         seen: generation,
+        paused: s.paused().await?,
     })
 }
 
@@ -296,7 +292,7 @@ fn header(app: &App, fresh: &layout::Fresh) -> Header {
     let health = app.health.snapshot();
     Header {
         uptime_s: app.started.elapsed().as_secs(),
-        paused: app.is_paused(),
+        paused: fresh.paused,
         reachable: health.reachable,
         mlflow_error: health.last_error,
         mlflow_uri: live.engine.client.shown_uri(),

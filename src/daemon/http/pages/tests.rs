@@ -95,7 +95,7 @@ fn accuracy(value: f64, message: &str, enforce: bool) -> GateResult {
 }
 
 /// Record a finished evaluation of `model` v`version`; its id.
-fn record(
+async fn record(
     app: &App,
     model: &str,
     version: &str,
@@ -106,15 +106,18 @@ fn record(
     let id = app
         .store
         .begin_evaluation(model, version, "p", "d", "poll")
+        .await
         .unwrap();
     let e = Evaluation::for_test(model, version, verdict, gates);
-    app.store.finish_evaluation(id, &e).unwrap();
+    app.store.finish_evaluation(id, &e).await.unwrap();
     if let Some(a) = action {
         app.store
             .set_action(model, version, Some(verdict.as_str()), a)
+            .await
             .unwrap();
         app.store
             .audit(model, Some(version), a, "policy p")
+            .await
             .unwrap();
     }
     id
@@ -122,7 +125,7 @@ fn record(
 
 #[tokio::test]
 async fn unknown_models_and_evaluations_are_html_404s() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     for uri in [
         "/models/nobody",
         "/evaluations/42",
@@ -145,19 +148,20 @@ async fn unknown_models_and_evaluations_are_html_404s() {
 
 #[tokio::test]
 async fn history_is_paged_by_id_fifty_rows_a_page() {
-    let (app, _dir) = test_app(CONFIG);
-    let ids: Vec<i64> = (1..=60)
-        .map(|v| {
-            record(
-                &app,
-                "fraud-a",
-                &v.to_string(),
-                vec![accuracy(0.9, "ok", true)],
-                None,
-            )
-        })
-        .collect();
-    record(&app, "other", "1", vec![accuracy(0.9, "ok", true)], None);
+    let (app, _dir) = test_app(CONFIG).await;
+    let mut ids: Vec<i64> = Vec::new();
+    for v in 1..=60 {
+        let id = record(
+            &app,
+            "fraud-a",
+            &v.to_string(),
+            vec![accuracy(0.9, "ok", true)],
+            None,
+        )
+        .await;
+        ids.push(id);
+    }
+    record(&app, "other", "1", vec![accuracy(0.9, "ok", true)], None).await;
     let rows = |body: &str| body.matches("<tr data-id=").count();
 
     let first = get(&app, "/models/fraud-a").await;
@@ -186,7 +190,7 @@ async fn history_is_paged_by_id_fifty_rows_a_page() {
 
 #[tokio::test]
 async fn names_and_messages_are_text_never_markup() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let evil = "<script>alert(1)</script>";
     let id = record(
         &app,
@@ -198,7 +202,8 @@ async fn names_and_messages_are_text_never_markup() {
             true,
         )],
         Some("archived"),
-    );
+    )
+    .await;
     let model_uri = "/models/%3Cscript%3Ealert%281%29%3C%2Fscript%3E";
     for uri in ["/", model_uri, &format!("/evaluations/{id}")] {
         let p = get(&app, uri).await;
@@ -222,13 +227,13 @@ async fn names_and_messages_are_text_never_markup() {
 
 #[tokio::test]
 async fn the_evaluation_page_shows_gates_and_links_mlflow_without_credentials() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let failed = accuracy(0.5, "val_accuracy=0.5 < min 0.85", true);
     let shadow = GateResult {
         name: "latency".into(),
         ..accuracy(0.5, "p99 80 ms > 50 ms", false)
     };
-    let id = record(&app, "fraud-a", "7", vec![failed, shadow], Some("archived"));
+    let id = record(&app, "fraud-a", "7", vec![failed, shadow], Some("archived")).await;
     let p = get(&app, &format!("/evaluations/{id}")).await;
     assert_eq!(p.status, StatusCode::OK);
     assert!(p.body.contains("✗ failed"));
@@ -246,8 +251,12 @@ async fn the_evaluation_page_shows_gates_and_links_mlflow_without_credentials() 
 /// recently evaluated models), one point per version, against the threshold line.
 #[tokio::test]
 async fn the_home_page_charts_each_models_thresholds() {
-    let (app, _dir) = test_app(CONFIG);
-    let scored = |model: &str, version: &str, value: f64, action: &str| {
+    let (app, _dir) = test_app(CONFIG).await;
+    for (model, version, value, action) in [
+        ("fraud-a", "1", 0.9, "promoted"),
+        ("fraud-a", "2", 0.7, "kept"),
+        ("churn-b", "1", 0.88, "promoted"),
+    ] {
         record(
             &app,
             model,
@@ -255,10 +264,8 @@ async fn the_home_page_charts_each_models_thresholds() {
             vec![accuracy(value, "", true)],
             Some(action),
         )
-    };
-    scored("fraud-a", "1", 0.9, "promoted");
-    scored("fraud-a", "2", 0.7, "kept");
-    scored("churn-b", "1", 0.88, "promoted");
+        .await;
+    }
     let p = get(&app, "/").await;
     assert_eq!(p.status, StatusCode::OK);
     let charts = &p.body[p
@@ -287,7 +294,7 @@ async fn the_home_page_charts_each_models_thresholds() {
 /// version whose gate recorded no value is charted as "n/a", not as a very low value.
 #[tokio::test]
 async fn shadow_passes_and_missing_values_are_said_in_words() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let shadow_pass = GateResult {
         name: "latency".into(),
         ..accuracy(0.9, "p99 20 ms <= 50 ms", false)
@@ -298,10 +305,11 @@ async fn shadow_passes_and_missing_values_are_said_in_words() {
         "1",
         vec![accuracy(0.9, "ok", true), shadow_pass],
         Some("promoted"),
-    );
+    )
+    .await;
     let mut missing = accuracy(0.9, "no metric val_accuracy", true);
     missing.observed = serde_json::Value::Null;
-    record(&app, "fraud-a", "2", vec![missing], Some("kept"));
+    record(&app, "fraud-a", "2", vec![missing], Some("kept")).await;
     let p = get(&app, "/models/fraud-a").await;
     assert_eq!(p.status, StatusCode::OK);
     assert!(p.body.contains("<em>shadow</em>"), "{}", p.body);
@@ -314,14 +322,15 @@ async fn shadow_passes_and_missing_values_are_said_in_words() {
 
 #[tokio::test]
 async fn the_home_page_and_its_assets_are_served_from_the_binary() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     record(
         &app,
         "fraud-a",
         "1",
         vec![accuracy(0.9, "ok", true)],
         Some("promoted"),
-    );
+    )
+    .await;
     let home = get(&app, "/").await;
     assert_eq!(home.status, StatusCode::OK);
     assert!(home.body.contains(r#"href="/models/fraud-a""#));
@@ -352,7 +361,7 @@ fn start_tag<'a>(body: &'a str, id: &str) -> &'a str {
 /// A paused daemon says so in words; the page carries the stamp the script compares.
 #[tokio::test]
 async fn a_paused_daemon_shows_it_plainly() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let p = get(&app, "/").await;
     assert!(
         start_tag(&p.body, "b-paused").contains("hidden"),
@@ -362,7 +371,7 @@ async fn a_paused_daemon_shows_it_plainly() {
         p.body.contains(r#"data-stamp="|0|0""#),
         "no evaluations, audit rows or models seen yet"
     );
-    app.set_paused(true);
+    app.set_paused(true).await.unwrap();
     let p = get(&app, "/").await;
     assert!(
         !start_tag(&p.body, "b-paused").contains("hidden"),
@@ -375,14 +384,15 @@ async fn a_paused_daemon_shows_it_plainly() {
 /// With MLflow down the pages still answer, from the store, and say why MLflow is missing.
 #[tokio::test]
 async fn mlflow_down_is_shown_and_the_pages_still_answer() {
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let id = record(
         &app,
         "fraud-a",
         "1",
         vec![accuracy(0.9, "ok", true)],
         Some("promoted"),
-    );
+    )
+    .await;
     app.health.record(Ok(()));
     let p = get(&app, "/").await;
     assert!(
@@ -417,7 +427,7 @@ async fn mlflow_down_is_shown_and_the_pages_still_answer() {
 async fn the_stamp_follows_audit_rows_and_champion_moves() {
     use crate::config::Target;
     use crate::model_state::tests::{policy, state, version};
-    let (app, _dir) = test_app(CONFIG);
+    let (app, _dir) = test_app(CONFIG).await;
     let stamp = |body: &str| {
         let at = body.find("data-stamp=\"").expect("stamp") + 12;
         body[at..at + body[at..].find('"').expect("end")].to_string()
@@ -434,10 +444,10 @@ async fn the_stamp_follows_audit_rows_and_champion_moves() {
     assert_eq!(changes(&app).await, json!({"audit": 0, "registry": 0}));
 
     app.store
-        .call(|s| s.audit_once("fraud-a", "2", "rollback", "t: rolled back to v1"))
+        .audit_once("fraud-a", "2", "rollback", "t: rolled back to v1")
         .await
         .unwrap();
-    let audit = app.store.call(|s| s.last_audit_id()).await.unwrap();
+    let audit = app.store.last_audit_id().await.unwrap();
     assert_eq!(stamp(&get(&app, "/").await.body), format!("|{audit}|0"));
 
     let (p, names) = (

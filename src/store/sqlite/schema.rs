@@ -86,6 +86,31 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries_by_source RENAME TO deliveries;
     CREATE INDEX deliveries_by_time ON deliveries (received_at);
 "#,
+    // The cluster's shared state (the same tables as PostgreSQL's): the paused/running mode,
+    // leases with fencing tokens, replica heartbeats; and an index for finding evaluations a
+    // dead holder left running.
+    r#"
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE leases (
+        kind       TEXT NOT NULL,     -- model | singleton
+        name       TEXT NOT NULL,
+        owner      TEXT NOT NULL,
+        token      INTEGER NOT NULL,  -- grows with every claim
+        expires_at INTEGER NOT NULL,  -- unix ms; 0 = released
+        PRIMARY KEY (kind, name)
+    );
+    CREATE TABLE replicas (
+        id          TEXT PRIMARY KEY,
+        started_at  INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL,
+        queue_depth INTEGER NOT NULL,
+        in_flight   INTEGER NOT NULL
+    );
+    CREATE INDEX evaluations_running ON evaluations (model) WHERE status = 'running';
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -1,0 +1,396 @@
+//! What every store backend must do, run on SQLite (a temporary file) and on PostgreSQL (a
+//! throwaway cluster, a fresh database per case): de-duplication, history, the audit log, the
+//! shared queue and requests, the cluster's mode, leases with fencing tokens, and heartbeats.
+//! Two stores opened on one PostgreSQL database play two replicas.
+
+mod common;
+
+use std::time::Duration;
+
+use common::postgres::PgCluster;
+use stagegate::evaluation::{Evaluation, Verdict};
+use stagegate::store::{LeaseKind, Store, Target};
+
+type Case = fn(Store, Option<Store>) -> futures::future::BoxFuture<'static, ()>;
+
+/// Every case, by name. The second store, when there is one, is another replica's view of
+/// the same database (PostgreSQL only: SQLite has one process).
+const CASES: &[(&str, Case)] = &[
+    ("deliveries", |s, _| Box::pin(deliveries(s))),
+    ("history", |s, _| Box::pin(history(s))),
+    ("actions", |s, _| Box::pin(actions(s))),
+    ("audit", |s, _| Box::pin(audit(s))),
+    ("queue_and_requests", |s, _| Box::pin(queue_and_requests(s))),
+    ("mode", |s, o| Box::pin(mode(s, o))),
+    ("leases", |s, o| Box::pin(leases(s, o))),
+    ("orphans", |s, _| Box::pin(orphans(s))),
+    ("replicas", |s, _| Box::pin(replicas(s))),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_the_store_contract() {
+    for (name, case) in CASES {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::Sqlite(dir.path().join("s.db"));
+        let store = Store::open(&target).await.unwrap();
+        eprintln!("case {name}");
+        case(store, None).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_the_store_contract() {
+    let pg = PgCluster::start();
+    for (name, case) in CASES {
+        let target = Target::Postgres(pg.create_database(&format!("case_{name}")));
+        let store = Store::open(&target).await.unwrap();
+        let other = Store::open(&target).await.unwrap();
+        eprintln!("case {name}");
+        case(store, Some(other)).await;
+    }
+}
+
+/// Replicas starting together migrate one at a time; the schema ends current once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_once() {
+    let pg = PgCluster::start();
+    let target = Target::Postgres(pg.create_database("together"));
+    let opens = (0..4).map(|_| Store::open(&target));
+    for store in futures::future::join_all(opens).await {
+        store.expect("every replica opens the store");
+    }
+    let said = Store::inspect(&target).await.unwrap();
+    assert!(said.ends_with("(current)"), "{said}");
+    assert_eq!(
+        pg.psql("together", "SELECT COUNT(*) FROM stagegate_schema")
+            .trim(),
+        "1"
+    );
+}
+
+fn eval(model: &str, version: &str, verdict: Verdict) -> Evaluation {
+    Evaluation::for_test(model, version, verdict, vec![])
+}
+
+async fn deliveries(s: Store) {
+    assert!(s.record_delivery("mlflow", "d1", "e", "m").await.unwrap());
+    assert!(
+        !s.record_delivery("mlflow", "d1", "e", "m").await.unwrap(),
+        "a replay"
+    );
+    assert!(
+        s.record_delivery("databricks", "d1", "E", "m")
+            .await
+            .unwrap(),
+        "another source"
+    );
+    assert_eq!(s.delivery_count().await.unwrap(), 2);
+    assert_eq!(
+        s.prune_deliveries(Duration::from_secs(3600)).await.unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(s.prune_deliveries(Duration::ZERO).await.unwrap(), 2);
+}
+
+async fn history(s: Store) {
+    let running = s
+        .begin_evaluation("m", "1", "p", "d", "poll")
+        .await
+        .unwrap();
+    let done = s
+        .begin_evaluation("n", "1", "p", "d", "poll")
+        .await
+        .unwrap();
+    s.finish_evaluation(done, &eval("n", "1", Verdict::Passed))
+        .await
+        .unwrap();
+    let failed = s
+        .begin_evaluation("n", "2", "p", "d", "poll")
+        .await
+        .unwrap();
+    s.fail_evaluation(failed, "boom").await.unwrap();
+    assert_eq!(s.interrupt_running("m").await.unwrap(), 1);
+    assert_eq!(s.interrupt_running("m").await.unwrap(), 0);
+    let row = s.evaluation(running).await.unwrap().unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.model.as_str()),
+        ("interrupted", "m")
+    );
+    assert_eq!(
+        s.evaluation(failed)
+            .await
+            .unwrap()
+            .unwrap()
+            .error
+            .as_deref(),
+        Some("boom")
+    );
+    assert!(s.evaluation(999_999).await.unwrap().is_none());
+    let t = s.totals().await.unwrap();
+    assert_eq!((t.evaluations, t.passed, t.failed), (1, 1, 0));
+    let all = s.evaluations(None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![failed, done, running]
+    );
+    let page = s.evaluations_before(None, Some(failed), 1).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![done]);
+    assert_eq!(s.evaluation_count("n").await.unwrap(), 2);
+    let models: Vec<_> = s
+        .models()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.model)
+        .collect();
+    assert_eq!(models, vec!["m", "n"]);
+    assert_eq!(s.latest_per_model().await.unwrap().len(), 2);
+    // One point per version, oldest first; versions sort as numbers.
+    for v in ["10", "9"] {
+        let id = s.begin_evaluation("c", v, "p", "d", "poll").await.unwrap();
+        s.finish_evaluation(id, &eval("c", v, Verdict::Passed))
+            .await
+            .unwrap();
+    }
+    let points: Vec<_> = s.latest_per_version("c", 5).await.unwrap();
+    assert_eq!(
+        points
+            .iter()
+            .map(|r| r.version.as_str())
+            .collect::<Vec<_>>(),
+        vec!["9", "10"]
+    );
+}
+
+async fn actions(s: Store) {
+    let failed = s
+        .begin_evaluation("m", "1", "p", "d", "poll")
+        .await
+        .unwrap();
+    s.finish_evaluation(failed, &eval("m", "1", Verdict::Failed))
+        .await
+        .unwrap();
+    // The re-evaluation wrote `passed` to MLflow, then its replica died.
+    s.begin_evaluation("m", "1", "p", "d", "webhook")
+        .await
+        .unwrap();
+    s.interrupt_running("m").await.unwrap();
+    s.set_action("m", "1", Some("passed"), "promoted")
+        .await
+        .unwrap();
+    let rows = s.evaluations(Some("m"), 10).await.unwrap();
+    assert!(rows.iter().all(|r| r.action.is_none()), "{rows:?}");
+    let done = s
+        .begin_evaluation("m", "1", "p", "d", "poll")
+        .await
+        .unwrap();
+    s.finish_evaluation(done, &eval("m", "1", Verdict::Passed))
+        .await
+        .unwrap();
+    s.set_action("m", "1", Some("passed"), "promoted")
+        .await
+        .unwrap();
+    let row = s.evaluation(done).await.unwrap().unwrap();
+    assert_eq!(row.action.as_deref(), Some("promoted"));
+}
+
+async fn audit(s: Store) {
+    assert_eq!(s.last_audit_id().await.unwrap(), 0);
+    let note = "2026-12-02T10:00:00Z: rolled back to v1";
+    assert!(s.audit_once("m", "2", "rollback", note).await.unwrap());
+    assert!(
+        !s.audit_once("m", "2", "rollback", note).await.unwrap(),
+        "seen again"
+    );
+    let first = s.last_audit_id().await.unwrap();
+    assert!(first > 0);
+    assert!(
+        s.audit_once("m", "2", "rollback", "a later one")
+            .await
+            .unwrap()
+    );
+    s.audit("m", Some("1"), "promoted", "policy p")
+        .await
+        .unwrap();
+    assert!(
+        !s.audit_unless_recorded("m", "1", "promoted", "read back")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.audit_unless_recorded("m", "3", "promoted", "read back")
+            .await
+            .unwrap()
+    );
+    assert!(s.last_audit_id().await.unwrap() > first);
+    let log = s.audit_log(Some("m"), 10).await.unwrap();
+    assert_eq!(log.len(), 4);
+    assert_eq!(s.totals().await.unwrap().promotions, 2);
+}
+
+async fn queue_and_requests(s: Store) {
+    s.queue_push("a").await.unwrap();
+    s.queue_push("b").await.unwrap();
+    let far = i64::MAX;
+    assert_eq!(s.queued(far).await.unwrap(), vec!["a", "b"]);
+    // A reconcile that began before a push does not consume it.
+    s.queue_remove("b", 0).await.unwrap();
+    assert_eq!(s.queued(far).await.unwrap(), vec!["a", "b"]);
+    s.queue_remove("b", far).await.unwrap();
+    assert_eq!(s.queued(far).await.unwrap(), vec!["a"]);
+    assert!(
+        s.queued(0).await.unwrap().is_empty(),
+        "nothing queued before 1970"
+    );
+    s.request_evaluation("a", "3").await.unwrap();
+    let seen = s.requests("a").await.unwrap();
+    assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["3"]);
+    s.request_evaluation("a", "3").await.unwrap();
+    s.clear_requests("a", "3", seen["3"]).await.unwrap();
+    let left = s.requests("a").await.unwrap();
+    assert!(left["3"] > seen["3"], "the later request is still pending");
+    assert_eq!(
+        s.requested_models()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec!["a"]
+    );
+    s.clear_requests("a", "3", left["3"]).await.unwrap();
+    assert!(s.requests("a").await.unwrap().is_empty());
+    s.request_evaluation("a", "3").await.unwrap();
+    assert!(
+        s.requests("a").await.unwrap()["3"] > left["3"],
+        "numbers are never reused"
+    );
+}
+
+async fn mode(s: Store, other: Option<Store>) {
+    let other = other.unwrap_or_else(|| s.clone());
+    assert!(!other.paused().await.unwrap());
+    s.set_paused(true).await.unwrap();
+    assert!(
+        other.paused().await.unwrap(),
+        "a pause on one replica holds all"
+    );
+    other.set_paused(false).await.unwrap();
+    assert!(!s.paused().await.unwrap());
+}
+
+async fn leases(s: Store, other: Option<Store>) {
+    let other = other.unwrap_or_else(|| s.clone());
+    let long = Duration::from_secs(60);
+    let a = s
+        .claim(LeaseKind::Model, "m", "a", long)
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(
+        other
+            .claim(LeaseKind::Model, "m", "b", long)
+            .await
+            .unwrap()
+            .is_none(),
+        "held"
+    );
+    assert!(
+        other
+            .claim(LeaseKind::Singleton, "m", "b", long)
+            .await
+            .unwrap()
+            .is_some(),
+        "another kind"
+    );
+    assert!(s.holds(&a, Duration::from_secs(1)).await.unwrap());
+    assert!(
+        !s.holds(&a, Duration::from_secs(120)).await.unwrap(),
+        "not that much time left"
+    );
+    assert!(s.renew(&a, long).await.unwrap());
+    s.release(&a).await.unwrap();
+    assert!(!s.holds(&a, Duration::ZERO).await.unwrap());
+    assert!(
+        !s.renew(&a, long).await.unwrap(),
+        "a released lease is not renewed"
+    );
+    let b = other
+        .claim(LeaseKind::Model, "m", "b", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .expect("released");
+    assert!(b.token > a.token, "every claim a larger token");
+    // b runs out (its replica froze); c takes over; b's token is stale everywhere.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!other.holds(&b, Duration::ZERO).await.unwrap(), "ran out");
+    let c = s
+        .claim(LeaseKind::Model, "m", "c", long)
+        .await
+        .unwrap()
+        .expect("ran out");
+    assert!(c.token > b.token);
+    assert!(
+        !other.renew(&b, long).await.unwrap(),
+        "the frozen holder cannot renew"
+    );
+    other.release(&b).await.unwrap();
+    assert!(
+        s.holds(&c, Duration::from_secs(1)).await.unwrap(),
+        "a stale release frees nothing"
+    );
+}
+
+async fn orphans(s: Store) {
+    let short = Duration::from_millis(200);
+    let dead = s
+        .claim(LeaseKind::Model, "dead", "x", short)
+        .await
+        .unwrap()
+        .unwrap();
+    let done = s
+        .claim(LeaseKind::Model, "done", "x", short)
+        .await
+        .unwrap()
+        .unwrap();
+    s.release(&done).await.unwrap();
+    let alive = s
+        .claim(LeaseKind::Model, "alive", "y", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    s.begin_evaluation("alive", "1", "p", "d", "poll")
+        .await
+        .unwrap();
+    s.begin_evaluation("lost", "1", "p", "d", "poll")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut found = s.orphans().await.unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        vec!["dead", "lost"],
+        "ran out unreleased, or running with no holder"
+    );
+    let _ = (dead, alive);
+}
+
+async fn replicas(s: Store) {
+    let me = stagegate::store::ReplicaRow {
+        id: "r1".into(),
+        started_at: "2026-12-02T10:00:00Z".into(),
+        last_seen: String::new(),
+        queue_depth: 3,
+        in_flight: 1,
+    };
+    s.heartbeat(&me).await.unwrap();
+    s.heartbeat(&me).await.unwrap();
+    let seen = s.replicas(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].id.as_str(), seen[0].queue_depth, seen[0].in_flight),
+        ("r1", 3, 1)
+    );
+    assert_eq!(seen[0].started_at, "2026-12-02T10:00:00.000Z");
+}
