@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::daemon::{Daemon, SECRET, now_unix};
 use common::*;
 use serde_json::{Value, json};
-use stagegate::store::{Store, Target};
+use stagegate::store::Store;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -133,7 +133,7 @@ fn kill_9_mid_queue_then_restart_loses_no_candidate_and_promotes_nothing_twice()
     });
     d.kill9();
     let (audits, queued) = block(async {
-        let store = Store::open(&Target::Sqlite(d.state_path())).await.unwrap();
+        let store = Store::open(&d.store_target()).await.unwrap();
         let mut audits = Vec::new();
         for m in &models {
             audits.push(store.audit_log(Some(m), 100).await.unwrap());

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::postgres::PgCluster;
+
 pub const SECRET: &str = "test-secret";
 
 pub fn free_port() -> u16 {
@@ -26,6 +28,14 @@ pub struct Daemon {
     webhook_id: Option<String>,
     /// Extra environment for the daemon process.
     pub env: Vec<(String, String)>,
+    /// The daemon's own PostgreSQL, when the suite runs on that backend (see [`on_postgres`]).
+    pg: Option<PgCluster>,
+}
+
+/// Whether this run puts every daemon's state in PostgreSQL (`STAGEGATE_TEST_STORE=postgres`,
+/// set by scripts/test.sh for its second pass over the daemon tests) instead of SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("STAGEGATE_TEST_STORE").as_deref() == Ok("postgres")
 }
 
 impl Daemon {
@@ -37,36 +47,54 @@ impl Daemon {
 
     /// Like [`Daemon::start`], listening on `port` (known before the daemon starts).
     pub fn start_on(mlflow: &str, port: u16, body: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let mut d = Daemon {
-            dir,
-            port,
-            mlflow: mlflow.to_string(),
-            child: None,
-            webhook_id: None,
-            env: vec![],
-        };
+        Daemon::start_env(mlflow, port, body, &[])
+    }
+
+    /// Like [`Daemon::start_on`], with extra environment (e.g. `STAGEGATE_STATE__URL`, to
+    /// share one PostgreSQL store between several daemons).
+    pub fn start_env(mlflow: &str, port: u16, body: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon::new(mlflow, port, env);
         d.write_config(body);
         d.spawn();
         d
     }
 
-    /// Start with `text` as the whole `stagegate.toml` (its own `[server]`, listening on
-    /// `port`), for settings the standard sections fix.
-    pub fn start_text(mlflow: &str, port: u16, text: &str, env: &[(&str, &str)]) -> Daemon {
+    fn new(mlflow: &str, port: u16, env: &[(&str, &str)]) -> Daemon {
         let mut d = Daemon {
             dir: tempfile::tempdir().unwrap(),
             port,
             mlflow: mlflow.to_string(),
             child: None,
             webhook_id: None,
-            env: vec![],
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            pg: None,
         };
+        let shared = env.iter().any(|(k, _)| *k == "STAGEGATE_STATE__URL");
+        if on_postgres() && !shared {
+            let pg = PgCluster::start();
+            let url = pg.create_database("stagegate");
+            d.env.push(("STAGEGATE_STATE__URL".into(), url));
+            d.pg = Some(pg);
+        }
+        d
+    }
+
+    /// Where this daemon keeps its state: its PostgreSQL database, else its SQLite file.
+    pub fn store_target(&self) -> stagegate::store::Target {
+        match self.env.iter().find(|(k, _)| k == "STAGEGATE_STATE__URL") {
+            Some((_, url)) => stagegate::store::Target::Postgres(url.clone()),
+            None => stagegate::store::Target::Sqlite(self.state_path()),
+        }
+    }
+
+    /// Start with `text` as the whole `stagegate.toml` (its own `[server]`, listening on
+    /// `port`), for settings the standard sections fix.
+    pub fn start_text(mlflow: &str, port: u16, text: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon::new(mlflow, port, env);
         std::fs::write(d.config(), text).unwrap();
-        d.env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         d.spawn();
         d
     }

@@ -18,9 +18,17 @@ pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// Ready = configuration loaded and MLflow answering.
+/// Ready = configuration loaded, MLflow answering, and the state store answering (without it
+/// a replica can take no lease, so it acts on nothing).
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     let r = app.health.snapshot();
+    if let Some(e) = app.cluster.store_error() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "error": format!("state store: {e}")})),
+        )
+            .into_response();
+    }
     if r.reachable {
         Json(json!({"status": "ready"})).into_response()
     } else {
