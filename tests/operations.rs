@@ -127,9 +127,11 @@ fn kill_9_mid_queue_then_restart_loses_no_candidate_and_promotes_nothing_twice()
             promoted(m)
         });
     }
+    // Delayed work counts too: on a shared store the restarted process is a new replica, and
+    // the models its previous run held wait (retried) until those leases run out.
     d.wait_for("the queue to drain", WAIT, || {
         let q = &d.status()["queue"];
-        q["depth"] == json!(0) && q["in_flight"] == json!(0)
+        q["depth"] == json!(0) && q["in_flight"] == json!(0) && q["delayed"] == json!(0)
     });
     d.kill9();
     let (audits, queued) = block(async {
