@@ -16,23 +16,9 @@ STAGEGATE_VENV=$(scripts/setup.sh)
 # spends about two minutes installing it once; afterwards it is cached like the first.
 STAGEGATE_MLFLOW2_VENV=$(scripts/setup.sh requirements-mlflow2.txt)
 export STAGEGATE_VENV STAGEGATE_MLFLOW2_VENV
-# Debian keeps initdb and pg_ctl off PATH: point the tests at them, looking where
-# tests/common/postgres.rs would (pg_config, the newest /usr/lib/postgresql/*/bin, PATH).
-# A STAGEGATE_PG_BIN already set wins; if none is found the PostgreSQL tests say so.
-pg_bin() {
-  local dir
-  for dir in "$(pg_config --bindir 2>/dev/null)" \
-             $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -rV) \
-             "$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)")"; do
-    if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && [ -x "$dir/postgres" ]; then
-      echo "$dir"; return
-    fi
-  done
-}
-if [ -z "${STAGEGATE_PG_BIN:-}" ]; then
-  STAGEGATE_PG_BIN=$(pg_bin)
-  [ -z "$STAGEGATE_PG_BIN" ] || export STAGEGATE_PG_BIN
-fi
+# Debian keeps initdb and pg_ctl off PATH: point the tests at them (scripts/postgres.sh looks
+# where tests/common/postgres.rs would). If none is found the PostgreSQL tests say so.
+if STAGEGATE_PG_BIN=$(scripts/postgres.sh bindir); then export STAGEGATE_PG_BIN; fi
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # MLflow 3's usage telemetry: nothing may leave the machine, and its thread rewrites os.environ
 # while a multithreaded fixture iterates it (KeyError: '_MLFLOW_TELEMETRY_SESSION_ID').

@@ -30,18 +30,31 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
     let mut stop = std::pin::pin!(stop);
     loop {
         // One replica polls per tick: the holder of the poll lease.
-        match app.cluster.poll_turn().await {
-            Ok(true) => poll_once(&app).await,
-            Ok(false) => mark_not_mine(&app),
+        let mine = match app.cluster.poll_turn().await {
+            Ok(true) => {
+                poll_once(&app).await;
+                true
+            }
+            Ok(false) => {
+                mark_not_mine(&app);
+                false
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "poll skipped: the store does not answer");
                 app.poll
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .last_error = Some(format!("skipped: {e}"));
+                false
             }
+        };
+        // A replica that does not hold the poll asks again within a lease period, not only at
+        // the next tick: if the holder died (mid-poll, or at start-up with a schedule hours
+        // apart), the poll is taken over, and run at once, within one lease.
+        let mut wait = until_next(&app);
+        if !mine {
+            wait = wait.min(app.cluster.lease());
         }
-        let wait = until_next(&app);
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(wait) => {}
