@@ -269,3 +269,25 @@ fn unknown_or_empty_edge_case_families() {
         &["gate `edges`", "`cases`", "invalid type"],
     );
 }
+
+/// A shared store's URL is checked for its form before anything is reached, and the message
+/// never shows its password.
+#[test]
+fn unusable_state_urls_and_leases_are_refused_without_the_password() {
+    let with = |state: &str| format!("[state]\n{state}\n{POLICY}");
+    for (state, expect) in [
+        (r#"url = "mysql://sg:hunter2@db/x""#, "not a postgres://"),
+        (r#"url = "postgres://sg:hunter2@db/""#, "names no database"),
+        (r#"url = "postgres://sg:hunter2@db/x?colour=blue""#, "colour"),
+        (
+            r#"url = "postgres://sg:hunter2@db/x?sslrootcert=/nonexistent/ca.pem""#,
+            "sslrootcert /nonexistent/ca.pem",
+        ),
+    ] {
+        refused(&with(state), &["state.url", expect, "sg:***@db"]);
+        let w = Workdir::new(&with(state));
+        let r = w.run_at("http://127.0.0.1:9", &["check"]);
+        assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+    }
+    refused(&with(r#"lease = "100ms""#), &["state.lease", "from 1s to 10m"]);
+}
