@@ -278,7 +278,10 @@ fn unusable_state_urls_and_leases_are_refused_without_the_password() {
     for (state, expect) in [
         (r#"url = "mysql://sg:hunter2@db/x""#, "not a postgres://"),
         (r#"url = "postgres://sg:hunter2@db/""#, "names no database"),
-        (r#"url = "postgres://sg:hunter2@db/x?colour=blue""#, "colour"),
+        (
+            r#"url = "postgres://sg:hunter2@db/x?colour=blue""#,
+            "colour",
+        ),
         (
             r#"url = "postgres://sg:hunter2@db/x?sslrootcert=/nonexistent/ca.pem""#,
             "sslrootcert /nonexistent/ca.pem",
@@ -289,5 +292,8 @@ fn unusable_state_urls_and_leases_are_refused_without_the_password() {
         let r = w.run_at("http://127.0.0.1:9", &["check"]);
         assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
     }
-    refused(&with(r#"lease = "100ms""#), &["state.lease", "from 1s to 10m"]);
+    refused(
+        &with(r#"lease = "100ms""#),
+        &["state.lease", "from 1s to 10m"],
+    );
 }

@@ -61,15 +61,22 @@ pub fn render(d: &Value) -> String {
         s(&d["mlflow"]["tracking_uri"])
     ));
     let p = &d["poll"];
-    out.push_str(&format!(
-        "poll      \"{}\"  last {} ({} ms, {} models, {} queued)  next {}\n",
-        s(&p["schedule"]),
-        s(&p["last_started"]),
-        s(&p["last_duration_ms"]),
-        s(&p["last_models"]),
-        s(&p["last_enqueued"]),
-        s(&p["next"])
-    ));
+    if p["here"].as_bool() == Some(false) && p["completed"].as_u64() == Some(0) {
+        out.push_str(&format!(
+            "poll      \"{}\"  run by another replica\n",
+            s(&p["schedule"])
+        ));
+    } else {
+        out.push_str(&format!(
+            "poll      \"{}\"  last {} ({} ms, {} models, {} queued)  next {}\n",
+            s(&p["schedule"]),
+            s(&p["last_started"]),
+            s(&p["last_duration_ms"]),
+            s(&p["last_models"]),
+            s(&p["last_enqueued"]),
+            s(&p["next"])
+        ));
+    }
     if !p["last_error"].is_null() {
         out.push_str(&format!(
             "          last poll failed: {}\n",
@@ -110,6 +117,29 @@ pub fn render(d: &Value) -> String {
         None => state(&d["webhooks"]),
     };
     out.push_str(&format!("webhooks  {webhooks}\n"));
+    // A daemon from before the store seam has none of these.
+    if let Some(backend) = d["store"]["backend"].as_str() {
+        let reach = match d["store"]["reachable"].as_bool() {
+            Some(false) => format!("UNREACHABLE: {}", s(&d["store"]["last_error"])),
+            _ => "reachable".into(),
+        };
+        out.push_str(&format!("store     {backend}  {reach}\n"));
+    }
+    if let Some(replicas) = d["replicas"].as_array() {
+        let me = s(&d["replica"]["id"]);
+        let ids: Vec<String> = replicas
+            .iter()
+            .map(|r| {
+                let id = s(&r["id"]);
+                if id == me {
+                    format!("{id} (this one)")
+                } else {
+                    id
+                }
+            })
+            .collect();
+        out.push_str(&format!("replicas  {}: {}\n", ids.len(), ids.join(", ")));
+    }
     let rows: Vec<Vec<String>> = d["recent"]
         .as_array()
         .map(|a| a.as_slice())
