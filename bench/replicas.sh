@@ -17,11 +17,7 @@ trap 'STAGEGATE_VENV=$venv scripts/mlflow-server.sh stop "$work/mlflow"; git wor
 
 args=()
 if [ "$baseline" != none ]; then
-  echo "== building the baseline ($baseline)" >&2
-  git worktree add --detach --quiet "$work/before" "$baseline"
-  [ -d "$target/bench-baseline/release" ] || { mkdir -p "$target/bench-baseline" && cp -a "$target/release" "$target/bench-baseline/" 2>/dev/null || true; }
-  (cd "$work/before" && CARGO_TARGET_DIR=$target/bench-baseline cargo build --release --quiet --bin stagegate)
-  cp "$target/bench-baseline/release/stagegate" "$work/stagegate-before"
+  bench/baseline.sh "$baseline" "$work" >/dev/null
   args=(--baseline "$work/stagegate-before")
 fi
 cargo build --release --quiet --bin stagegate --example webhook_load
