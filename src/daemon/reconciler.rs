@@ -87,10 +87,10 @@ pub async fn reconcile(app: Arc<App>, model: String, attempt: Attempt) -> Outcom
             o
         }
     };
-    if matches!(outcome, Outcome::Done | Outcome::After(_)) || attempt.last {
-        if let Err(e) = app.store.queue_remove(&model, since).await {
-            tracing::warn!(model, error = %e, "could not update the persisted queue");
-        }
+    if (matches!(outcome, Outcome::Done | Outcome::After(_)) || attempt.last)
+        && let Err(e) = app.store.queue_remove(&model, since).await
+    {
+        tracing::warn!(model, error = %e, "could not update the persisted queue");
     }
     outcome
 }

@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod postgres;
 pub mod proxy;
+pub mod replicas;
 pub mod served;
 
 use std::path::{Path, PathBuf};

@@ -249,10 +249,10 @@ pub async fn request_evaluation(State(app): State<Arc<App>>, body: Bytes) -> Res
         }
         Err(e) => return error(mlflow_failure(&e), e.to_string()),
     }
-    if let Some(v) = &req.version {
-        if let Err(e) = app.store.request_evaluation(&req.model, v).await {
-            return store_failure(e);
-        }
+    if let Some(v) = &req.version
+        && let Err(e) = app.store.request_evaluation(&req.model, v).await
+    {
+        return store_failure(e);
     }
     app.enqueue(&req.model, "api").await;
     (
