@@ -117,6 +117,13 @@ async fn history(s: Store) {
         (row.status.as_str(), row.model.as_str()),
         ("interrupted", "m")
     );
+    // Its replica wakes up late and finishes: the row another replica closed stays closed.
+    s.finish_evaluation(running, &eval("m", "1", Verdict::Passed))
+        .await
+        .unwrap();
+    s.fail_evaluation(running, "fenced").await.unwrap();
+    let row = s.evaluation(running).await.unwrap().unwrap();
+    assert_eq!((row.status.as_str(), row.verdict), ("interrupted", None));
     assert_eq!(
         s.evaluation(failed)
             .await

@@ -41,10 +41,9 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "poll skipped: the store does not answer");
-                app.poll
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .last_error = Some(format!("skipped: {e}"));
+                let mut status = app.poll.lock().unwrap_or_else(|p| p.into_inner());
+                status.here = false;
+                status.last_error = Some(format!("skipped: {e}"));
                 false
             }
         };

@@ -129,7 +129,7 @@ impl Backend for Postgres {
         let serving = (!e.serving.is_null()).then(|| e.serving.to_string());
         let sql = format!(
             "UPDATE evaluations SET status = 'done', verdict = $2, gates = $3, finished_at = {NOW},
-             duration_ms = {NOW} - started_at, champion = $4, serving = $5 WHERE id = $1"
+             duration_ms = {NOW} - started_at, champion = $4, serving = $5 WHERE id = $1 AND status = 'running'"
         );
         self.execute(
             &sql,
@@ -142,7 +142,7 @@ impl Backend for Postgres {
     async fn fail_evaluation(&self, id: i64, error: &str) -> Result<(), StoreError> {
         let sql = format!(
             "UPDATE evaluations SET status = 'failed', error = $2, finished_at = {NOW},
-             duration_ms = {NOW} - started_at WHERE id = $1"
+             duration_ms = {NOW} - started_at WHERE id = $1 AND status = 'running'"
         );
         self.execute(&sql, &[&id, &error]).await.map(drop)
     }

@@ -170,7 +170,7 @@ impl Backend for Sqlite {
         self.with(|c| {
             c.execute(
                 "UPDATE evaluations SET status = 'done', verdict = ?2, gates = ?3, finished_at = ?4,
-                 duration_ms = ?4 - started_at, champion = ?5, serving = ?6 WHERE id = ?1",
+                 duration_ms = ?4 - started_at, champion = ?5, serving = ?6 WHERE id = ?1 AND status = 'running'",
                 params![id, e.verdict.as_str(), gates, now_ms(), e.champion, serving],
             )?;
             Ok(())
@@ -181,7 +181,7 @@ impl Backend for Sqlite {
         self.with(|c| {
             c.execute(
                 "UPDATE evaluations SET status = 'failed', error = ?2, finished_at = ?3,
-                 duration_ms = ?3 - started_at WHERE id = ?1",
+                 duration_ms = ?3 - started_at WHERE id = ?1 AND status = 'running'",
                 params![id, error, now_ms()],
             )?;
             Ok(())
