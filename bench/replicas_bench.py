@@ -234,11 +234,17 @@ def main():
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--lease", type=int, default=3)
     ap.add_argument("--slow", type=int, default=4)
+    ap.add_argument("--only", choices=["seam", "postgres"], help="run one part only")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="sg-replicas-bench-")
     os.chmod(work, 0o711)
     make_models(a.uri, "load-", 0, 100)
-    out = {"seam": seam(a, work, a.deliveries)}
+    out = {}
+    if a.only != "postgres":
+        out["seam"] = seam(a, work, a.deliveries)
+    if a.only == "seam":
+        print(json.dumps(out, indent=2))
+        return
     pg = Pg(work)
     try:
         out["postgres_burst"] = [on_postgres(a, work, pg, c, a.deliveries) for c in (1, 3)]

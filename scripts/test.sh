@@ -60,8 +60,15 @@ run_tests --all-targets "$@" || status=$?
 # whole run: arguments select tests of the first pass.
 if [ $# -eq 0 ]; then
   echo "== the daemon tests again, on PostgreSQL" >&2
-  STAGEGATE_TEST_STORE=postgres run_tests \
-    --test daemon --test approval --test churn --test operations --test races \
-    --test databricks --test hardening || status=$?
+  daemon_binaries="daemon approval churn operations races databricks hardening compat_mlflow2 status_page"
+  if cargo nextest --version >/dev/null 2>&1; then
+    # Whole binaries of daemon tests, and the daemon tests of the others.
+    filter=$(printf 'binary(=%s) | ' $daemon_binaries)
+    filter+="(binary(=served) & test(=daemon_shutdown_abandons_an_evaluation_and_stops_its_serving))"
+    filter+=" | (binary(=deploy) & test(=manifests_use_the_configs_port_and_health_routes))"
+    STAGEGATE_TEST_STORE=postgres run_tests --all-targets -E "$filter" || status=$?
+  else
+    STAGEGATE_TEST_STORE=postgres run_tests $(printf -- '--test %s ' $daemon_binaries) || status=$?
+  fi
 fi
 exit $status

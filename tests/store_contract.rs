@@ -401,3 +401,94 @@ async fn replicas(s: Store) {
     );
     assert_eq!(seen[0].started_at, "2026-12-02T10:00:00.000Z");
 }
+
+/// `stagegate check` reaches the store and says where its schema stands, changing nothing;
+/// a database it cannot reach, or one a newer build migrated, is exit 2 with the reason.
+#[test]
+fn check_reports_the_store_and_its_schema_without_changing_it() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("checked");
+    let config = |url: &str| {
+        format!(
+            "[state]\nurl = \"{url}\"\n\n[[policies]]\nname = \"p\"\nmodels = [\"nothing-*\"]\n\
+             candidate = {{ stage = \"Staging\" }}\npromote = {{ stage = \"Production\" }}\n"
+        )
+    };
+    let w = common::Workdir::new(&config(&url));
+    let r = w.run_at(&common::mlflow_uri(), &["check"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout
+            .contains("reachable, empty (stagegate run creates the schema)"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        pg.psql("checked", "SELECT to_regclass('leases') IS NULL")
+            .trim(),
+        "t",
+        "check created nothing"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(Store::open(&Target::Postgres(url.clone())))
+        .unwrap();
+    let r = w.run_at(&common::mlflow_uri(), &["check"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("schema 1 (current)"), "{}", r.stdout);
+
+    pg.psql("checked", "UPDATE stagegate_schema SET version = 99");
+    let r = w.run_at(&common::mlflow_uri(), &["check"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("newer than this build's"), "{}", r.stderr);
+
+    let gone = format!(
+        "postgres://stagegate:hunter2@127.0.0.1:{}/checked",
+        pg.port()
+    );
+    pg.stop();
+    let w = common::Workdir::new(&config(&gone));
+    let r = w.run_at(&common::mlflow_uri(), &["check"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("stagegate:***@127.0.0.1"), "{}", r.stderr);
+    assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+}
+
+/// TLS where the URL asks for it: the server's certificate is verified against the CA the URL
+/// names (`sslrootcert`); without it, an unknown certificate is refused, never trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_used_and_verified_when_the_url_asks() {
+    let pg = PgCluster::start();
+    let ca = pg.enable_tls();
+    let plain = pg.create_database("tls");
+    let url = |params: &str| format!("{plain}?{params}");
+
+    let store = Store::open(&Target::Postgres(url(&format!(
+        "sslmode=require&sslrootcert={}",
+        ca.display()
+    ))))
+    .await
+    .expect("a verified TLS connection");
+    store.ping().await.unwrap();
+    let encrypted = pg.psql(
+        "tls",
+        "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.application_name = 'stagegate'",
+    );
+    assert_ne!(encrypted.trim(), "0", "the pool's connections use TLS");
+
+    let refused = Store::open(&Target::Postgres(url("sslmode=require")))
+        .await
+        .err()
+        .expect("a certificate no root vouches for is refused");
+    assert!(
+        refused.to_string().to_lowercase().contains("certificate"),
+        "{refused}"
+    );
+    assert!(
+        !refused.is_transient(),
+        "no retry makes a certificate trusted"
+    );
+    Store::open(&Target::Postgres(url("sslmode=disable")))
+        .await
+        .expect("TLS off when the URL says so");
+}

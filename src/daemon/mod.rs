@@ -99,8 +99,15 @@ impl App {
 
     /// Queue a reconcile of `model`; `trigger` says why (webhook, poll, api, recheck…).
     /// The entry is persisted first, so that work accepted before a crash is redone after it.
+    ///
+    /// A model already waiting for a worker has its entry: the reconcile it waits for starts
+    /// after this trigger, so the entry's time needs no update (a write saved per webhook of
+    /// a busy model). A running model's entry is renewed, so that its reconcile, which began
+    /// before this trigger, does not consume it.
     pub async fn enqueue(&self, model: &str, trigger: &str) {
-        if let Err(e) = self.store.queue_push(model).await {
+        if !self.scheduler.is_waiting(model)
+            && let Err(e) = self.store.queue_push(model).await
+        {
             tracing::warn!(model, error = %e, "could not persist the queue entry");
         }
         self.scheduler.enqueue(model, trigger);

@@ -173,6 +173,38 @@ impl PgCluster {
         check(&format!("pg_ctl start\nserver log:\n{}", self.log()), &out);
     }
 
+    /// Turn TLS on: a throwaway CA and a server certificate it signs for `127.0.0.1` (and
+    /// `localhost`), made by openssl in the data directory as the server's user, then a
+    /// restart. Returns the CA certificate, which a client names as `sslrootcert`.
+    pub fn enable_tls(&self) -> PathBuf {
+        const MAKE: &str = "set -e
+            openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=stagegate-test-ca \
+                -keyout ca.key -out ca.crt
+            openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr
+            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' > server.ext
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+                -extfile server.ext -out server.crt
+            chmod 600 server.key";
+        let mut sh = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--", "sh", "-c", MAKE]);
+                c
+            }
+            None => {
+                let mut c = Command::new("sh");
+                c.args(["-c", MAKE]);
+                c
+            }
+        };
+        let out = sh.current_dir(self.data()).output().expect("run openssl");
+        check("openssl (CA and server certificate)", &out);
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.stop();
+        self.start_again();
+        self.data().join("ca.crt")
+    }
+
     /// The postmaster's PID, from the first line of `postmaster.pid` (None when it is down).
     pub fn pid(&self) -> Option<u32> {
         let text = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;

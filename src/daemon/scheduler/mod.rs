@@ -120,6 +120,11 @@ impl Scheduler {
         }
     }
 
+    /// Whether `model` waits for a worker (queued, not running): a trigger now adds nothing.
+    pub fn is_waiting(&self, model: &str) -> bool {
+        self.state().queued.contains(model)
+    }
+
     /// Queue `model` after `delay`, unless it already has an earlier wake-up.
     pub fn enqueue_after(&self, model: &str, delay: Duration, trigger: &str) {
         let at = tokio::time::Instant::now() + delay;

@@ -169,7 +169,9 @@ fn describe(e: &tokio_postgres::Error) -> String {
 fn is_transient(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     match e.code() {
-        None => true,
+        // No SQLSTATE: the connection failed or broke — unless TLS refused the server's
+        // certificate, which no retry changes.
+        None => !tls_refused(e),
         Some(code) => {
             [
                 SqlState::T_R_SERIALIZATION_FAILURE,
@@ -185,4 +187,23 @@ fn is_transient(e: &tokio_postgres::Error) -> bool {
                 || code.code().starts_with("08")
         }
     }
+}
+
+/// Whether a rustls error (a certificate refused, a handshake that cannot agree) is behind `e`.
+fn tls_refused(e: &tokio_postgres::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if inner.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = inner.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
 }

@@ -1,9 +1,10 @@
 //! The embedded backend: one SQLite file (bundled, WAL, `synchronous = NORMAL`) behind one
 //! mutex, for a single replica.
 //!
-//! Statements are short but wait on the disk and on each other, so each runs under
-//! [`tokio::task::block_in_place`]: the worker thread hands its other tasks to its peers
-//! first, and a slow disk never holds up webhook intake or the API.
+//! Statements are short but wait on the disk and on each other, so each runs on tokio's
+//! blocking pool: a slow disk never holds up webhook intake or the API on the async worker
+//! threads. (`block_in_place` would spare copying the arguments, but it hands the worker's
+//! core to another thread on every call, which halved webhook throughput under load.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -83,22 +84,21 @@ impl Sqlite {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let run = || {
+    /// Run `f` on the connection on tokio's blocking pool (see the module doc).
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        let done = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock cannot leave SQLite half-written (statements
             // are atomic), so a poisoned lock is safe to keep using.
-            let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&conn)
-        };
-        // `block_in_place` needs the multi-threaded runtime (the daemon's); a current-thread
-        // runtime (unit tests) or no runtime runs the statement as it is.
-        let multi = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        Ok(if multi {
-            tokio::task::block_in_place(run)?
-        } else {
-            run()?
         })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+        Ok(done?)
     }
 }
 
@@ -109,7 +109,8 @@ impl Backend for Sqlite {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+        self.with(move |c| c.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     // ---- webhook deliveries -----------------------------------------------------------
@@ -121,27 +122,33 @@ impl Backend for Sqlite {
         event: &str,
         model: &str,
     ) -> Result<bool, StoreError> {
-        self.with(|c| {
+        let source = source.to_owned();
+        let id = id.to_owned();
+        let event = event.to_owned();
+        let model = model.to_owned();
+        self.with(move |c| {
             let n = c.execute(
                 "INSERT OR IGNORE INTO deliveries (source, id, received_at, event, model) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![source, id, now_ms(), event, model],
             )?;
             Ok(n == 1)
-        })
+        }).await
     }
 
     async fn prune_deliveries(&self, retention: Duration) -> Result<usize, StoreError> {
         let cutoff = now_ms() - super::ms(retention);
-        self.with(|c| {
+        self.with(move |c| {
             c.execute(
                 "DELETE FROM deliveries WHERE received_at < ?1",
                 params![cutoff],
             )
         })
+        .await
     }
 
     async fn delivery_count(&self) -> Result<i64, StoreError> {
-        self.with(|c| c.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)))
+        self.with(move |c| c.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)))
+            .await
     }
 
     // ---- evaluations --------------------------------------------------------------------
@@ -154,31 +161,38 @@ impl Backend for Sqlite {
         digest: &str,
         trigger: &str,
     ) -> Result<i64, StoreError> {
-        self.with(|c| {
+        let model = model.to_owned();
+        let version = version.to_owned();
+        let policy = policy.to_owned();
+        let digest = digest.to_owned();
+        let trigger = trigger.to_owned();
+        self.with(move |c| {
             c.execute(
                 "INSERT INTO evaluations (model, version, policy, digest, trigger, status, started_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
                 params![model, version, policy, digest, trigger, now_ms()],
             )?;
             Ok(c.last_insert_rowid())
-        })
+        }).await
     }
 
     async fn finish_evaluation(&self, id: i64, e: &Evaluation) -> Result<(), StoreError> {
         let gates = serde_json::to_string(&e.gates).unwrap_or_else(|_| "[]".into());
         let serving = (!e.serving.is_null()).then(|| e.serving.to_string());
-        self.with(|c| {
+        let (verdict, champion) = (e.verdict.as_str(), e.champion.clone());
+        self.with(move |c| {
             c.execute(
                 "UPDATE evaluations SET status = 'done', verdict = ?2, gates = ?3, finished_at = ?4,
                  duration_ms = ?4 - started_at, champion = ?5, serving = ?6 WHERE id = ?1 AND status = 'running'",
-                params![id, e.verdict.as_str(), gates, now_ms(), e.champion, serving],
+                params![id, verdict, gates, now_ms(), champion, serving],
             )?;
             Ok(())
-        })
+        }).await
     }
 
     async fn fail_evaluation(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+        let error = error.to_owned();
+        self.with(move |c| {
             c.execute(
                 "UPDATE evaluations SET status = 'failed', error = ?2, finished_at = ?3,
                  duration_ms = ?3 - started_at WHERE id = ?1 AND status = 'running'",
@@ -186,6 +200,7 @@ impl Backend for Sqlite {
             )?;
             Ok(())
         })
+        .await
     }
 
     async fn set_action(
@@ -195,7 +210,11 @@ impl Backend for Sqlite {
         verdict: Option<&str>,
         action: &str,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        let model = model.to_owned();
+        let version = version.to_owned();
+        let verdict = verdict.map(str::to_owned);
+        let action = action.to_owned();
+        self.with(move |c| {
             c.execute(
                 "UPDATE evaluations SET action = ?4
                  WHERE id = (SELECT MAX(id) FROM evaluations WHERE model = ?1 AND version = ?2)
@@ -204,16 +223,19 @@ impl Backend for Sqlite {
             )?;
             Ok(())
         })
+        .await
     }
 
     async fn interrupt_running(&self, model: &str) -> Result<usize, StoreError> {
-        self.with(|c| {
+        let model = model.to_owned();
+        self.with(move |c| {
             c.execute(
                 "UPDATE evaluations SET status = 'interrupted', finished_at = ?2
                  WHERE model = ?1 AND status = 'running'",
                 params![model, now_ms()],
             )
         })
+        .await
     }
 
     async fn evaluations_before(
@@ -222,11 +244,13 @@ impl Backend for Sqlite {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<EvaluationRow>, StoreError> {
-        self.with(|c| views::evaluations_before(c, model, before, limit))
+        let model = model.map(str::to_owned);
+        self.with(move |c| views::evaluations_before(c, model.as_deref(), before, limit))
+            .await
     }
 
     async fn evaluation(&self, id: i64) -> Result<Option<EvaluationRow>, StoreError> {
-        self.with(|c| {
+        self.with(move |c| {
             c.query_row(
                 &format!(
                     "SELECT {} FROM evaluations WHERE id = ?1",
@@ -237,28 +261,31 @@ impl Backend for Sqlite {
             )
             .optional()
         })
+        .await
     }
 
     async fn totals(&self) -> Result<Totals, StoreError> {
-        self.with(views::totals)
+        self.with(views::totals).await
     }
 
     async fn models(&self) -> Result<Vec<ModelRow>, StoreError> {
-        self.with(views::models)
+        self.with(views::models).await
     }
 
     async fn latest_per_model(&self) -> Result<Vec<EvaluationRow>, StoreError> {
-        self.with(views::latest_per_model)
+        self.with(views::latest_per_model).await
     }
 
     async fn evaluation_count(&self, model: &str) -> Result<i64, StoreError> {
-        self.with(|c| {
+        let model = model.to_owned();
+        self.with(move |c| {
             c.query_row(
                 "SELECT COUNT(*) FROM evaluations WHERE model = ?1",
                 params![model],
                 |r| r.get(0),
             )
         })
+        .await
     }
 
     async fn latest_per_version(
@@ -266,7 +293,9 @@ impl Backend for Sqlite {
         model: &str,
         versions: usize,
     ) -> Result<Vec<EvaluationRow>, StoreError> {
-        self.with(|c| views::latest_per_version(c, model, versions))
+        let model = model.to_owned();
+        self.with(move |c| views::latest_per_version(c, &model, versions))
+            .await
     }
 
     // ---- audit --------------------------------------------------------------------------
@@ -278,13 +307,17 @@ impl Backend for Sqlite {
         action: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        let model = model.to_owned();
+        let version = version.map(str::to_owned);
+        let action = action.to_owned();
+        let detail = detail.to_owned();
+        self.with(move |c| {
             c.execute(
                 "INSERT INTO audit (at, model, version, action, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![now_ms(), model, version, action, detail],
             )?;
             Ok(())
-        })
+        }).await
     }
 
     async fn audit_absent(
@@ -295,7 +328,11 @@ impl Backend for Sqlite {
         detail: &str,
         same_detail: bool,
     ) -> Result<bool, StoreError> {
-        self.with(|c| {
+        let model = model.to_owned();
+        let version = version.to_owned();
+        let action = action.to_owned();
+        let detail = detail.to_owned();
+        self.with(move |c| {
             let added = c.execute(
                 "INSERT INTO audit (at, model, version, action, detail)
                  SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (
@@ -305,10 +342,12 @@ impl Backend for Sqlite {
             )?;
             Ok(added > 0)
         })
+        .await
     }
 
     async fn last_audit_id(&self) -> Result<i64, StoreError> {
-        self.with(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM audit", [], |r| r.get(0)))
+        self.with(move |c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM audit", [], |r| r.get(0)))
+            .await
     }
 
     async fn audit_log(
@@ -316,7 +355,8 @@ impl Backend for Sqlite {
         model: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditRow>, StoreError> {
-        self.with(|c| {
+        let model = model.map(str::to_owned);
+        self.with(move |c| {
             let mut st = c.prepare(
                 "SELECT id, at, model, version, action, detail FROM audit
                  WHERE (?1 IS NULL OR model = ?1) ORDER BY id DESC LIMIT ?2",
@@ -333,12 +373,14 @@ impl Backend for Sqlite {
             })?;
             rows.collect()
         })
+        .await
     }
 
     // ---- the queue and re-evaluation requests --------------------------------------------
 
     async fn queue_push(&self, model: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+        let model = model.to_owned();
+        self.with(move |c| {
             c.execute(
                 "INSERT INTO queue (model, queued_at) VALUES (?1, ?2)
                  ON CONFLICT (model) DO UPDATE SET queued_at = excluded.queued_at",
@@ -346,53 +388,63 @@ impl Backend for Sqlite {
             )?;
             Ok(())
         })
+        .await
     }
 
     async fn queue_remove(&self, model: &str, since: i64) -> Result<(), StoreError> {
-        self.with(|c| {
+        let model = model.to_owned();
+        self.with(move |c| {
             c.execute(
                 "DELETE FROM queue WHERE model = ?1 AND queued_at <= ?2",
                 params![model, since],
             )?;
             Ok(())
         })
+        .await
     }
 
     async fn queued(&self, before: i64) -> Result<Vec<String>, StoreError> {
-        self.with(|c| {
+        self.with(move |c| {
             let mut st =
                 c.prepare("SELECT model FROM queue WHERE queued_at <= ?1 ORDER BY queued_at")?;
             let rows = st.query_map(params![before], |r| r.get(0))?;
             rows.collect()
         })
+        .await
     }
 
     async fn request_evaluation(&self, model: &str, version: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+        let model = model.to_owned();
+        let version = version.to_owned();
+        self.with(move |c| {
             c.execute(
                 "INSERT INTO eval_requests (model, version, requested_at) VALUES (?1, ?2, ?3)",
                 params![model, version, now_ms()],
             )?;
             Ok(())
         })
+        .await
     }
 
     async fn requests(&self, model: &str) -> Result<BTreeMap<String, i64>, StoreError> {
-        self.with(|c| {
+        let model = model.to_owned();
+        self.with(move |c| {
             let mut st = c.prepare(
                 "SELECT version, MAX(seq) FROM eval_requests WHERE model = ?1 GROUP BY version",
             )?;
             let rows = st.query_map(params![model], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
+        .await
     }
 
     async fn requested_models(&self) -> Result<BTreeSet<String>, StoreError> {
-        self.with(|c| {
+        self.with(move |c| {
             let mut st = c.prepare("SELECT DISTINCT model FROM eval_requests")?;
             let rows = st.query_map([], |r| r.get(0))?;
             rows.collect()
         })
+        .await
     }
 
     async fn clear_requests(
@@ -401,23 +453,26 @@ impl Backend for Sqlite {
         version: &str,
         up_to: i64,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        let model = model.to_owned();
+        let version = version.to_owned();
+        self.with(move |c| {
             c.execute(
                 "DELETE FROM eval_requests WHERE model = ?1 AND version = ?2 AND seq <= ?3",
                 params![model, version, up_to],
             )?;
             Ok(())
         })
+        .await
     }
 
     // ---- the cluster ----------------------------------------------------------------------
 
     async fn paused(&self) -> Result<bool, StoreError> {
-        self.with(cluster::paused)
+        self.with(cluster::paused).await
     }
 
     async fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
-        self.with(|c| cluster::set_paused(c, paused))
+        self.with(move |c| cluster::set_paused(c, paused)).await
     }
 
     async fn claim(
@@ -427,31 +482,38 @@ impl Backend for Sqlite {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<LeaseId>, StoreError> {
-        self.with(|c| cluster::claim(c, kind, name, owner, ttl))
+        let name = name.to_owned();
+        let owner = owner.to_owned();
+        self.with(move |c| cluster::claim(c, kind, &name, &owner, ttl))
+            .await
     }
 
     async fn renew(&self, lease: &LeaseId, ttl: Duration) -> Result<bool, StoreError> {
-        self.with(|c| cluster::renew(c, lease, ttl))
+        let lease = lease.clone();
+        self.with(move |c| cluster::renew(c, &lease, ttl)).await
     }
 
     async fn holds(&self, lease: &LeaseId, margin: Duration) -> Result<bool, StoreError> {
-        self.with(|c| cluster::holds(c, lease, margin))
+        let lease = lease.clone();
+        self.with(move |c| cluster::holds(c, &lease, margin)).await
     }
 
     async fn release(&self, lease: &LeaseId) -> Result<(), StoreError> {
-        self.with(|c| cluster::release(c, lease))
+        let lease = lease.clone();
+        self.with(move |c| cluster::release(c, &lease)).await
     }
 
     async fn orphans(&self) -> Result<Vec<String>, StoreError> {
-        self.with(cluster::orphans)
+        self.with(cluster::orphans).await
     }
 
     async fn heartbeat(&self, replica: &ReplicaRow) -> Result<(), StoreError> {
-        self.with(|c| cluster::heartbeat(c, replica))
+        let replica = replica.clone();
+        self.with(move |c| cluster::heartbeat(c, &replica)).await
     }
 
     async fn replicas(&self, within: Duration) -> Result<Vec<ReplicaRow>, StoreError> {
-        self.with(|c| cluster::replicas(c, within))
+        self.with(move |c| cluster::replicas(c, within)).await
     }
 }
 

@@ -76,6 +76,7 @@ async fn migrations_are_versioned() {
     let s = Sqlite::in_memory().unwrap();
     let v: i64 = s
         .with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+        .await
         .unwrap();
     assert_eq!(v, MIGRATIONS.len() as i64);
 }
