@@ -52,23 +52,38 @@ run_tests() {
   fi
 }
 
-echo "== tests (daemons on SQLite)" >&2
-status=0
-run_tests --all-targets "$@" || status=$?
 # The daemon's tests once more with every daemon's state in its own PostgreSQL database
 # (tests/common/daemon.rs): the store is a seam, and both backends must pass them. Only for a
-# whole run: arguments select tests of the first pass.
-if [ $# -eq 0 ]; then
-  echo "== the daemon tests again, on PostgreSQL" >&2
-  daemon_binaries="daemon approval churn operations races databricks hardening compat_mlflow2 status_page"
+# whole run (arguments select tests of the first pass). The two passes run side by side: the
+# tests mostly wait on MLflow, fixtures and daemons, so two cores carry both; the second
+# pass's output follows the first's.
+pg_pass() {
+  local daemon_binaries="daemon approval churn operations races databricks hardening compat_mlflow2 status_page"
   if cargo nextest --version >/dev/null 2>&1; then
     # Whole binaries of daemon tests, and the daemon tests of the others.
+    local filter
     filter=$(printf 'binary(=%s) | ' $daemon_binaries)
     filter+="(binary(=served) & test(=daemon_shutdown_abandons_an_evaluation_and_stops_its_serving))"
     filter+=" | (binary(=deploy) & test(=manifests_use_the_configs_port_and_health_routes))"
-    STAGEGATE_TEST_STORE=postgres run_tests --all-targets -E "$filter" || status=$?
+    STAGEGATE_TEST_STORE=postgres run_tests --all-targets -E "$filter"
   else
-    STAGEGATE_TEST_STORE=postgres run_tests $(printf -- '--test %s ' $daemon_binaries) || status=$?
+    STAGEGATE_TEST_STORE=postgres run_tests $(printf -- '--test %s ' $daemon_binaries)
   fi
+}
+pg_pid=
+if [ $# -eq 0 ]; then
+  (set +e; pg_pass >"$work/postgres-pass.log" 2>&1; echo $? >"$work/postgres-pass.status") &
+  pg_pid=$!
+fi
+
+echo "== tests (daemons on SQLite)" >&2
+status=0
+run_tests --all-targets "$@" || status=$?
+if [ -n "$pg_pid" ]; then
+  wait "$pg_pid" || true
+  echo "== the daemon tests again, on PostgreSQL (run beside the first pass)" >&2
+  cat "$work/postgres-pass.log"
+  pg_status=$(cat "$work/postgres-pass.status" 2>/dev/null || echo 1)
+  [ "$pg_status" = 0 ] || status=$pg_status
 fi
 exit $status
