@@ -499,6 +499,55 @@ mod tests {
         );
     }
 
+    /// A reconcile that reports the model busy `busy` times (queueing it again each time, as
+    /// a webhook would), then records the trigger it was run for.
+    fn held_elsewhere(
+        s: &Scheduler,
+        busy: usize,
+    ) -> (Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>, ReconcileFn) {
+        let (attempts, seen) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::<Mutex<Vec<String>>>::default(),
+        );
+        let (a, w, s) = (attempts.clone(), seen.clone(), s.clone());
+        let f: ReconcileFn = Arc::new(move |model: String, _| {
+            let (a, w, s) = (a.clone(), w.clone(), s.clone());
+            async move {
+                if a.fetch_add(1, Ordering::SeqCst) < busy {
+                    s.enqueue(&model, "webhook");
+                    return Outcome::Busy(Duration::from_secs(1));
+                }
+                w.lock().unwrap().push(s.take_trigger(&model));
+                Outcome::Done
+            }
+            .boxed()
+        });
+        (attempts, seen, f)
+    }
+
+    /// Another replica holds the model: it runs again a delay later, for the same trigger; a
+    /// trigger arriving meanwhile does not make it spin.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_model_runs_again_after_the_delay_keeping_its_trigger() {
+        let s = Scheduler::new(backoff(3));
+        let (attempts, seen, f) = held_elsewhere(&s, usize::MAX);
+        s.enqueue("m", "webhook");
+        run_for(&s, 2, f, Duration::from_millis(5500)).await;
+        let n = attempts.load(Ordering::SeqCst);
+        assert!(
+            (5..=7).contains(&n),
+            "one attempt a second, not a spin: {n}"
+        );
+        assert!(seen.lock().unwrap().is_empty());
+
+        let s = Scheduler::new(backoff(3));
+        let (attempts, seen, f) = held_elsewhere(&s, 2);
+        s.enqueue("m", "webhook");
+        run_for(&s, 2, f, Duration::from_secs(10)).await;
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+        assert_eq!(*seen.lock().unwrap(), vec!["webhook".to_string()]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn shutdown_stops_intake_and_waits_for_in_flight_work() {
         let s = Scheduler::new(backoff(3));
