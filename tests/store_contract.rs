@@ -463,7 +463,7 @@ async fn tls_is_used_and_verified_when_the_url_asks() {
     let url = |params: &str| format!("{plain}?{params}");
 
     let store = Store::open(&Target::Postgres(url(&format!(
-        "sslmode=require&sslrootcert={}",
+        "sslmode=verify-full&sslrootcert={}",
         ca.display()
     ))))
     .await

@@ -55,6 +55,14 @@ pub(super) fn parse(url: &str) -> Result<Target, StoreError> {
     }
     // tokio-postgres refuses parameters it does not know; `sslrootcert` is libpq's, and ours.
     let (base, rootcert) = take_param(url, "sslrootcert");
+    for key in ["sslcert", "sslkey"] {
+        if take_param(&base, key).1.is_some() {
+            return Err(bad(format!(
+                "{key}: client certificates are not supported; authenticate with a password"
+            )));
+        }
+    }
+    let base = libpq_sslmode(&base);
     let mut config: tokio_postgres::Config = base
         .parse()
         .map_err(|e: tokio_postgres::Error| bad(e.to_string()))?;
@@ -78,6 +86,21 @@ pub(super) fn parse(url: &str) -> Result<Target, StoreError> {
     config.connect_timeout(std::time::Duration::from_secs(5));
     let tls = tls(config.get_ssl_mode(), rootcert.as_deref()).map_err(bad)?;
     Ok(Target { config, tls, shown })
+}
+
+/// libpq's `sslmode` values tokio-postgres does not know, as the ones that do the same or
+/// more here: certificates are always verified, host name included, so `verify-ca` and
+/// `verify-full` are `require`; `allow` (plain first, TLS if refused) is `prefer`.
+fn libpq_sslmode(url: &str) -> String {
+    let (rest, mode) = take_param(url, "sslmode");
+    let mode = match mode.as_deref() {
+        None => return url.to_string(),
+        Some("verify-ca" | "verify-full") => "require".to_string(),
+        Some("allow") => "prefer".to_string(),
+        Some(other) => other.to_string(),
+    };
+    let sep = if rest.contains('?') { '&' } else { '?' };
+    format!("{rest}{sep}sslmode={mode}")
 }
 
 /// `url` without the query parameter `key`, and that parameter's value.
@@ -174,6 +197,26 @@ mod tests {
             assert!(!why(u).contains("pw@"), "{}", why(u));
         }
         assert!(parse("postgres://u:pw@127.0.0.1:5/db?sslmode=disable").is_ok());
+    }
+
+    #[test]
+    fn libpqs_sslmodes_are_read_as_what_they_ask_here() {
+        let mode = |u: &str| parse(u).map(|t| t.config.get_ssl_mode());
+        use tokio_postgres::config::SslMode;
+        for (given, read) in [
+            ("verify-full", SslMode::Require),
+            ("verify-ca", SslMode::Require),
+            ("require", SslMode::Require),
+            ("allow", SslMode::Prefer),
+            ("disable", SslMode::Disable),
+        ] {
+            let u = format!("postgres://u@h/d?application_name=x&sslmode={given}");
+            assert_eq!(mode(&u).ok(), Some(read), "{given}");
+        }
+        let refused = |u: &str| parse(u).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused("postgres://u@h/d?sslmode=bogus").contains("sslmode"));
+        assert!(refused("postgres://u:pw@h/d?sslcert=/c.pem").contains("client certificates"));
+        assert!(!refused("postgres://u:pw@h/d?sslcert=/c.pem").contains("pw@"));
     }
 
     #[test]
