@@ -250,3 +250,30 @@ fn offline_lists_policies_targets_and_gates_and_warns_without_failing() {
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
     assert!(r.stdout.contains("api token set"), "{}", r.stdout);
 }
+
+#[test]
+fn a_reader_that_closes_stdout_early_ends_the_output_quietly() {
+    // `stagegate check --offline | head -1`: the pipe is closed before stagegate writes, so
+    // every write fails with EPIPE. That is the reader's choice, not an error; `println!`
+    // would panic (exit 101) on it.
+    let config = root().join("config/stagegate.toml");
+    for args in [
+        vec!["check", "--offline", "--config", config.to_str().unwrap()],
+        vec!["man"],
+        vec!["completions", "bash"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_stagegate"))
+            .args(&args)
+            .env("MLFLOW_TRACKING_URI", CLOSED_PORT)
+            .env_remove("STAGEGATE_CONFIG")
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run stagegate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -79,14 +79,22 @@ fn hadolint_passes_the_dockerfile() {
 #[test]
 fn kubernetes_manifests_validate_strictly() {
     let kv = validator("kubernetes-validate");
-    let mut files: Vec<String> = std::fs::read_dir(root().join("deploy/kubernetes"))
+    // deploy/kubernetes and its variants one directory down (replicas/).
+    let dirs = std::fs::read_dir(root().join("deploy/kubernetes"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .chain([root().join("deploy/kubernetes")]);
+    let mut files: Vec<String> = dirs
+        .flat_map(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .map(|p| p.strip_prefix(root()).unwrap().display().to_string())
         .collect();
     files.sort();
-    assert!(files.len() >= 5, "{files:?}");
+    assert!(
+        files.len() >= 7 && files.contains(&"deploy/kubernetes/replicas/deployment.yaml".into()),
+        "{files:?}"
+    );
     let mut args = vec!["--strict", "-k", KUBERNETES];
     args.extend(files.iter().map(String::as_str));
     let o = run(&kv, &args);
@@ -325,4 +333,94 @@ fn manifests_use_the_configs_port_and_health_routes() {
             })
         },
     );
+}
+
+/// The secretKeyRef key an env entry named `name` reads, if it is in `env`.
+fn secret_key<'a>(env: &'a Yaml, name: &str) -> Option<&'a str> {
+    env.as_vec()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))?["valueFrom"]["secretKeyRef"]["key"]
+        .as_str()
+}
+
+#[test]
+fn the_replicated_manifest_runs_its_replicas_on_one_postgres() {
+    let single = &yaml("deploy/kubernetes/deployment.yaml")[0]["spec"];
+    let spec = &yaml("deploy/kubernetes/replicas/deployment.yaml")[0]["spec"];
+    assert!(
+        spec["replicas"].as_i64().unwrap() >= 2,
+        "{:?}",
+        spec["replicas"]
+    );
+    // Never fewer ready replicas than asked during a rollout: webhooks always find one.
+    assert_eq!(spec["strategy"]["type"].as_str(), Some("RollingUpdate"));
+    assert_eq!(
+        spec["strategy"]["rollingUpdate"]["maxUnavailable"].as_i64(),
+        Some(0)
+    );
+    let pod = &spec["template"]["spec"];
+    let volumes = pod["volumes"].as_vec().unwrap();
+    assert!(
+        volumes
+            .iter()
+            .all(|v| v["persistentVolumeClaim"].is_badvalue()),
+        "no replica has a volume of its own for state: {volumes:?}"
+    );
+    let container = &pod["containers"][0];
+    let single_container = &single["template"]["spec"]["containers"][0];
+    // Everything but the state is the single replica's: image, args, ports, probes, limits.
+    for key in [
+        "image",
+        "args",
+        "ports",
+        "livenessProbe",
+        "readinessProbe",
+        "resources",
+        "securityContext",
+    ] {
+        assert_eq!(container[key], single_container[key], "{key}");
+    }
+    let env = &container["env"];
+    let url_key = secret_key(env, "STAGEGATE_STATE__URL").expect("the URL from the Secret");
+    let password_key = secret_key(env, "PGPASSWORD").expect("the password from the Secret");
+    let secret_doc = read("deploy/kubernetes/secret.yaml");
+    for key in [url_key, password_key] {
+        assert!(
+            secret_doc.contains(key),
+            "secret.yaml says nothing of {key}"
+        );
+    }
+
+    // The ConfigMap's config with that environment: replicas on one database, the password
+    // from PGPASSWORD (the server checks it), seeing each other.
+    let pg = common::postgres::PgCluster::start();
+    pg.create_database("shared");
+    let url = pg.create_password_user("sgreplica", "replica-pw", "shared");
+    let config = &mounted_configs()[1].1;
+    let daemons: Vec<Daemon> = (0..2)
+        .map(|_| {
+            let port = free_port();
+            Daemon::start_text(
+                "http://127.0.0.1:9",
+                port,
+                config,
+                &[
+                    ("STAGEGATE_SERVER__LISTEN", &format!("127.0.0.1:{port}")),
+                    ("STAGEGATE_SERVER__API_TOKEN", "token"),
+                    ("STAGEGATE_STATE__URL", &url),
+                    ("PGPASSWORD", "replica-pw"),
+                ],
+            )
+        })
+        .collect();
+    for d in &daemons {
+        d.wait_for("both replicas in /status", Duration::from_secs(30), || {
+            let s = d.status();
+            s["store"]["reachable"] == serde_json::json!(true)
+                && s["replicas"].as_array().is_some_and(|r| r.len() == 2)
+        });
+        let backend = d.status()["store"]["backend"].as_str().unwrap().to_string();
+        assert!(backend.starts_with("postgres "), "{backend}");
+        assert!(!d.log().contains("replica-pw"), "{}", d.log());
+    }
 }

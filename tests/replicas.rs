@@ -476,3 +476,44 @@ fn one_replica_polls_a_pause_holds_them_all_and_the_poll_moves_when_its_holder_d
         completed(&poll(&r, new[0])) > 0
     });
 }
+
+#[test]
+fn a_replica_started_before_its_database_waits_for_it_then_promotes() {
+    let prefix = unique("rep-boot");
+    let m = format!("{prefix}-m");
+    // Declared before the daemon, so it is dropped (stopped) after it.
+    let pg = common::postgres::PgCluster::start();
+    let url = pg.create_database(common::replicas::DB);
+    pg.stop();
+
+    let env = [
+        ("STAGEGATE_STATE__URL", url.as_str()),
+        ("STAGEGATE_STATE__LEASE", "2s"),
+    ];
+    let body = body(&prefix, "*/2 * * * * *", 2, "");
+    let mut d =
+        common::daemon::Daemon::prepared(&mlflow_uri(), common::daemon::free_port(), &body, &env);
+    d.launch();
+    // It waits, retrying, instead of exiting into a restart loop.
+    d.wait_for("two attempts to reach the store", WAIT, || {
+        d.log().matches("cannot be reached yet").count() >= 2
+    });
+    assert_eq!(d.wait_exit(Duration::ZERO), None, "{}", d.log());
+    assert!(
+        d.get("/healthz").is_none(),
+        "nothing listens before the store is open"
+    );
+
+    fixtures(json!([candidate(&m, 0.92)]));
+    pg.start_again();
+    d.wait_for("the daemon to start and be ready", WAIT, || {
+        d.get("/readyz").is_some_and(|(s, _)| s == 200)
+    });
+    d.wait_for("the candidate promoted", WAIT, || promoted(&m, "1"));
+    assert_eq!(
+        d.status()["store"]["reachable"],
+        json!(true),
+        "{}",
+        d.status()
+    );
+}

@@ -492,3 +492,83 @@ async fn tls_is_used_and_verified_when_the_url_asks() {
         .await
         .expect("TLS off when the URL says so");
 }
+
+/// The password comes from the URL or from `PGPASSWORD`, and the server checks it; a wrong
+/// one is refused by name at once (no wait for a database that will never accept it), and no
+/// output ever shows a password.
+#[test]
+fn a_password_from_pgpassword_or_the_url_is_checked_and_never_shown() {
+    const PASSWORD: &str = "Sg-s3cret-pw";
+    const WRONG: &str = "Sg-wr0ng-pw";
+    let pg = PgCluster::start();
+    pg.create_database("secured");
+    let bare = pg.create_password_user("sgapp", PASSWORD, "secured");
+    let with_password = bare.replacen("sgapp@", &format!("sgapp:{PASSWORD}@"), 1);
+    let config = |url: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\n\n[state]\nurl = \"{url}\"\n\n[[policies]]\n\
+             name = \"p\"\nmodels = [\"nothing-*\"]\ncandidate = {{ stage = \"Staging\" }}\n\
+             promote = {{ stage = \"Production\" }}\n",
+            common::daemon::free_port()
+        )
+    };
+    let stagegate = |url: &str, args: &[&str], password: Option<&str>| {
+        let w = common::Workdir::new(&config(url));
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"));
+        c.args(args)
+            .arg("--config")
+            .arg(w.config())
+            .env("MLFLOW_TRACKING_URI", common::mlflow_uri())
+            .env_remove("PGPASSWORD");
+        if let Some(p) = password {
+            c.env("PGPASSWORD", p);
+        }
+        common::Run::from(c.output().expect("run stagegate"))
+    };
+    let never_shown = |r: &common::Run| {
+        for secret in [PASSWORD, WRONG] {
+            assert!(
+                !r.stdout.contains(secret) && !r.stderr.contains(secret),
+                "{secret} shown:\n{}\n{}",
+                r.stdout,
+                r.stderr
+            );
+        }
+    };
+
+    let r = stagegate(&bare, &["check"], Some(PASSWORD));
+    r.expect_code(0);
+    assert!(
+        r.stdout
+            .contains("store   postgres postgres://sgapp@127.0.0.1"),
+        "{}",
+        r.stdout
+    );
+    never_shown(&r);
+
+    let r = stagegate(&with_password, &["check"], None);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("postgres://sgapp:***@127.0.0.1"),
+        "{}",
+        r.stdout
+    );
+    never_shown(&r);
+
+    for (url, password) in [(bare.as_str(), Some(WRONG)), (bare.as_str(), None)] {
+        let r = stagegate(url, &["check"], password);
+        r.expect_code(2);
+        assert!(r.stderr.contains("password"), "{}", r.stderr);
+        never_shown(&r);
+    }
+    // The daemon too: a refused password is no outage to wait out; it exits 2 with the reason.
+    let r = stagegate(&bare, &["run"], Some(WRONG));
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("password authentication failed"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("cannot be reached yet"), "{}", r.stderr);
+    never_shown(&r);
+}

@@ -9,6 +9,7 @@
 //! gate whose file is missing is an `error`, never a pass), or a non-loopback `listen` without
 //! an API token (the token usually arrives by environment in the deployment).
 
+use super::stdout::{out, outln};
 use std::path::Path;
 
 use stagegate::config::{Loaded, Policy, Target};
@@ -22,18 +23,18 @@ pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
     let loaded = super::load_config(config)?;
     let policies = &loaded.config.policies;
     let gates: usize = policies.iter().map(|p| p.gates.len()).sum();
-    println!(
+    outln!(
         "config  {}: ok ({} {}, {gates} {})",
         loaded.path.display(),
         policies.len(),
         plural(policies.len(), "policy", "policies"),
         plural(gates, "gate", "gates")
-    );
+    )?;
     for w in warnings(&loaded) {
         eprintln!("warning: {w}");
     }
     if offline {
-        print!("{}", offline_summary(&loaded));
+        out!("{}", offline_summary(&loaded))?;
         return Ok(0);
     }
     let client = super::client(&loaded)?;
@@ -41,21 +42,21 @@ pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
         eprintln!("error: {e}");
         return Ok(2);
     }
-    println!("mlflow  {}: reachable", client.shown_uri());
+    outln!("mlflow  {}: reachable", client.shown_uri())?;
     match stagegate::store::Store::inspect(&daemon::store_target(&loaded)).await {
-        Ok(line) => println!("store   {line}"),
+        Ok(line) => outln!("store   {line}")?,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(2);
         }
     }
-    println!(
+    outln!(
         "{}",
         webhooks_line(
             client.has_webhooks_api().await,
             &loaded.config.poll.schedule
         )
-    );
+    )?;
     let models = client.all_registered_models().await?;
     let mut rows = Vec::new();
     let mut unmatched = Vec::new();
@@ -71,28 +72,28 @@ pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
             None => unmatched.push(state.name.clone()),
         }
     }
-    println!();
+    outln!()?;
     if rows.is_empty() {
-        println!("no registered model matches a policy");
+        outln!("no registered model matches a policy")?;
     } else {
-        print!(
+        out!(
             "{}",
             table(&["POLICY", "MODEL", "CANDIDATE", "CHAMPION"], &rows)
-        );
+        )?;
     }
     for p in policies
         .iter()
         .filter(|p| !rows.iter().any(|r| r[0] == p.name))
     {
-        println!("policy {} matches no registered model", p.name);
+        outln!("policy {} matches no registered model", p.name)?;
     }
     if !unmatched.is_empty() {
-        println!(
+        outln!(
             "{} {} no policy: {}",
             unmatched.len(),
             plural(unmatched.len(), "model matches", "models match"),
             unmatched.join(", ")
-        );
+        )?;
     }
     Ok(0)
 }

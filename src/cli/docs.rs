@@ -2,7 +2,6 @@
 //! (clap_complete) and roff man pages (clap_mangen), generated from the same clap definition
 //! that parses the command line, so they never drift from it.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -12,7 +11,7 @@ use clap_complete::Shell;
 pub fn completions(mut cmd: clap::Command, shell: Shell) -> anyhow::Result<u8> {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut cmd, "stagegate", &mut script);
-    write_stdout(&script)?;
+    super::stdout::write(&script)?;
     Ok(0)
 }
 
@@ -26,7 +25,7 @@ pub fn man(cmd: clap::Command, out: Option<&Path>) -> anyhow::Result<u8> {
             clap_mangen::Man::new(cmd)
                 .render(&mut page)
                 .context("rendering the man page")?;
-            write_stdout(&page)?;
+            super::stdout::write(&page)?;
         }
         Some(dir) => {
             std::fs::create_dir_all(dir)
@@ -40,15 +39,4 @@ pub fn man(cmd: clap::Command, out: Option<&Path>) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
-}
-
-/// A closed pipe (`stagegate man | head`) is not an error worth a message.
-fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write to stdout")
-        }
-        _ => Ok(()),
-    }
 }

@@ -1,6 +1,7 @@
 //! `stagegate evaluate MODEL [VERSION] [--promote] [--json] [--junit FILE] [--summary FILE]`:
 //! the one-shot CI path.
 
+use super::stdout::{out, outln};
 use std::path::Path;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -50,31 +51,35 @@ pub async fn run(a: Args<'_>, reports: &Reports) -> anyhow::Result<u8> {
         Ok((Err(e), _)) => return fail(&a, reports, &e.to_string()),
         Err(e) => return fail(&a, reports, &format!("{e:#}")),
     };
-    if a.json {
-        println!("{}", output::evaluation_json(&outcome, requests));
+    let shown = if a.json {
+        outln!("{}", output::evaluation_json(&outcome, requests))
     } else {
-        print!("{}", output::evaluation_text(&outcome));
-    }
+        out!("{}", output::evaluation_text(&outcome))
+    };
     if let Some(err) = &outcome.act_error {
         eprintln!("error: {err}");
     }
     let code = engine::exit_code(&outcome);
-    // The verdict is recorded in MLflow whatever happens here; a report CI cannot read is
-    // an error all the same, never a silent pass.
-    match reports.write(&outcome) {
-        Ok(()) => Ok(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            Ok(code.max(2))
-        }
+    // The verdict is recorded in MLflow whatever happens here; an output or a report CI
+    // cannot read is an error all the same, never a silent pass.
+    let mut failed = false;
+    for e in [shown, reports.write(&outcome)]
+        .into_iter()
+        .filter_map(Result::err)
+    {
+        eprintln!("error: {e:#}");
+        failed = true;
     }
+    Ok(if failed { code.max(2) } else { code })
 }
 
 /// Errors exit 2; with --json the document still comes out, and the CI reports too, so CI
 /// shows why.
 fn fail(a: &Args, reports: &Reports, msg: &str) -> anyhow::Result<u8> {
-    if a.json {
-        println!("{}", output::error_json(a.model, a.version, msg));
+    if a.json
+        && let Err(e) = outln!("{}", output::error_json(a.model, a.version, msg))
+    {
+        eprintln!("error: {e:#}");
     }
     eprintln!("error: {msg}");
     if let Err(e) = reports.write_error(a.model, a.version, msg) {

@@ -10,6 +10,7 @@ mod output;
 mod rollback;
 mod run;
 mod status;
+mod stdout;
 mod summary;
 #[cfg(test)]
 mod test_outcome;

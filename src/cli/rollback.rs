@@ -1,5 +1,6 @@
 //! `stagegate rollback MODEL`: restore the version the current champion replaced.
 
+use super::stdout::outln;
 use std::path::Path;
 
 use stagegate::actions::Actor;
@@ -14,9 +15,9 @@ pub async fn run(config: Option<&Path>, model: &str) -> anyhow::Result<u8> {
         policy,
     };
     let (from, to) = actor.rollback(model).await?;
-    println!(
+    outln!(
         "rolled back {model}: v{from} -> v{to} ({})",
         policy.promote.target()
-    );
+    )?;
     Ok(0)
 }

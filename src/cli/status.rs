@@ -1,5 +1,6 @@
 //! `stagegate status [--url URL]`: a running daemon's `/status`, readable.
 
+use super::stdout::{out, outln};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -26,9 +27,9 @@ pub async fn run(url: &str, json: bool) -> anyhow::Result<u8> {
         anyhow::bail!("{url} answered {status}: {doc}");
     }
     if json {
-        println!("{doc}");
+        outln!("{doc}")?;
     } else {
-        print!("{}", render(&doc));
+        out!("{}", render(&doc))?;
     }
     Ok(0)
 }

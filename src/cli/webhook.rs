@@ -1,6 +1,7 @@
 //! `stagegate webhook register --url URL`: create or update (idempotently, by name) the MLflow
 //! webhook that tells the daemon about registry events, signed with the first secret.
 
+use super::stdout::outln;
 use std::path::Path;
 
 use serde_json::json;
@@ -48,19 +49,21 @@ pub async fn register(config: Option<&Path>, url: &str, name: &str) -> anyhow::R
         ),
         None => ("created", client.create_webhook(&body).await?),
     };
-    println!(
+    outln!(
         "{verb} MLflow webhook {:?} ({}) -> {}",
-        hook.name, hook.webhook_id, hook.url
-    );
-    println!(
+        hook.name,
+        hook.webhook_id,
+        hook.url
+    )?;
+    outln!(
         "events: {}",
         EVENTS
             .iter()
             .map(|(e, a)| format!("{}.{}", e.to_lowercase(), a.to_lowercase()))
             .collect::<Vec<_>>()
             .join(", ")
-    );
-    println!(
+    )?;
+    outln!(
         "\nThe MLflow server must run with (MLflow >= 3.3, SQL backend):\n\
          \x20 MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=<a fixed Fernet key>   # or stored secrets are lost at restart / differ across workers\n\
          \x20 MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https                    # if the URL is plain http\n\
@@ -68,6 +71,6 @@ pub async fn register(config: Option<&Path>, url: &str, name: &str) -> anyhow::R
          \x20 --allowed-hosts <stagegate's host>                           # if stagegate reaches MLflow by a DNS name\n\
          MLflow caches its webhook list for 60 s (MLFLOW_WEBHOOK_CACHE_TTL): events can take that long to start.\n\
          Webhooks are hints (3 quick retries, then lost); the reconcile poll is the guarantee."
-    );
+    )?;
     Ok(0)
 }

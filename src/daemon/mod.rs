@@ -192,7 +192,7 @@ pub fn store_target(loaded: &Loaded) -> Target {
 
 /// Build the daemon's state: open the store, build the engine.
 pub async fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, DaemonError> {
-    let store = Store::open(&store_target(&loaded)).await?;
+    let store = open_store(&store_target(&loaded)).await?;
     let cluster = Cluster::new(store.clone(), loaded.config.state.lease);
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(metrics.clone()));
@@ -216,6 +216,35 @@ pub async fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, Dae
         listen,
         seen: Seen::default(),
     }))
+}
+
+/// Open the store, waiting while it cannot be reached. A replica started before its
+/// PostgreSQL (a host booting, a rollout during a database failover) comes up by itself once
+/// the database does, instead of exiting into a restart loop that systemd's start limit ends
+/// for good. An error no wait cures (a bad URL, a refused password or certificate, a newer
+/// schema) is returned at once. Nothing listens yet, so the orchestrator sees "not started";
+/// SIGTERM still ends the process (its handlers are installed after this).
+async fn open_store(target: &Target) -> Result<Store, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match Store::open(target).await {
+            Err(e) if e.is_transient() => {
+                let wait = crate::backoff::full_jitter(
+                    Duration::from_secs(1),
+                    Duration::from_secs(30),
+                    attempt,
+                );
+                tracing::warn!(
+                    error = %e,
+                    retry_in = ?wait,
+                    "the state store cannot be reached yet; stagegate starts once it can"
+                );
+                tokio::time::sleep(wait).await;
+                attempt = attempt.saturating_add(1);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A path from the config, relative to the config file's directory.

@@ -53,9 +53,15 @@ impl Daemon {
     /// Like [`Daemon::start_on`], with extra environment (e.g. `STAGEGATE_STATE__URL`, to
     /// share one PostgreSQL store between several daemons).
     pub fn start_env(mlflow: &str, port: u16, body: &str, env: &[(&str, &str)]) -> Daemon {
-        let mut d = Daemon::new(mlflow, port, env);
-        d.write_config(body);
+        let mut d = Daemon::prepared(mlflow, port, body, env);
         d.spawn();
+        d
+    }
+
+    /// A daemon with its config written, not started ([`Daemon::launch`] or [`Daemon::spawn`]).
+    pub fn prepared(mlflow: &str, port: u16, body: &str, env: &[(&str, &str)]) -> Daemon {
+        let d = Daemon::new(mlflow, port, env);
+        d.write_config(body);
         d
     }
 
@@ -122,7 +128,18 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// Start the process and wait until it answers `/healthz`.
     pub fn spawn(&mut self) {
+        self.launch();
+        self.wait_for(
+            "the daemon to answer /healthz",
+            Duration::from_secs(20),
+            || self.get("/healthz").is_some_and(|(s, _)| s == 200),
+        );
+    }
+
+    /// Start the process without waiting for it to listen.
+    pub fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -139,11 +156,6 @@ impl Daemon {
             .spawn()
             .expect("spawn stagegate run");
         self.child = Some(child);
-        self.wait_for(
-            "the daemon to answer /healthz",
-            Duration::from_secs(20),
-            || self.get("/healthz").is_some_and(|(s, _)| s == 200),
-        );
     }
 
     pub fn url(&self) -> String {

@@ -125,6 +125,38 @@ impl PgCluster {
         self.url(name)
     }
 
+    /// A login role `user` that owns database `db` and must give `password` (scram-sha-256
+    /// over TCP; every other role keeps trust). The URL of `db` as `user`, without the
+    /// password. `user` and `password` are plain words (no quoting is done).
+    pub fn create_password_user(&self, user: &str, password: &str, db: &str) -> String {
+        for word in [user, password] {
+            assert!(
+                word.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "{word:?}: use letters, digits, _ and -"
+            );
+        }
+        self.psql(
+            "postgres",
+            &format!("CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'"),
+        );
+        self.psql(
+            "postgres",
+            &format!("ALTER DATABASE \"{db}\" OWNER TO \"{user}\""),
+        );
+        // The first matching line wins: this one goes before initdb's trust lines. Written in
+        // place, so the file keeps its owner (the server's user).
+        let hba = self.data().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!("host all {user} 127.0.0.1/32 scram-sha-256\n{old}"),
+        )
+        .expect("write pg_hba.conf");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+
     /// Run `sql` in `db` with `psql -At` (rows only, `|`-separated); its stdout. Panics with
     /// psql's stderr if it fails, including when the server is down.
     pub fn psql(&self, db: &str, sql: &str) -> String {
