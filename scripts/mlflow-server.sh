@@ -43,6 +43,7 @@ case "$cmd" in
     MLFLOW_TRACKING_URI= \
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
     MLFLOW_WEBHOOK_CACHE_TTL=${MLFLOW_WEBHOOK_CACHE_TTL:-60} \
+    MLFLOW_WEBHOOK_DELIVERY_MAX_WORKERS=${MLFLOW_WEBHOOK_DELIVERY_MAX_WORKERS:-10} \
       setsid "$venv/bin/mlflow" server --host 127.0.0.1 --port "$port" \
         --backend-store-uri "sqlite:///$dir/mlflow.db" \
         --artifacts-destination "$dir/artifacts" --serve-artifacts \

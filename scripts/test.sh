@@ -36,11 +36,26 @@ work=$(mktemp -d -t stagegate-test.XXXXXX)
 # mktemp makes it 0700, but as root the PostgreSQL tests run the server as the postgres user,
 # which must pass through it to its cluster (search only: it still cannot list it).
 chmod 711 "$work"
-cleanup() { scripts/mlflow-server.sh stop "$work/mlflow" || true; rm -rf "$work"; }
+cleanup() {
+  local rc=$?
+  # A red run keeps what MLflow said about webhook deliveries: the usual cause of a test
+  # waiting in vain for an event.
+  if [ "$rc" != 0 ] && [ -f "$work/mlflow/server.log" ]; then
+    echo "== MLflow: $(grep -c 'Failed to send webhook' "$work/mlflow/server.log" || true) webhook deliveries failed; the last lines of its log:" >&2
+    tail -n 15 "$work/mlflow/server.log" | cut -c1-300 >&2
+  fi
+  scripts/mlflow-server.sh stop "$work/mlflow" || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 echo "== starting MLflow $("$STAGEGATE_VENV/bin/python" -c 'import mlflow; print(mlflow.__version__)')" >&2
 # A 1 s webhook cache: each test registers its own webhook and expects events at once.
-export STAGEGATE_TEST_MLFLOW_URI=$(MLFLOW_WEBHOOK_CACHE_TTL=1 scripts/mlflow-server.sh start "$work/mlflow")
+# 64 delivery threads instead of MLflow's 10: every event goes to every test's webhook, and a
+# delivery to a daemon a test has just killed holds a thread for its three retries (about
+# 8 s). With 10, a churn test's burst against a killed daemon delays every other test's events
+# by minutes (seen in CI: three daemon tests timed out with no webhook received).
+export STAGEGATE_TEST_MLFLOW_URI=$(MLFLOW_WEBHOOK_CACHE_TTL=1 MLFLOW_WEBHOOK_DELIVERY_MAX_WORKERS=64 \
+  scripts/mlflow-server.sh start "$work/mlflow")
 export STAGEGATE_TEST_TMP=$work
 echo "   at $STAGEGATE_TEST_MLFLOW_URI" >&2
 
