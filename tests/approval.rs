@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
+use common::block;
 use common::daemon::Daemon;
-use common::served::block;
 use common::*;
 use serde_json::json;
 

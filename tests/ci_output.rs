@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::served::block;
+use common::block;
 use common::*;
 use serde_json::json;
 

@@ -12,8 +12,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::block;
 use common::daemon::Daemon;
-use common::served::{assert_no_serving_left, block, gate};
+use common::served::{assert_no_serving_left, gate};
 use common::*;
 use serde_json::{Value, json};
 

@@ -73,14 +73,6 @@ async fn alias(model: &str, alias: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 #[test]
 fn an_alias_candidate_is_promoted_through_the_webhook_path_and_a_failing_one_never() {
     let prefix = unique("wh-alias");

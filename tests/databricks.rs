@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::block;
 use common::daemon::{Daemon, now_unix};
 use common::proxy::FaultProxy;
-use common::served::block;
 use common::*;
 use serde_json::{Value, json};
 use stagegate::webhook::databricks::signature_header;

@@ -52,14 +52,6 @@ fn a_reload_that_drops_the_token_on_a_non_loopback_listener_is_refused() {
     assert_eq!(d.status()["mode"], "paused");
 }
 
-fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 fn created(model: &str) -> String {
     format!(
         r#"{{"entity":"model_version","action":"created","timestamp":"x","data":{{"name":"{model}","version":"1","source":"s","run_id":null}}}}"#

@@ -12,40 +12,8 @@ use stagegate::store::Store;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 fn body(prefix: &str, schedule: &str, workers: usize) -> String {
-    format!(
-        r#"
-[webhooks]
-secrets = ["{SECRET}"]
-
-[poll]
-schedule = "{schedule}"
-
-[workers]
-count = {workers}
-backoff = "1s"
-max_attempts = 30
-
-[[policies]]
-name = "ops"
-models = ["{prefix}*"]
-{STAGE_TARGETS}
-
-  [[policies.gates]]
-  name = "accuracy"
-  type = "metric"
-  metric = "val_accuracy"
-  min = 0.85
-"#
-    )
+    metric_policy("ops", prefix, schedule, workers, "")
 }
 
 fn register(uri: &str, name: &str, stage: &str) -> String {

@@ -45,14 +45,6 @@ on_bypass = "ignore"
     )
 }
 
-fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 fn register(name: &str, extra: Value) -> String {
     let mut op = json!({"op": "register", "name": name, "tags": good_tags(),
                         "metrics": {"val_accuracy": 0.9, "val_f1": 0.9}});

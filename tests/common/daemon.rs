@@ -255,18 +255,13 @@ impl Daemon {
     }
 
     /// Poll `cond` every 100 ms until it holds; panic with the daemon's log after `timeout`.
-    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if cond() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    pub fn wait_for(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+        if !super::eventually(timeout, cond) {
+            panic!(
+                "timed out waiting for {what}\n--- daemon log ---\n{}",
+                tail(&self.log(), 60)
+            );
         }
-        panic!(
-            "timed out waiting for {what}\n--- daemon log ---\n{}",
-            tail(&self.log(), 60)
-        );
     }
 
     pub fn signal(&self, sig: &str) {

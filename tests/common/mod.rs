@@ -384,3 +384,64 @@ pub fn serving_processes(model: &str) -> Vec<u32> {
 pub fn guard_processes(model: &str) -> Vec<u32> {
     processes_with_env(&format!("STAGEGATE_GUARD=models:/{model}/"))
 }
+
+/// Run a future to completion on a throwaway runtime (the MLflow client is async; the tests
+/// are not).
+pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Poll `cond` every 100 ms until it holds (true) or `timeout` passes (false).
+pub fn eventually(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+/// A daemon config body (the harness adds [mlflow], [server], [state]): policy `policy` for
+/// models `{prefix}*`, a stage candidate promoted to Production when `val_accuracy >= 0.85`,
+/// then `extra_gates`; signed webhooks, the poll on `schedule`, `workers` workers.
+pub fn metric_policy(
+    policy: &str,
+    prefix: &str,
+    schedule: &str,
+    workers: usize,
+    extra_gates: &str,
+) -> String {
+    let secret = daemon::SECRET;
+    format!(
+        r#"
+[webhooks]
+secrets = ["{secret}"]
+
+[poll]
+schedule = "{schedule}"
+
+[workers]
+count = {workers}
+backoff = "1s"
+max_attempts = 30
+
+[[policies]]
+name = "{policy}"
+models = ["{prefix}*"]
+{STAGE_TARGETS}
+
+  [[policies.gates]]
+  name = "accuracy"
+  type = "metric"
+  metric = "val_accuracy"
+  min = 0.85
+{extra_gates}
+"#
+    )
+}

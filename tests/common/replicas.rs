@@ -7,7 +7,7 @@
 //! the daemon's environment, so a gate's processes can be told apart by replica: after a
 //! `kill -9` of one replica, the other may be running the very same command for the same model.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -166,15 +166,10 @@ impl Replicas {
     }
 
     /// Poll `cond` every 100 ms until it holds; after `timeout`, panic with every replica's log.
-    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if cond() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    pub fn wait_for(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+        if !super::eventually(timeout, cond) {
+            panic!("timed out waiting for {what}\n{}", self.logs(40));
         }
-        panic!("timed out waiting for {what}\n{}", self.logs(40));
     }
 
     /// The tail of every replica's log, labelled, for failure messages.
@@ -196,34 +191,7 @@ impl Replicas {
 /// Config for models `{prefix}*` (the harness adds [mlflow], [server], [state]): a stage
 /// candidate promoted to Production when `val_accuracy >= 0.85`, then `extra_gates`.
 pub fn body(prefix: &str, schedule: &str, workers: usize, extra_gates: &str) -> String {
-    let secret = super::daemon::SECRET;
-    format!(
-        r#"
-[webhooks]
-secrets = ["{secret}"]
-
-[poll]
-schedule = "{schedule}"
-
-[workers]
-count = {workers}
-backoff = "1s"
-max_attempts = 30
-
-[[policies]]
-name = "replicated"
-models = ["{prefix}*"]
-{targets}
-
-  [[policies.gates]]
-  name = "accuracy"
-  type = "metric"
-  metric = "val_accuracy"
-  min = 0.85
-{extra_gates}
-"#,
-        targets = super::STAGE_TARGETS
-    )
+    super::metric_policy("replicated", prefix, schedule, workers, extra_gates)
 }
 
 /// A fixture op registering a (light) model version of `name` with `val_accuracy = acc`,
@@ -233,18 +201,9 @@ pub fn candidate(name: &str, acc: f64) -> Value {
            "stage": "Staging", "light": true})
 }
 
-/// Run a future to completion on a throwaway runtime (the MLflow client is async).
-pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 /// `model` v`version` as MLflow has it now: (stage, `stagegate.action`, `stagegate.verdict`).
 pub fn registry(model: &str, version: &str) -> (String, Option<String>, Option<String>) {
-    let v = block(super::version(model, version));
+    let v = super::block(super::version(model, version));
     let tag = |k: &str| v.tag(k).map(str::to_string);
     (
         v.current_stage.clone(),

@@ -57,11 +57,3 @@ pub fn assert_no_serving_left(model: &str) {
         left()
     );
 }
-
-pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
