@@ -14,6 +14,7 @@ use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::model_state::{Depth, ModelState};
 use crate::report::{self, TagNames};
 use crate::serving::Environment;
+use crate::serving::host::Host;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -68,18 +69,34 @@ pub struct Engine {
     pub names: TagNames,
     /// The config file's directory: policy working directories resolve against it.
     base_dir: PathBuf,
+    /// The warm scoring host (`serving.mode = "host"`), shared by every evaluation.
+    host: Option<Arc<Host>>,
 }
 
 impl Engine {
-    pub fn new(client: Client, loaded: &Loaded) -> Self {
+    /// An engine for `loaded`. With `previous` (a reload), its scoring host is kept when
+    /// `[serving]` did not change; otherwise a new one starts at its first use, and the old
+    /// one ends when the last evaluation holding it does: never during one.
+    pub fn new(client: Client, loaded: &Loaded, previous: Option<&Engine>) -> Self {
         let config = Arc::new(loaded.config.clone());
         let names = TagNames::new(&config.mlflow.tag_prefix);
+        let host = Host::for_config(
+            &config.serving,
+            client.tracking_uri(),
+            previous.and_then(|p| p.host.as_ref()),
+        );
         Engine {
             client,
             config,
             names,
             base_dir: loaded.base_dir(),
+            host,
         }
+    }
+
+    /// The warm scoring host, in `host` mode.
+    pub fn host(&self) -> Option<&Arc<Host>> {
+        self.host.as_ref()
     }
 
     /// This engine with every MLflow write first cleared by `guard` (the daemon's lease).
@@ -89,6 +106,7 @@ impl Engine {
             config: self.config.clone(),
             names: self.names.clone(),
             base_dir: self.base_dir.clone(),
+            host: self.host.clone(),
         }
     }
 
@@ -97,6 +115,7 @@ impl Engine {
         Environment {
             serving: self.config.serving.clone(),
             workdir: policy.workdir_in(&self.base_dir),
+            host: self.host.clone(),
         }
     }
 

@@ -13,7 +13,8 @@ use std::io::Cursor;
 use libfuzzer_sys::fuzz_target;
 use stagegate::gates::dataset::{feature_columns, read};
 use stagegate::model_files::parse_inputs;
-use stagegate::serving::dataframe_split;
+use stagegate::serving::host::project;
+use stagegate::serving::{batch_cells, dataframe_split};
 
 /// Enough batches to cover a file the fuzzer can make at small batch sizes.
 const MAX_BATCHES: usize = 256;
@@ -82,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
         let n = batch.num_rows();
         let Ok(cols) = features
             .iter()
-            .map(|f| read::cells(&batch, f))
+            .map(|f| batch_cells(&batch, f))
             .collect::<Result<Vec<_>, _>>()
         else {
             return;
@@ -95,6 +96,10 @@ fuzz_target!(|data: &[u8]| {
             .map(|i| cols.iter().map(|c| c[i].clone()).collect())
             .collect();
         let _ = dataframe_split(&features, &rows);
+        // The warm host's columnar path takes the same columns, or says why not.
+        if let Ok(t) = project(&batch, &features) {
+            assert_eq!(t.num_rows(), n, "a projected batch of the wrong length");
+        }
         if let Ok(labels) = read::text_column(&batch, label) {
             assert_eq!(labels.len(), n, "labels of the wrong length");
         }

@@ -57,6 +57,9 @@ pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
             &loaded.config.poll.schedule
         )
     )?;
+    if !serving_line(&loaded, client.tracking_uri()).await? {
+        return Ok(2);
+    }
     let models = client.all_registered_models().await?;
     let mut rows = Vec::new();
     let mut unmatched = Vec::new();
@@ -96,6 +99,60 @@ pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
         )?;
     }
     Ok(0)
+}
+
+/// How candidates are served. In `host` mode the host is started, so the line says whether
+/// the configured environment can run it, and with which Python and MLflow; `false` when it
+/// cannot and a policy has gates that need it.
+async fn serving_line(loaded: &Loaded, tracking_uri: &str) -> anyhow::Result<bool> {
+    use stagegate::config::ServingMode;
+    use stagegate::serving::host::{Host, Settings};
+    let s = &loaded.config.serving;
+    let served = loaded
+        .config
+        .policies
+        .iter()
+        .any(|p| p.gates.iter().any(|g| g.kind.served()));
+    match s.mode {
+        Some(ServingMode::Host) => {
+            let host = Host::new(Settings::of(s, tracking_uri));
+            match host.versions().await {
+                Ok(v) => {
+                    let text = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+                    outln!(
+                        "serving host: Python {}, mlflow {}, pandas {}, pyarrow {} ({}; imports {} ms)",
+                        text("python"),
+                        text("mlflow"),
+                        text("pandas"),
+                        text("pyarrow"),
+                        stagegate::serving::host::python_of(&s.command)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        v["import_ms"].as_u64().unwrap_or(0)
+                    )?;
+                    Ok(true)
+                }
+                Err(e) if served => {
+                    eprintln!("error: serving.mode = \"host\": {e}");
+                    Ok(false)
+                }
+                Err(e) => {
+                    eprintln!(
+                        "warning: serving.mode = \"host\" (no policy serves a model yet): {e}"
+                    );
+                    Ok(true)
+                }
+            }
+        }
+        Some(ServingMode::Local) => {
+            outln!("serving local: `{} models serve` per evaluation", s.command)?;
+            Ok(true)
+        }
+        Some(ServingMode::Url) | None => {
+            outln!("serving url: {}", s.url.as_deref().unwrap_or("-"))?;
+            Ok(true)
+        }
+    }
 }
 
 /// The newest version at `target`, e.g. `v3 (Staging)` or `v5 (@champion)`, or `-`.

@@ -250,7 +250,7 @@ fn client(loaded: &Loaded) -> anyhow::Result<Client> {
 }
 
 fn engine(loaded: &Loaded) -> anyhow::Result<Engine> {
-    Ok(Engine::new(client(loaded)?, loaded))
+    Ok(Engine::new(client(loaded)?, loaded, None))
 }
 
 /// `--url`, else `$STAGEGATE_URL`, else the config's `server.listen`, else the default port.

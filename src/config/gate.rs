@@ -67,6 +67,18 @@ impl GateKind {
         }
     }
 
+    /// Whether the gate exercises the served model (`[serving]` serves it).
+    pub fn served(&self) -> bool {
+        match self {
+            GateKind::Latency(_) | GateKind::EdgeCases(_) | GateKind::Dataset(_) => true,
+            GateKind::Metric(_)
+            | GateKind::Tags(_)
+            | GateKind::Run(_)
+            | GateKind::Champion(_)
+            | GateKind::Command(_) => false,
+        }
+    }
+
     /// The files the gate reads, as written (relative ones resolve against the policy's
     /// workdir): a dataset, a latency input. `stagegate check` looks for them.
     pub fn files(&self) -> Vec<&Path> {

@@ -325,7 +325,7 @@ pub enum NotifyEvent {
     Rollback,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServingConfig {
     pub mode: Option<ServingMode>,
@@ -333,6 +333,19 @@ pub struct ServingConfig {
     pub command: String,
     #[serde(with = "duration")]
     pub startup_timeout: Duration,
+    /// How long a served model may take to answer one request (a batch of rows).
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// `host` mode: models kept loaded between evaluations.
+    pub warm_models: usize,
+    /// `host` mode: the memory the warm models may hold together.
+    #[serde(with = "bytes::optional")]
+    pub warm_memory: Option<u64>,
+    /// `host` mode: a model whose process grows past this is stopped (its gate an `error`).
+    #[serde(with = "bytes::optional")]
+    pub model_memory: Option<u64>,
+    /// `host` mode: rows per bulk request of the `dataset` gate.
+    pub bulk_rows: usize,
 }
 
 impl Default for ServingConfig {
@@ -342,6 +355,11 @@ impl Default for ServingConfig {
             url: None,
             command: "mlflow".into(),
             startup_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(60),
+            warm_models: 4,
+            warm_memory: None,
+            model_memory: None,
+            bulk_rows: 100_000,
         }
     }
 }
@@ -349,7 +367,11 @@ impl Default for ServingConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServingMode {
+    /// The warm scoring host (the default).
+    Host,
+    /// `mlflow models serve` per evaluation.
     Local,
+    /// An existing endpoint.
     Url,
 }
 
@@ -410,6 +432,44 @@ impl Policy {
             Some(w) => base.join(w),
             None => base.to_path_buf(),
         }
+    }
+}
+
+/// `"512MiB"`, `"4 GB"` or a number of bytes, as bytes (bytesize syntax).
+pub mod bytes {
+    pub mod optional {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+
+        pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(b) => s.serialize_str(&bytesize::ByteSize::b(*b).display().iec().to_string()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+            match Option::<Raw>::deserialize(d)? {
+                None => Ok(None),
+                Some(Raw::Bytes(b)) => Ok(Some(b)),
+                Some(Raw::Text(t)) => super::parse(&t).map(Some).map_err(serde::de::Error::custom),
+            }
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<u64, String> {
+        s.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| {
+                format!("unparsable size {s:?} ({e}); write it like \"512MiB\" or \"4GiB\"")
+            })
     }
 }
 

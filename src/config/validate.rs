@@ -197,15 +197,42 @@ fn serving(c: &mut Config) -> Result<(), Problem> {
                 "serving.mode = \"url\" needs serving.url".into(),
             ));
         }
+        (Some(ServingMode::Host), Some(_)) => {
+            return Err((
+                "serving.url".into(),
+                "is set while serving.mode = \"host\"; use mode = \"url\" (or drop mode) to serve from an existing endpoint".into(),
+            ));
+        }
         (None, url) => {
             s.mode = Some(if url.is_some() {
                 ServingMode::Url
             } else {
-                ServingMode::Local
+                ServingMode::Host
             })
         }
         _ => {}
     }
+    if s.warm_models > 1_000 {
+        return Err(("serving.warm_models".into(), "must be at most 1000".into()));
+    }
+    if s.bulk_rows == 0 || s.bulk_rows > 10_000_000 {
+        return Err((
+            "serving.bulk_rows".into(),
+            "must be from 1 to 10000000".into(),
+        ));
+    }
+    for (key, v) in [
+        ("serving.warm_memory", s.warm_memory),
+        ("serving.model_memory", s.model_memory),
+    ] {
+        if v.is_some_and(|b| b < 16 << 20) {
+            return Err((
+                key.into(),
+                "must be at least 16MiB (a Python process alone uses more)".into(),
+            ));
+        }
+    }
+    nonzero(s.request_timeout, "serving.request_timeout")?;
     if let Some(url) = &s.url {
         http_url(url).map_err(|r| ("serving.url".into(), r))?;
     }

@@ -41,6 +41,14 @@ pub struct DeliveryLabel {
     pub outcome: String,
 }
 
+/// A model version loaded in the scoring host.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostModelLabel {
+    pub model: String,
+    pub version: String,
+    pub champion: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabel {
     pub endpoint: String,
@@ -68,6 +76,10 @@ pub struct Metrics {
     pub mlflow_requests: Family<RequestLabel, Histogram, fn() -> Histogram>,
     pub poll_duration: Histogram,
     pub poll_models: Gauge<i64, AtomicI64>,
+    pub host_up: Gauge<i64, AtomicI64>,
+    pub host_memory: Gauge<i64, AtomicI64>,
+    pub host_models: Gauge<i64, AtomicI64>,
+    pub host_model_memory: Family<HostModelLabel, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -94,6 +106,10 @@ impl Metrics {
             mlflow_requests: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             poll_duration: latency_histogram(),
             poll_models: Gauge::default(),
+            host_up: Gauge::default(),
+            host_memory: Gauge::default(),
+            host_models: Gauge::default(),
+            host_model_memory: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -146,7 +162,49 @@ impl Metrics {
             "Registered models matched by a policy at the last poll",
             m.poll_models.clone(),
         );
+        registry.register(
+            "host_up",
+            "1 while the scoring host (serving.mode = \"host\") runs",
+            m.host_up.clone(),
+        );
+        registry.register(
+            "host_memory_bytes",
+            "Resident memory of the scoring host's own process",
+            m.host_memory.clone(),
+        );
+        registry.register(
+            "host_models",
+            "Model versions loaded in the scoring host",
+            m.host_models.clone(),
+        );
+        registry.register(
+            "host_model_memory_bytes",
+            "Resident memory of each model version's process in the scoring host",
+            m.host_model_memory.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// The scoring host as it stands (at each scrape): evicted models leave the family.
+    pub fn host(&self, snap: Option<&crate::serving::host::Snapshot>) {
+        self.host_model_memory.clear();
+        let Some(s) = snap else {
+            self.host_up.set(0);
+            return;
+        };
+        self.host_up.set(i64::from(s.running));
+        self.host_memory.set(s.rss_bytes.unwrap_or(0) as i64);
+        self.host_models.set(s.models.len() as i64);
+        for m in &s.models {
+            let label = HostModelLabel {
+                model: m.model.clone(),
+                version: m.version.clone(),
+                champion: m.champion.to_string(),
+            };
+            self.host_model_memory
+                .get_or_create(&label)
+                .set(m.rss_bytes.unwrap_or(0) as i64);
+        }
     }
 
     pub fn evaluation(&self, e: &Evaluation) {

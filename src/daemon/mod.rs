@@ -155,16 +155,48 @@ impl App {
                 "server.listen, state.path, state.url, state.lease and workers.count take effect at the next restart"
             );
         }
-        let engine = build_engine(&loaded, self.health.clone())?;
+        let engine = build_engine(&loaded, self.health.clone(), Some(&old.engine))?;
+        if old
+            .engine
+            .host()
+            .is_some_and(|h| engine.host().is_none_or(|n| !Arc::ptr_eq(h, n)))
+        {
+            tracing::info!(
+                "[serving] changed: the scoring host restarts once the evaluations using it end"
+            );
+        }
+        warm_up(&engine);
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live { loaded, engine });
         tracing::info!("configuration reloaded");
         Ok(())
     }
 }
 
-fn build_engine(loaded: &Loaded, health: Arc<Health>) -> Result<Engine, MlflowError> {
+fn build_engine(
+    loaded: &Loaded,
+    health: Arc<Health>,
+    previous: Option<&Engine>,
+) -> Result<Engine, MlflowError> {
     let client = Client::new(Settings::from_env(&loaded.config.mlflow)?)?.with_observer(health);
-    Ok(Engine::new(client, loaded))
+    Ok(Engine::new(client, loaded, previous))
+}
+
+/// Start the scoring host in the background when a policy has served gates, so the first
+/// candidate does not wait for its imports. A host that cannot start is logged; the gates
+/// that need it say why, with the root cause.
+fn warm_up(engine: &Engine) {
+    let served = engine
+        .config
+        .policies
+        .iter()
+        .any(|p| p.gates.iter().any(|g| g.kind.served()));
+    if let (Some(host), true) = (engine.host().cloned(), served) {
+        tokio::spawn(async move {
+            if let Err(e) = host.start().await {
+                tracing::warn!(error = %e, "the scoring host could not start");
+            }
+        });
+    }
 }
 
 /// Refuse a non-loopback listen address without an API token (SPEC §6).
@@ -196,7 +228,7 @@ pub async fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, Dae
     let cluster = Cluster::new(store.clone(), loaded.config.state.lease);
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(metrics.clone()));
-    let engine = build_engine(&loaded, health.clone())?;
+    let engine = build_engine(&loaded, health.clone(), None)?;
     let w = &loaded.config.workers;
     let scheduler = Scheduler::new(Backoff {
         base: w.backoff,
@@ -308,6 +340,7 @@ pub async fn run(
         })
     };
 
+    warm_up(&app.live().engine);
     let server = axum::serve(
         listener,
         http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>(),

@@ -1,6 +1,8 @@
 //! `edge_cases`: requests built from the model signature, family by family (`cases = [...]`,
-//! see [`CaseFamily`]), then sent to the served candidate. Pass = every request answered 200
-//! with exactly one prediction per row. Building the cases is pure; only [`judge`] does IO.
+//! see [`CaseFamily`]), then scored by the served candidate: as a table through the warm
+//! host's bulk path where the model takes columns, else as the JSON a served model takes. Pass
+//! = every case answered, with exactly one prediction per row. Building the cases is pure;
+//! only [`judge`] does IO.
 //!
 //! Why the families are drawn where they are:
 //! - NaN goes to every float column, required or not. MLflow's schema enforcement passes NaN
@@ -20,7 +22,8 @@ use serde_json::{Value, json};
 use super::{Judgement, Outcome};
 use crate::config::{CaseFamily, EdgeCasesGate};
 use crate::model_files::{ColType, Column, Signature, Tensor};
-use crate::serving::{Cell, Session, Which, dataframe_split, prediction_count, server_error};
+use crate::serving::host::cells_to_batch;
+use crate::serving::{Cell, Payload, Session, Which, dataframe_split};
 
 /// One request of the gate.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +31,10 @@ pub struct Case {
     pub family: CaseFamily,
     pub name: String,
     pub rows: usize,
+    /// The request as JSON (`dataframe_split`, or `inputs` for tensors).
     pub body: String,
+    /// A column signature's rows, for the columnar path.
+    pub cells: Option<Vec<Vec<Cell>>>,
 }
 
 const LONG_STRING_LEN: usize = 10_000;
@@ -102,6 +108,7 @@ pub fn column_cases(
         name: name.to_string(),
         rows: rows.len(),
         body: dataframe_split(&names, &rows),
+        cells: Some(rows),
     };
     // The base row with the cells `f` has a value for replaced.
     let with = |f: &dyn Fn(&Column) -> Option<Cell>| -> Vec<Vec<Cell>> {
@@ -376,6 +383,7 @@ pub fn tensor_cases(tensors: &[Tensor], families: &[CaseFamily], batch_rows: usi
                 name: name.to_string(),
                 rows,
                 body: tensor_body(tensors, rows, token),
+                cells: None,
             })
         };
         let numeric = has(&Dtype::is_numeric);
@@ -462,22 +470,37 @@ pub async fn judge(g: &EdgeCasesGate, s: &Session) -> Judgement {
             not_applicable.join(", ")
         ));
     }
-    let endpoint = match s.endpoint(Which::Candidate).await {
+    let scorer = match s.scorer(Which::Candidate).await {
         Ok(e) => e,
         Err(e) => return Judgement::error(e),
+    };
+    let columns = match &files.signature {
+        Some(Signature::Columns(cols)) => Some((
+            column_names(cols),
+            cols.iter().map(|c| c.ty).collect::<Vec<_>>(),
+        )),
+        _ => None,
     };
     let mut results = Vec::new();
     let mut failures = Vec::new();
     let mut failing = Vec::new();
     for case in &cases {
-        let verdict = match endpoint.invoke(case.body.clone()).await {
-            Err(e) => Err(e),
-            Ok(a) if a.status != 200 => Err(server_error(&a)),
-            Ok(a) => match prediction_count(&a.body) {
-                Ok(n) if n == case.rows => Ok(()),
-                Ok(n) => Err(format!("{n} predictions for {} rows", case.rows)),
-                Err(e) => Err(e),
-            },
+        // A case whose cells have no columnar form (an example value of another type) goes
+        // as JSON, as it would to a served model.
+        let table = match (&case.cells, &columns) {
+            (Some(rows), Some((names, types))) if scorer.columnar() => {
+                cells_to_batch(names, types, rows)
+            }
+            _ => None,
+        };
+        let payload = match &table {
+            Some(t) => Payload::Table(t),
+            None => Payload::Json(&case.body),
+        };
+        let verdict = match scorer.score(payload).await {
+            Err(e) => Err(e.to_string()),
+            Ok(p) if p.len() == case.rows => Ok(()),
+            Ok(p) => Err(format!("{} predictions for {} rows", p.len(), case.rows)),
         };
         let mut r = json!({"case": case.name, "family": case.family.name(), "rows": case.rows});
         match verdict {

@@ -2,19 +2,34 @@
 //! `{"predictions": …}` answer, and the server's error message.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use serde_json::Value;
 
-use super::REQUEST_TIMEOUT;
+use super::host::HostModel;
 use super::local::LocalServer;
+
+/// What runs behind an endpoint, when stagegate runs it.
+enum Backing {
+    /// An existing deployment (`serving.url`).
+    Remote,
+    /// `mlflow models serve`, started for this evaluation.
+    Local(Box<LocalServer>),
+    /// MLflow's scoring server app in a warm host's model process.
+    Hosted(Arc<HostModel>),
+}
 
 /// A served model's invocations endpoint (and the server behind it, if we started it).
 pub struct Endpoint {
     pub url: String,
     http: reqwest::Client,
-    server: Option<LocalServer>,
+    backing: Backing,
+    timeout: Duration,
     /// Requests sent and the wall time spent in them (the report's serving figures).
     requests: AtomicU64,
     busy_us: AtomicU64,
@@ -29,9 +44,9 @@ pub struct Answer {
 }
 
 impl Endpoint {
-    fn with(url: String, server: Option<LocalServer>) -> Endpoint {
+    fn with(url: String, backing: Backing, timeout: Duration) -> Endpoint {
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(timeout)
             // A CA store only for https endpoints; loading it costs milliseconds.
             .tls_built_in_root_certs(url.starts_with("https://"))
             .build()
@@ -39,27 +54,49 @@ impl Endpoint {
         Endpoint {
             url,
             http,
-            server,
+            backing,
+            timeout,
             requests: AtomicU64::new(0),
             busy_us: AtomicU64::new(0),
         }
     }
 
-    pub fn local(server: LocalServer) -> Endpoint {
-        Endpoint::with(format!("{}/invocations", server.base), Some(server))
+    pub fn local(server: LocalServer, timeout: Duration) -> Endpoint {
+        Endpoint::with(
+            format!("{}/invocations", server.base),
+            Backing::Local(Box::new(server)),
+            timeout,
+        )
     }
 
-    pub fn remote(url: String) -> Endpoint {
-        Endpoint::with(url, None)
+    pub fn remote(url: String, timeout: Duration) -> Endpoint {
+        Endpoint::with(url, Backing::Remote, timeout)
+    }
+
+    /// MLflow's scoring server app at `base`, run by a warm host's model process.
+    pub fn hosted(base: String, model: Arc<HostModel>, timeout: Duration) -> Endpoint {
+        Endpoint::with(
+            format!("{base}/invocations"),
+            Backing::Hosted(model),
+            timeout,
+        )
     }
 
     /// False once a server we started has exited.
     pub fn alive(&self) -> bool {
-        self.server.as_ref().is_none_or(|s| s.exited().is_none())
+        match &self.backing {
+            Backing::Remote => true,
+            Backing::Local(s) => s.exited().is_none(),
+            Backing::Hosted(m) => m.alive(),
+        }
     }
 
+    /// The `mlflow models serve` behind this endpoint, if it is one.
     pub fn server(&self) -> Option<&LocalServer> {
-        self.server.as_ref()
+        match &self.backing {
+            Backing::Local(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// `(requests answered, total time in them)`.
@@ -138,6 +175,7 @@ impl Endpoint {
             sender,
             uri: path,
             authority: authority.to_string(),
+            timeout: self.timeout,
         })
     }
 
@@ -149,8 +187,18 @@ impl Endpoint {
         } else {
             format!("failed: {e}")
         };
-        let Some(s) = &self.server else {
-            return format!("request to {} {what}", self.url);
+        let s = match &self.backing {
+            Backing::Remote => return format!("request to {} {what}", self.url),
+            Backing::Hosted(m) => {
+                for _ in 0..30 {
+                    if !m.alive() {
+                        return format!("request {what}: {}", m.failure_now().await);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                return format!("request to {} {what}", self.url);
+            }
+            Backing::Local(s) => s,
         };
         for _ in 0..30 {
             if s.exited().is_some() {
@@ -168,6 +216,7 @@ pub struct Connection {
     sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
     uri: hyper::Uri,
     authority: String,
+    timeout: Duration,
 }
 
 impl Connection {
@@ -199,9 +248,14 @@ impl Connection {
                 .to_bytes();
             Ok::<_, String>((status, body.to_vec()))
         };
-        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let (status, body) = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))??;
+            .map_err(|_| {
+                format!(
+                    "no answer within {} (serving.request_timeout)",
+                    humantime::format_duration(self.timeout)
+                )
+            })??;
         Ok((status, body, started.elapsed()))
     }
 }
@@ -261,6 +315,47 @@ pub fn dataframe_split(columns: &[String], rows: &[Vec<Cell>]) -> String {
     }
     out.push_str("]}}");
     out
+}
+
+/// Column `name` of `batch` as request cells: booleans, 64-bit integers and floats as such,
+/// anything else as its text.
+pub fn batch_cells(batch: &RecordBatch, name: &str) -> Result<Vec<Cell>, String> {
+    let a = batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("column {name:?} is not in the rows"))?;
+    let bad = |e: arrow::error::ArrowError| format!("column {name:?}: {e}");
+    let n = a.len();
+    let cell = |i: usize, f: &dyn Fn(usize) -> Cell| if a.is_null(i) { Cell::Null } else { f(i) };
+    Ok(match a.data_type() {
+        DataType::Boolean => {
+            let b = a.as_boolean();
+            (0..n)
+                .map(|i| cell(i, &|i| Cell::Bool(b.value(i))))
+                .collect()
+        }
+        t if t.is_integer() => {
+            let c = cast(a, &DataType::Int64).map_err(bad)?;
+            let c = c.as_primitive::<Int64Type>();
+            (0..n)
+                .map(|i| cell(i, &|i| Cell::Int(c.value(i))))
+                .collect()
+        }
+        t if t.is_floating() => {
+            let c = cast(a, &DataType::Float64).map_err(bad)?;
+            let c = c.as_primitive::<Float64Type>();
+            (0..n)
+                .map(|i| cell(i, &|i| Cell::Float(c.value(i))))
+                .collect()
+        }
+        _ => {
+            let c = cast(a, &DataType::Utf8)
+                .map_err(|e| format!("column {name:?} cannot be read as text: {e}"))?;
+            let c = c.as_string::<i32>();
+            (0..n)
+                .map(|i| cell(i, &|i| Cell::Str(c.value(i).to_string())))
+                .collect()
+        }
+    })
 }
 
 /// Python's `json` writes NaN and infinities as bare tokens; read them as `null` (outside

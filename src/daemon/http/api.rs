@@ -53,7 +53,16 @@ fn store_failure(e: crate::store::StoreError) -> Response {
     error(code, e.to_string())
 }
 
+/// The scoring host's processes and models, read from `/proc` off the async threads.
+async fn host_snapshot(app: &App) -> Option<crate::serving::host::Snapshot> {
+    let host = app.live().engine.host()?.clone();
+    tokio::task::spawn_blocking(move || host.snapshot())
+        .await
+        .ok()
+}
+
 pub async fn status(State(app): State<Arc<App>>) -> Response {
+    let host = host_snapshot(&app).await;
     let live = app.live();
     let cfg = &live.loaded.config;
     let poll = app.poll.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -105,6 +114,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
                  "last_models": poll.last_models, "last_enqueued": poll.last_enqueued, "last_waiting": poll.last_waiting,
                  "completed": poll.completed, "last_error": poll.last_error, "next": poll.next},
         "queue": {"depth": app.scheduler.depth(), "in_flight": app.scheduler.in_flight(), "delayed": app.scheduler.delayed(), "workers": cfg.workers.count},
+        "serving": {"mode": cfg.serving.mode, "host": host},
         // `enabled` and `secrets` are the MLflow source's (as before sources existed).
         "webhooks": {"enabled": !cfg.webhooks.secrets.is_empty(), "secrets": cfg.webhooks.secrets.len(),
                      "sources": super::webhooks::status(&cfg.webhooks)},
@@ -289,6 +299,7 @@ pub async fn resume(State(app): State<Arc<App>>) -> Response {
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    app.metrics.host(host_snapshot(&app).await.as_ref());
     app.metrics.queue_depth.set(app.scheduler.depth() as i64);
     app.metrics.in_flight.set(app.scheduler.in_flight() as i64);
     (

@@ -1,4 +1,6 @@
-//! `dataset`: score a labelled CSV or Parquet file through the served candidate, in batches.
+//! `dataset`: score a labelled CSV or Parquet file through the served candidate, in batches
+//! (through the warm host's bulk path, Arrow batches of up to `serving.bulk_rows` rows; over
+//! HTTP, `batch_size`-row JSON requests).
 //! Thresholds on accuracy/precision/recall/f1 (binary and macro), roc_auc and log_loss (with
 //! probabilities), rmse/mae/r2; the largest gap across `slices`; and `vs_champion`, a paired
 //! bootstrap of candidate minus champion on the same rows.
@@ -15,7 +17,8 @@ use serde_json::{Value, json};
 use super::{Judgement, Outcome, jnum, num};
 use crate::config::{DatasetGate, Inconclusive, VsChampion};
 use crate::model_files::Signature;
-use crate::serving::{Cell, Endpoint, Session, Which, dataframe_split, predictions, server_error};
+use crate::serving::host::project;
+use crate::serving::{Payload, Scorer, Session, Which, batch_cells, dataframe_split};
 use predictions::build;
 use score::{Scored, is_regression, lower_is_better, paired_bootstrap};
 
@@ -69,26 +72,24 @@ pub fn feature_columns(
     }
 }
 
-/// Send one batch; its predictions, one per row.
+/// Score one batch; its predictions, one per row.
 async fn predict(
-    e: &Endpoint,
-    body: String,
+    scorer: &Scorer,
+    body: &Body,
     first_row: usize,
     rows: usize,
     who: &str,
 ) -> Result<Vec<Value>, String> {
-    let a = e
-        .invoke(body)
-        .await
-        .map_err(|err| format!("{who}: rows {first_row}-{}: {err}", first_row + rows))?;
-    if a.status != 200 {
-        return Err(format!(
-            "{who} could not score rows {first_row}-{}: {}",
-            first_row + rows,
-            server_error(&a)
-        ));
-    }
-    let p = predictions(&a.body).map_err(|err| format!("{who}: {err}"))?;
+    let payload = match body {
+        Body::Table(t) => Payload::Table(t),
+        Body::Json(j) => Payload::Json(j),
+    };
+    let p = scorer.score(payload).await.map_err(|e| {
+        format!(
+            "{who} could not score rows {first_row}-{}: {e}",
+            first_row + rows
+        )
+    })?;
     if p.len() != rows {
         return Err(format!(
             "{who} returned {} predictions for {rows} rows",
@@ -112,8 +113,15 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
     }
     // Hashing, reading and decoding the file block (a large file for seconds): all of it
     // runs on blocking threads, never on the async workers that serve webhooks.
+    let cand = s.scorer(Which::Candidate).await?;
+    let columnar = cand.columnar();
     let (sha, reader) = {
-        let (p, batch) = (path.clone(), g.batch_size);
+        let batch = if columnar {
+            s.rows_per_request(g.batch_size)
+        } else {
+            g.batch_size
+        };
+        let p = path.clone();
         blocking(move || Ok((read::sha256(&p)?, read::Reader::open(&p, batch)?))).await?
     };
     let columns = reader.columns();
@@ -139,16 +147,17 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
         &g.label,
         slice_col.as_deref(),
     )?;
-    let cand = s.endpoint(Which::Candidate).await?;
     let vs = g.vs_champion.as_ref();
     let champ = match (vs, s.champion()) {
         (Some(_), Some(ch)) => Some(
-            s.endpoint(Which::Champion)
+            s.scorer(Which::Champion)
                 .await
                 .map_err(|e| format!("serving the champion v{}: {e}", ch.version))?,
         ),
         _ => None,
     };
+    // Both models get the same rows in the same form: a table only if both take one.
+    let columnar = columnar && champ.as_ref().is_none_or(Scorer::columnar);
 
     let mut data = Collected {
         labels: vec![],
@@ -156,14 +165,23 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
         candidate: vec![],
         champion: champ.as_ref().map(|_| vec![]),
     };
-    let mut batches = encode_batches(reader, features, g.label.clone(), slice_col);
+    let mut batches = encode_batches(reader, features, g.label.clone(), slice_col, columnar);
     while let Some(batch) = batches.recv().await {
         let b = batch?;
         let first = data.labels.len();
-        data.candidate
-            .extend(predict(&cand, b.body.clone(), first, b.rows, "the candidate").await?);
-        if let (Some(e), Some(out)) = (&champ, data.champion.as_mut()) {
-            out.extend(predict(e, b.body, first, b.rows, "the champion").await?);
+        // The two models are two processes: score the same rows at once.
+        let (c, ch) = tokio::join!(
+            predict(&cand, &b.body, first, b.rows, "the candidate"),
+            async {
+                match &champ {
+                    Some(e) => Some(predict(e, &b.body, first, b.rows, "the champion").await),
+                    None => None,
+                }
+            }
+        );
+        data.candidate.extend(c?);
+        if let (Some(ch), Some(out)) = (ch, data.champion.as_mut()) {
+            out.extend(ch?);
         }
         data.labels.extend(b.labels);
         data.slices.extend(b.slices);
@@ -189,9 +207,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| format!("dataset worker ended abnormally: {e}"))?
 }
 
-/// One batch, decoded and encoded as a `dataframe_split` request body.
+/// The rows of one batch as the scorer takes them.
+enum Body {
+    Table(arrow::record_batch::RecordBatch),
+    Json(String),
+}
+
+/// One batch, decoded and encoded for the scorer.
 struct Encoded {
-    body: String,
+    body: Body,
     rows: usize,
     labels: Vec<Option<String>>,
     slices: Vec<Option<String>>,
@@ -204,11 +228,13 @@ fn encode_batches(
     features: Vec<String>,
     label: String,
     slice: Option<String>,
+    columnar: bool,
 ) -> tokio::sync::mpsc::Receiver<Result<Encoded, String>> {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
         while let Some(batch) = reader.next_batch() {
-            let encoded = batch.and_then(|b| encode(&b, &features, &label, slice.as_deref()));
+            let encoded =
+                batch.and_then(|b| encode(&b, &features, &label, slice.as_deref(), columnar));
             let failed = encoded.is_err();
             if tx.blocking_send(encoded).is_err() || failed {
                 return;
@@ -223,17 +249,23 @@ fn encode(
     features: &[String],
     label: &str,
     slice: Option<&str>,
+    columnar: bool,
 ) -> Result<Encoded, String> {
     let n = batch.num_rows();
-    let cols: Vec<Vec<Cell>> = features
-        .iter()
-        .map(|f| read::cells(batch, f))
-        .collect::<Result<_, _>>()?;
-    let rows: Vec<Vec<Cell>> = (0..n)
-        .map(|i| cols.iter().map(|c| c[i].clone()).collect())
-        .collect();
+    let body = if columnar {
+        Body::Table(project(batch, features)?)
+    } else {
+        let cols: Vec<Vec<_>> = features
+            .iter()
+            .map(|f| batch_cells(batch, f))
+            .collect::<Result<_, _>>()?;
+        let rows: Vec<Vec<_>> = (0..n)
+            .map(|i| cols.iter().map(|c| c[i].clone()).collect())
+            .collect();
+        Body::Json(dataframe_split(features, &rows))
+    };
     Ok(Encoded {
-        body: dataframe_split(features, &rows),
+        body,
         rows: n,
         labels: read::text_column(batch, label)?,
         slices: match slice {

@@ -9,13 +9,11 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::ChunkReader;
 use sha2::{Digest, Sha256};
-
-use crate::serving::Cell;
 
 type Batches = Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>;
 
@@ -212,58 +210,6 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String
         .ok_or_else(|| format!("the dataset has no column {name:?}"))
 }
 
-/// A column of a batch as request cells.
-pub fn cells(batch: &RecordBatch, name: &str) -> Result<Vec<Cell>, String> {
-    let a = column(batch, name)?;
-    let bad = |e: arrow::error::ArrowError| format!("column {name:?}: {e}");
-    let n = a.len();
-    let out = match a.data_type() {
-        DataType::Boolean => {
-            let b = a.as_boolean();
-            (0..n)
-                .map(|i| {
-                    if b.is_null(i) {
-                        Cell::Null
-                    } else {
-                        Cell::Bool(b.value(i))
-                    }
-                })
-                .collect()
-        }
-        t if t.is_integer() => {
-            let c = cast(a, &DataType::Int64).map_err(bad)?;
-            let c = c.as_primitive::<Int64Type>();
-            (0..n)
-                .map(|i| {
-                    if c.is_null(i) {
-                        Cell::Null
-                    } else {
-                        Cell::Int(c.value(i))
-                    }
-                })
-                .collect()
-        }
-        t if t.is_floating() => {
-            let c = cast(a, &DataType::Float64).map_err(bad)?;
-            let c = c.as_primitive::<Float64Type>();
-            (0..n)
-                .map(|i| {
-                    if c.is_null(i) {
-                        Cell::Null
-                    } else {
-                        Cell::Float(c.value(i))
-                    }
-                })
-                .collect()
-        }
-        _ => strings(a, name)?
-            .into_iter()
-            .map(|s| s.map(Cell::Str).unwrap_or(Cell::Null))
-            .collect(),
-    };
-    Ok(out)
-}
-
 /// A column as text (labels, slice groups); nulls are `None`.
 pub fn strings(a: &ArrayRef, name: &str) -> Result<Vec<Option<String>>, String> {
     let c = cast(a, &DataType::Utf8)
@@ -303,10 +249,14 @@ mod tests {
         while let Some(b) = r.next_batch() {
             let b = b.unwrap();
             assert!(b.num_rows() <= 10);
-            let f0 = cells(&b, "f0").unwrap();
+            use crate::serving::{Cell, batch_cells};
+            let f0 = batch_cells(&b, "f0").unwrap();
             assert!(matches!(f0[0], Cell::Float(_)));
-            assert!(matches!(cells(&b, "target").unwrap()[0], Cell::Int(_)));
-            assert!(matches!(cells(&b, "seg").unwrap()[0], Cell::Str(_)));
+            assert!(matches!(
+                batch_cells(&b, "target").unwrap()[0],
+                Cell::Int(_)
+            ));
+            assert!(matches!(batch_cells(&b, "seg").unwrap()[0], Cell::Str(_)));
             rows += b.num_rows();
             batches += 1;
         }
