@@ -28,7 +28,10 @@ async fn main() {
     }
     let body = std::fs::read_to_string(&args[2]).expect("body file");
     let n: u32 = args[3].parse().expect("N");
-    let e = Arc::new(Endpoint::remote(args[1].clone()));
+    let e = Arc::new(Endpoint::remote(
+        args[1].clone(),
+        std::time::Duration::from_secs(60),
+    ));
     let (cpu0, t0) = (cpu_us(), Instant::now());
     let m = measure(&e, &body, 0, n, 1).await;
     let (cpu, wall) = (cpu_us() - cpu0, t0.elapsed().as_secs_f64() * 1e6);
