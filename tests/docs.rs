@@ -41,7 +41,12 @@ fn read(rel: &str) -> String {
 }
 
 fn load(toml: &str) -> Result<Config, String> {
-    from_text(toml, CONFIGURATION, []).map_err(|e| e.to_string())
+    load_from(toml, CONFIGURATION)
+}
+
+/// `toml` loaded as if it were the file `name` (which its errors name).
+fn load_from(toml: &str, name: &str) -> Result<Config, String> {
+    from_text(toml, name, []).map_err(|e| e.to_string())
 }
 
 /// The README and every markdown file under `docs/`, as paths relative to the root.
@@ -178,7 +183,7 @@ fn every_toml_example_loads() {
             } else {
                 format!("{POLICY}{block}")
             };
-            if let Err(e) = load(&whole) {
+            if let Err(e) = load_from(&whole, &file) {
                 panic!("{file}: the example under \"{heading}\" does not load: {e}\n{block}");
             }
         }
