@@ -1,16 +1,24 @@
 //! The documentation stands alone and stays true to the code: every key the configuration
 //! structs accept and every value their enums take appears in `docs/configuration.md`'s
-//! tables, every TOML example there loads, and no document points outside the repository.
+//! tables, every HTTP route the daemon serves and every tag stagegate writes appears in
+//! `docs/`, every TOML example of the README and `docs/` loads, every local link resolves, the
+//! README stays a landing page, and no document points outside the repository.
 //!
-//! The keys come from the code, not from a list kept here: the complete example is loaded and
-//! serialised back, which yields every field of every struct it reaches (unset options as
-//! `null`); the enum values come from the error each enum gives for an unknown value.
+//! What must be documented comes from the code, not from a list kept here: the complete
+//! example is loaded and serialised back, which yields every field of every struct it reaches
+//! (unset options as `null`); the enum values come from the error each enum gives for an
+//! unknown value; the routes from the OpenAPI document the daemon's own router serves (which
+//! the daemon's unit tests keep complete); the tags from the `TagNames` methods in
+//! `src/report.rs`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
 use serde_json::Value;
-use stagegate::config::{Config, from_text};
+use stagegate::config::{Config, Loaded, from_text};
+use tower::ServiceExt;
 
 const CONFIGURATION: &str = "docs/configuration.md";
 
@@ -21,6 +29,9 @@ const POLICY: &str = "[[policies]]\nname = \"p\"\ncandidate = { stage = \"Stagin
 /// exists, drop the marker and the example is checked like the others.
 const NEW_MARKER: &str = "# (new)";
 
+/// The README is a landing page; everything else belongs in `docs/`.
+const README_MAX_LINES: usize = 250;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -30,7 +41,59 @@ fn read(rel: &str) -> String {
 }
 
 fn load(toml: &str) -> Result<Config, String> {
-    from_text(toml, CONFIGURATION, []).map_err(|e| e.to_string())
+    load_from(toml, CONFIGURATION)
+}
+
+/// `toml` loaded as if it were the file `name` (which its errors name).
+fn load_from(toml: &str, name: &str) -> Result<Config, String> {
+    from_text(toml, name, []).map_err(|e| e.to_string())
+}
+
+/// The README and every markdown file under `docs/`, as paths relative to the root.
+fn markdown_files() -> Vec<String> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child = format!("{rel}/{name}");
+            if path.is_dir() {
+                walk(&path, &child, out);
+            } else if name.ends_with(".md") {
+                out.push(child);
+            }
+        }
+    }
+    let mut files = vec!["README.md".to_string()];
+    walk(&root().join("docs"), "docs", &mut files);
+    files.sort();
+    assert!(
+        files.iter().any(|f| f == CONFIGURATION),
+        "no {CONFIGURATION} among {files:?}"
+    );
+    files
+}
+
+/// Every markdown file under `docs/`, one text.
+fn all_of_docs() -> String {
+    markdown_files()
+        .iter()
+        .filter(|f| f.starts_with("docs/"))
+        .map(|f| read(f))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The lines of a markdown text outside its fenced code blocks.
+fn prose_lines(md: &str) -> impl Iterator<Item = &str> {
+    let mut fenced = false;
+    md.lines().filter(move |l| {
+        if l.trim_start().starts_with("```") {
+            fenced = !fenced;
+            return false;
+        }
+        !fenced
+    })
 }
 
 /// The fenced ```toml blocks of a markdown text, with the heading each falls under.
@@ -51,10 +114,7 @@ fn toml_blocks(md: &str) -> Vec<(String, String)> {
             None => {}
         }
     }
-    assert!(
-        current.is_none(),
-        "{CONFIGURATION}: a ```toml block is not closed"
-    );
+    assert!(current.is_none(), "a ```toml block is not closed");
     out
 }
 
@@ -107,24 +167,25 @@ fn expected_values(message: &str) -> Vec<String> {
 
 #[test]
 fn every_toml_example_loads() {
-    let doc = read(CONFIGURATION);
-    let blocks = toml_blocks(&doc);
+    let blocks = toml_blocks(&read(CONFIGURATION));
     assert!(
         blocks.len() >= 10,
-        "only {} toml examples found",
+        "only {} toml examples found in {CONFIGURATION}",
         blocks.len()
     );
-    for (heading, block) in blocks {
-        if block.starts_with(NEW_MARKER) {
-            continue;
-        }
-        let whole = if block.contains("[[policies]]") {
-            block.clone()
-        } else {
-            format!("{POLICY}{block}")
-        };
-        if let Err(e) = load(&whole) {
-            panic!("the example under \"{heading}\" does not load: {e}\n{block}");
+    for file in markdown_files() {
+        for (heading, block) in toml_blocks(&read(&file)) {
+            if block.starts_with(NEW_MARKER) {
+                continue;
+            }
+            let whole = if block.contains("[[policies]]") {
+                block.clone()
+            } else {
+                format!("{POLICY}{block}")
+            };
+            if let Err(e) = load_from(&whole, &file) {
+                panic!("{file}: the example under \"{heading}\" does not load: {e}\n{block}");
+            }
         }
     }
 }
@@ -247,43 +308,51 @@ fn every_value_of_every_enum_key_is_documented() {
 }
 
 /// The repository must stand alone: its documents may not send a reader to a file it does not
-/// contain (the design notes the project started from live outside it).
+/// contain (the design notes the project started from live outside it). The README and
+/// `docs/` may not even name them; ARCHITECTURE.md may not point at them.
 #[test]
 fn no_document_points_outside_the_repository() {
-    let mut files: Vec<PathBuf> = ["README.md", "ARCHITECTURE.md"]
-        .iter()
-        .map(|f| root().join(f))
-        .collect();
-    let docs = std::fs::read_dir(root().join("docs")).expect("docs/");
-    files.extend(
-        docs.filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "md")),
-    );
-    assert!(files.iter().any(|f| f.ends_with(Path::new(CONFIGURATION))));
-    for f in files {
-        let text = std::fs::read_to_string(&f).expect("readable");
+    let guide = markdown_files();
+    for f in guide.iter().map(String::as_str).chain(["ARCHITECTURE.md"]) {
+        let text = read(f);
         for (n, line) in text.lines().enumerate() {
             for outside in ["SPEC", "../shared"] {
                 assert!(
                     !line.contains(outside),
-                    "{}:{}: refers to {outside:?}, which is not in the repository: {line}",
-                    f.display(),
+                    "{f}:{}: refers to {outside:?}, which is not in the repository: {line}",
                     n + 1
                 );
             }
+            if f == "ARCHITECTURE.md" {
+                continue;
+            }
+            assert!(
+                !line.contains('§') && !line.to_lowercase().contains("design card"),
+                "{f}:{}: refers to design notes that are not in the repository: {line}",
+                n + 1
+            );
         }
     }
 }
 
 #[test]
+fn the_readme_is_a_landing_page() {
+    let lines = read("README.md").lines().count();
+    assert!(
+        lines <= README_MAX_LINES,
+        "README.md has {lines} lines; at most {README_MAX_LINES}: move the details to docs/"
+    );
+}
+
+#[test]
 fn every_local_link_of_the_docs_resolves() {
-    for rel in ["README.md", "docs/configuration.md", "docs/reference.md"] {
-        let text = read(rel);
+    for rel in markdown_files() {
+        let rel = rel.as_str();
+        let text = prose_lines(&read(rel)).collect::<Vec<_>>().join("\n");
         let base = root().join(rel);
         let dir = base.parent().expect("a file has a directory");
         for target in text.split("](").skip(1).filter_map(|t| t.split(')').next()) {
-            if target.contains("://") {
+            if target.contains("://") || target.starts_with("mailto:") {
                 continue;
             }
             let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
@@ -305,9 +374,9 @@ fn every_local_link_of_the_docs_resolves() {
 }
 
 /// The anchors GitHub gives a markdown file's headings: lower case, punctuation dropped,
-/// spaces as hyphens.
+/// spaces as hyphens. Comment lines in code blocks are not headings.
 fn anchors(md: &str) -> BTreeSet<String> {
-    md.lines()
+    prose_lines(md)
         .filter(|l| l.starts_with('#'))
         .map(|l| {
             l.trim_start_matches('#')
@@ -322,4 +391,112 @@ fn anchors(md: &str) -> BTreeSet<String> {
                 .collect()
         })
         .collect()
+}
+
+/// The OpenAPI document the daemon serves, from its own router (no MLflow is reached: the
+/// document is static, and preparing the daemon only opens its SQLite store).
+async fn served_openapi() -> Value {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = load(POLICY).expect("the minimal policy loads");
+    let loaded = Loaded {
+        config,
+        path: dir.path().join("stagegate.toml"),
+    };
+    let listen = "127.0.0.1:8080".parse().expect("an address");
+    let app = stagegate::daemon::prepare(loaded, listen)
+        .await
+        .unwrap_or_else(|e| panic!("the daemon's state cannot be prepared: {e}"));
+    let request = Request::get("/openapi.json")
+        .body(Body::empty())
+        .expect("a request");
+    let response = stagegate::daemon::http::router(app)
+        .oneshot(request)
+        .await
+        .expect("the router answers");
+    assert_eq!(response.status(), StatusCode::OK, "GET /openapi.json");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    serde_json::from_slice(&body).expect("/openapi.json is JSON")
+}
+
+/// Whether `text` names `route` ("GET /status") as a whole: "GET /" is not found in
+/// "GET /status", but is in "`GET /`".
+fn names_route(text: &str, route: &str) -> bool {
+    text.match_indices(route).any(|(at, _)| {
+        !text[at + route.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || "/_-.{}".contains(c))
+    })
+}
+
+#[tokio::test]
+async fn every_route_the_daemon_serves_is_documented() {
+    let spec = served_openapi().await;
+    let paths = spec["paths"].as_object().expect("paths in /openapi.json");
+    let routes: Vec<String> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("a path item")
+                .keys()
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    assert!(
+        routes.len() >= 15,
+        "only {} routes in /openapi.json: {routes:?}",
+        routes.len()
+    );
+    let docs = all_of_docs();
+    let missing: Vec<&String> = routes.iter().filter(|r| !names_route(&docs, r)).collect();
+    assert!(
+        missing.is_empty(),
+        "routes the daemon serves but docs/ never names (as \"METHOD /path\"): {missing:?}"
+    );
+}
+
+/// The tag names stagegate writes: the literal each `TagNames` method of `src/report.rs` puts
+/// after the prefix, up to a placeholder (`gate.{gate}` gives `gate.`).
+fn tag_names() -> BTreeSet<String> {
+    let source = read("src/report.rs");
+    let start = source
+        .find("impl TagNames {")
+        .expect("src/report.rs has `impl TagNames`");
+    let body = &source[start..];
+    let body = &body[..body.find("\n}").expect("the impl block ends")];
+    body.split("self.key(")
+        .skip(1)
+        .map(|call| {
+            let literal = call
+                .split('"')
+                .nth(1)
+                .unwrap_or_else(|| panic!("a key() call without a literal: {call}"));
+            literal.split('{').next().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn every_tag_stagegate_writes_is_documented() {
+    let names = tag_names();
+    assert!(
+        names.len() >= 10 && names.contains("verdict") && names.contains("gate."),
+        "the tag names were not found in src/report.rs: {names:?}"
+    );
+    let prefix = load(POLICY)
+        .expect("the minimal policy loads")
+        .mlflow
+        .tag_prefix;
+    let docs = all_of_docs();
+    let missing: Vec<String> = names
+        .iter()
+        .map(|n| format!("`{prefix}{n}"))
+        .filter(|tag| !docs.contains(tag.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "tags stagegate writes but docs/ never names: {missing:?}"
+    );
 }
