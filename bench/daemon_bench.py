@@ -2,7 +2,8 @@
 
 1. latency: webhook -> promoted for N alias candidates registered one at a time (clock starts
    when the daemon receives the alias.created delivery, and separately when the fixture has set
-   the alias), against the seed practice's wall time on the same kind of candidate;
+   the alias), against the wall time of the practice it replaces (examples/pytest-gates) on
+   the same kind of candidate;
 2. throughput: signed deliveries from a separate load-generating process (examples/webhook_load),
    nothing lost (every delivery id recorded once in the store);
 3. RSS: idle, and after 10,000 deliveries;
@@ -24,12 +25,10 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SEED = os.path.join(ROOT, "..", "shared", "seed_pipeline")
 sys.path.insert(0, HERE)
-from evaluate_bench import GATES, timed_rss  # noqa: E402
+from evaluate_bench import GATES, TAGS, practice_round  # noqa: E402
 
 SECRET = "bench-secret"
-TAGS = {"accuracy": "0.9", "training_dataset_version": "v1", "feature_schema_version": "1"}
 
 
 def free_port():
@@ -61,7 +60,8 @@ def get_json(url):
 
 class Daemon:
     """A release daemon in its own directory. `policy` replaces the default alias policy
-    (models `models`, the seed-equivalent gates) with a `[[policies]]` text of the caller's."""
+    (models `models`, the gates equivalent to the practice's) with a `[[policies]]` text of
+    the caller's."""
 
     def __init__(self, sg, uri, workdir, models, schedule, policy=None):
         self.port = free_port()
@@ -127,15 +127,15 @@ def rest(uri, method, path, body=None):
     return r.status, data
 
 
-def seed_wall(py, uri, rounds):
+def practice_wall(py, uri, rounds):
+    """The practice's wall time (its gate tests, then its promotion script) on a fresh
+    candidate in Staging; the median of `rounds`."""
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PYTHONDONTWRITEBYTECODE="1")
-    name = f"SeedLatency{int(time.time())}"
+    name = f"PracticeLatency{int(time.time())}"
     walls = []
     for _ in range(rounds):
-        subprocess.run([py, os.path.join(SEED, "train_register.py"), name], env=env, check=True, capture_output=True)
-        e = dict(env, MODEL_NAME=name)
-        t1, *_ = timed_rss([py, "-m", "pytest", "tests/model/test_gates.py", "-q", "-p", "no:cacheprovider", "-k", "tags or run_data"], cwd=SEED, env=e)
-        t2, *_ = timed_rss([py, "promote.py", name], cwd=SEED, env=e)
+        fixture(py, uri, [{"op": "register", "name": name, "stage": "Staging", "tags": TAGS}])
+        t1, t2, *_ = practice_round(py, name, env)
         walls.append(t1 + t2)
     return statistics.median(walls)
 
@@ -235,12 +235,12 @@ def main():
     time.sleep(2)  # the server's webhook cache
     print("latency…", file=sys.stderr)
     from_delivery, from_alias = latency(a, d, a.candidates)
-    seed = seed_wall(a.python, a.uri, 3)
+    practice = practice_wall(a.python, a.uri, 3)
     out["latency"] = {
         "candidates": len(from_alias),
         "webhook_to_promoted_p50_s": round(pct(from_delivery, 0.5), 3), "webhook_to_promoted_p95_s": round(pct(from_delivery, 0.95), 3),
         "alias_set_to_promoted_p50_s": round(pct(from_alias, 0.5), 3), "alias_set_to_promoted_p95_s": round(pct(from_alias, 0.95), 3),
-        "seed_practice_s": round(seed, 3), "seed_over_stagegate_p50": round(seed / pct(from_delivery, 0.5), 1),
+        "practice_s": round(practice, 3), "practice_over_stagegate_p50": round(practice / pct(from_delivery, 0.5), 1),
     }
     print("throughput…", file=sys.stderr)
     runs = []

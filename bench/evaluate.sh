@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark of issue 2: seed practice vs `stagegate evaluate --promote` vs the bare REST calls,
-# on one fresh local MLflow server. Usage: bench/evaluate.sh [ROUNDS]
+# Benchmark of issue 2: the hand-made practice (examples/pytest-gates) vs `stagegate evaluate
+# --promote` vs the bare REST calls, on one fresh local MLflow server.
+# Usage: bench/evaluate.sh [ROUNDS]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

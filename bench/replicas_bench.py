@@ -24,7 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from daemon_bench import SECRET, Daemon, fixture, get_json, make_models, pct, rest, seed_wall  # noqa: E402
+from daemon_bench import SECRET, Daemon, fixture, get_json, make_models, pct, practice_wall, rest  # noqa: E402
 from evaluate_bench import GATES  # noqa: E402
 
 TAGS = {"accuracy": "0.9", "training_dataset_version": "v1", "feature_schema_version": "1"}
@@ -250,9 +250,10 @@ def main():
         out["postgres_burst"] = [on_postgres(a, work, pg, c, a.deliveries) for c in (1, 3)]
         print(f"burst: {out['postgres_burst']}", file=sys.stderr)
         out["latency"] = [latency(a, work, pg, c, a.candidates) for c in (1, 3)]
-        # The practice stagegate replaces, on the same server: train_register, the pytest
-        # gates, promote.py — what a candidate waits for when CI runs them after training.
-        out["seed_practice_s"] = round(seed_wall(a.python, a.uri, 3), 3)
+        # The practice stagegate replaces (examples/pytest-gates), on the same server: its
+        # pytest gates, then promote_model.py — what a candidate waits for when CI runs them
+        # after training.
+        out["practice_s"] = round(practice_wall(a.python, a.uri, 3), 3)
         print(f"latency: {out['latency']}", file=sys.stderr)
         out["failover"] = failover(a, work, pg, a.kills, a.lease, a.slow)
     finally:

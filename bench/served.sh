@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark of issue 4 (served-model gates): a full policy vs the seed's pytest suite, latency
-# client fidelity, dataset throughput; one fresh local MLflow server. Usage: bench/served.sh [ROUNDS]
+# Benchmark of issue 4 (served-model gates): a full policy vs the pytest suite of
+# examples/pytest-gates, latency client fidelity, dataset throughput; one fresh local MLflow
+# server. Usage: bench/served.sh [ROUNDS]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

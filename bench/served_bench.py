@@ -2,8 +2,9 @@
 bench/served.sh.
 
 1. A full policy (metric, latency, edge_cases, dataset on a 5,000-row holdout) on one
-   candidate, against the seed's pytest suite (all five tests) on the seed's own model; and
-   stagegate's wall time against the serving start-up plus the time of the requests themselves.
+   candidate, against the practice it replaces (examples/pytest-gates, its whole pytest suite)
+   on the same version; and stagegate's wall time against the serving start-up plus the time
+   of the requests themselves.
 2. Latency-gate fidelity: the same N requests to the same served model from the gate's client
    (examples/latency_probe) and from a Python `requests` loop; client CPU time per request.
 3. Dataset throughput in rows/s, CSV and Parquet.
@@ -20,10 +21,8 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-SEED = os.path.join(ROOT, "..", "shared", "seed_pipeline")
 sys.path.insert(0, HERE)
-from evaluate_bench import timed_rss  # noqa: E402
+from evaluate_bench import PRACTICE, timed_rss  # noqa: E402
 
 
 def policy(serving_cmd, holdout, gates):
@@ -52,7 +51,7 @@ FULL = """
   name = "latency"
   type = "latency"
   p99_ms = 100.0
-  requests = 100   # the seed's latency test makes 100 predictions
+  requests = 100   # the practice's latency test makes 100 predictions
   warmup = 5
 
   [[policies.gates]]
@@ -147,18 +146,16 @@ def main():
     work = tempfile.mkdtemp(prefix="sg-served-")
     out = {}
 
-    # 1. Full policy vs the seed suite.
+    # 1. Full policy vs the practice's suite, on the same version.
     stamp = int(time.time())
-    seed_name, equiv = f"SeedSuite{stamp}", f"Equivalent{stamp}"
-    subprocess.run([a.python, os.path.join(SEED, "train_register.py"), seed_name], env=env, check=True, capture_output=True)
+    equiv = f"Equivalent{stamp}"
     data5k = os.path.join(work, "5k")
     version = subprocess.run([a.python, os.path.join(HERE, "served_fixture.py"), equiv, "5000", data5k], env=env, check=True,
                              capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    seed_walls = []
+    practice_walls = []
     for _ in range(a.rounds):
-        t, _, so, _, rc = timed_rss([a.python, "-m", "pytest", "tests/model/test_gates.py", "-q", "-p", "no:cacheprovider"], cwd=SEED,
-                                    env=dict(env, MODEL_NAME=seed_name))
-        seed_walls.append(t)
+        t, _, _, _, rc = timed_rss([a.python, "-m", "pytest"], cwd=PRACTICE, env=dict(env, MODEL_NAME=equiv, MODEL_VERSION=version))
+        practice_walls.append(t)
     with open(os.path.join(work, "stagegate.toml"), "w") as f:
         f.write(policy(mlflow_cmd, os.path.join(data5k, "holdout.csv"), FULL))
     runs = []
@@ -174,13 +171,13 @@ def main():
         independent.append(t)
     med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
     out["full_policy"] = {
-        "seed_suite_s": round(statistics.median(seed_walls), 2), "seed_suite_exit": rc,
+        "practice_suite_s": round(statistics.median(practice_walls), 2), "practice_suite_exit": rc,
         "stagegate_s": round(med("wall_s"), 2),
         "serve_startup_s": round(med("startup_s"), 2), "model_requests_s": round(med("requests_s"), 2), "model_requests": runs[0]["requests"],
         "independent_serve_startup_s": round(statistics.median(independent), 2),
         "ratio_to_startup_plus_requests": round(med("wall_s") / (med("startup_s") + med("requests_s")), 3),
         "ratio_to_independent_startup_plus_requests": round(med("wall_s") / (statistics.median(independent) + med("requests_s")), 3),
-        "speedup_vs_seed_suite": round(statistics.median(seed_walls) / med("wall_s"), 2),
+        "speedup_vs_practice_suite": round(statistics.median(practice_walls) / med("wall_s"), 2),
         "last_run": runs[-1],
     }
     print(json.dumps(out["full_policy"], indent=2), file=sys.stderr)

@@ -1,5 +1,5 @@
-"""Benchmark fixture: a model equivalent to the seed's (RandomForest of 100 trees on 20
-make_classification features, the same metrics, params, tags and Staging), trained on a pool
+"""Benchmark fixture: a RandomForest of 100 trees on 20 make_classification features, with the
+metrics, params and tags examples/pytest-gates checks, moved to Staging; trained on a pool
 large enough to leave a labelled holdout of ROWS unseen rows, written as CSV and Parquet.
 
     python served_fixture.py NAME ROWS OUTDIR

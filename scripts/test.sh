@@ -5,6 +5,28 @@
 # test against it (the daemon's tests twice: on SQLite, then on PostgreSQL), and stop the
 # server by PID at the end.
 set -euo pipefail
+
+# Root, checked before anything is set up. The suite needs it twice: to install Debian's
+# chromium and postgresql with apt-get when they are missing, and, whatever is installed, for
+# tests/hardening.rs to mount a small tmpfs (the disk that fills up), which only root may do.
+# So a user without root stops here, with the reason, rather than at that test much later.
+if [ "$(id -u)" != 0 ]; then
+  missing=""
+  for pkg in chromium postgresql; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=" $pkg"
+  done
+  {
+    echo "test.sh: run the test suite as root (as CI does), e.g. sudo bash scripts/test.sh, or in"
+    echo "  a Debian container. It mounts a tmpfs (tests/hardening.rs fills a small disk), which"
+    echo "  needs root even with everything installed."
+    if [ -n "$missing" ]; then
+      echo "  It also installs the Debian packages${missing} with apt-get (missing here: the browser"
+      echo "  test and the PostgreSQL tests need them)."
+    fi
+  } >&2
+  exit 2
+fi
+
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 

@@ -1,4 +1,5 @@
-//! The `command` gate: any test suite as a gate, the seed's own pytest suite included.
+//! The `command` gate: any test suite as a gate, the repository's example pytest suite
+//! (examples/pytest-gates) included.
 
 mod common;
 
@@ -110,83 +111,72 @@ fn command_gates_pass_fail_time_out_retry_and_shadow_without_leftovers() {
     assert!(leftovers.is_empty(), "leftover processes {leftovers:?}");
 }
 
-/// The seed's own pytest suite, as a command gate, on a model registered by the seed's own
-/// training script.
+/// The repository's example of the hand-made practice (examples/pytest-gates: a pytest suite
+/// of model quality gates and a promotion script) as a command gate: it judges the version
+/// stagegate evaluates (MODEL_NAME, MODEL_VERSION), reads the model files through the
+/// registry whether they are a logged model (MLflow 3) or run artifacts (MLflow 2), and its
+/// failures reach the report as pytest printed them.
 #[test]
-fn the_seed_pytest_suite_runs_as_a_command_gate() {
-    let seed = seed_pipeline();
-    let m = unique("seed");
-    let out = std::process::Command::new(venv().join("bin/python"))
-        .arg(seed.join("train_register.py"))
-        .arg(&m)
-        .env("MLFLOW_TRACKING_URI", mlflow_uri())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python = venv().join("bin/python").display().to_string();
+fn the_example_pytest_suite_runs_as_a_command_gate() {
+    let example = root().join("examples/pytest-gates");
+    let m = unique("pytest-gates");
+    let staged = json!({"stage": "Staging", "tags": good_tags()});
+    let mut mlflow2 = staged.clone();
+    mlflow2["form"] = json!("mlflow2");
+    // A really bad model (trained on noise labels) without the metadata tags.
+    let bad = json!({"stage": "Staging", "degrade": true});
+    let v = register(&m, &[staged, mlflow2, bad]);
+    let python = venv().join("bin/python");
+    // Its in-process latency test is timing-sensitive, so it is not relied on here.
     let cfg = config(
-        &format!("{STAGE_TARGETS}\nworkdir = \"{}\"", seed.display()),
+        &format!("{STAGE_TARGETS}\nworkdir = \"{}\"", example.display()),
         &format!(
             r#"
   [[policies.gates]]
-  name = "seed-suite"
+  name = "pytest-gates"
   type = "command"
-  run = ["{python}", "-m", "pytest", "tests/model", "-q", "-p", "no:cacheprovider"]
+  run = ["{}", "-m", "pytest", "-k", "not latency"]
   timeout = "5m"
   env = {{ PYTHONDONTWRITEBYTECODE = "1" }}
-
-  [[policies.gates]]
-  name = "seed-suite-without-run-data"
-  type = "command"
-  run = ["{python}", "-m", "pytest", "tests/model", "-q", "-p", "no:cacheprovider", "-k", "not run_data and not latency"]
-  timeout = "5m"
-  retries = 2
-  env = {{ PYTHONDONTWRITEBYTECODE = "1" }}
-"#
+"#,
+            python.display()
         ),
     );
     let w = Workdir::new(&cfg);
-    let r = w.run(&["evaluate", &m, "--json"]);
+    for good in &v[..2] {
+        let r = w.run(&["evaluate", &m, good, "--json"]);
+        let doc = r.json();
+        let g = gate(&doc, "pytest-gates");
+        assert_eq!(g["outcome"], json!("pass"), "version {good}: {g}");
+        r.expect_code(0);
+    }
+    let r = w.run(&["evaluate", &m, &v[2], "--json"]);
     r.expect_code(1);
     let doc = r.json();
-    // On MLflow 3 the seed's run-data test fails (the model is a logged model, not a run
-    // artifact); the gate reports it as pytest said it. (Its in-process p99 test is timing
-    // sensitive, so it is not relied on here.)
-    let full = gate(&doc, "seed-suite");
-    assert_eq!(full["outcome"], json!("fail"), "{full}");
-    let out = full["details"]["stdout_tail"].as_str().unwrap();
-    assert!(
-        out.contains("FAILED tests/model/test_gates.py::test_model_version_has_complete_run_data"),
-        "{out}"
-    );
-    assert!(
-        full["message"].as_str().unwrap().contains("exited 1"),
-        "{full}"
-    );
-    let rest = gate(&doc, "seed-suite-without-run-data");
-    assert_eq!(rest["outcome"], json!("pass"), "{rest}");
-}
+    let g = gate(&doc, "pytest-gates");
+    assert_eq!(g["outcome"], json!("fail"), "{g}");
+    assert!(g["message"].as_str().unwrap().contains("exited 1"), "{g}");
+    let out = g["details"]["stdout_tail"].as_str().unwrap();
+    for failed in ["test_validation_accuracy", "test_required_tags"] {
+        assert!(
+            out.contains(&format!("FAILED tests/test_model_gates.py::{failed}")),
+            "{out}"
+        );
+    }
+    assert!(!out.contains("test_run_is_complete"), "{out}");
 
-/// The seed practice: `STAGEGATE_SEED_DIR`, else `shared/seed_pipeline` beside the repository
-/// (where CI puts it). Missing, the test fails: a skip would pass without testing anything.
-fn seed_pipeline() -> std::path::PathBuf {
-    let (dir, from) = match std::env::var_os("STAGEGATE_SEED_DIR") {
-        Some(d) => (std::path::PathBuf::from(d), "STAGEGATE_SEED_DIR"),
-        None => (
-            root().join("../shared/seed_pipeline"),
-            "beside the repository; set STAGEGATE_SEED_DIR to look elsewhere",
-        ),
-    };
-    let suite = dir.join("tests/model/test_gates.py");
+    // The practice's promotion step, on the version the suite passed.
+    let promoted = std::process::Command::new(&python)
+        .arg(example.join("promote_model.py"))
+        .args([&m, &v[0]])
+        .env("MLFLOW_TRACKING_URI", mlflow_uri())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
     assert!(
-        suite.is_file(),
-        "the seed pipeline is missing: no {} ({from}); this test needs the seed practice",
-        suite.display()
+        promoted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promoted.stderr)
     );
-    dir.canonicalize()
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    assert_eq!(block(version(&m, &v[0])).current_stage, "Production");
 }

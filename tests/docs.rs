@@ -308,31 +308,81 @@ fn every_value_of_every_enum_key_is_documented() {
 }
 
 /// The repository must stand alone: its documents may not send a reader to a file it does not
-/// contain (the design notes the project started from live outside it). The README and
-/// `docs/` may not even name them; ARCHITECTURE.md may not point at them.
+/// contain (the design notes the project started from live outside it), neither by name nor
+/// by a relative path that climbs out of it.
 #[test]
 fn no_document_points_outside_the_repository() {
-    let guide = markdown_files();
-    for f in guide.iter().map(String::as_str).chain(["ARCHITECTURE.md"]) {
-        let text = read(f);
+    let files = documents(&root());
+    assert!(files.iter().any(|f| f.ends_with(Path::new(CONFIGURATION))));
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with("examples/pytest-gates/README.md"))
+    );
+    for f in files {
+        let depth = f
+            .parent()
+            .and_then(|d| d.strip_prefix(root()).ok())
+            .map_or(0, |d| d.components().count());
+        let text = std::fs::read_to_string(&f).expect("readable");
         for (n, line) in text.lines().enumerate() {
-            for outside in ["SPEC", "../shared"] {
-                assert!(
-                    !line.contains(outside),
-                    "{f}:{}: refers to {outside:?}, which is not in the repository: {line}",
-                    n + 1
-                );
-            }
-            if f == "ARCHITECTURE.md" {
-                continue;
-            }
+            let at = format!("{}:{}", f.display(), n + 1);
+            assert!(
+                !line.contains("SPEC") && !line.contains("../shared"),
+                "{at}: refers to design notes that are not in the repository: {line}"
+            );
             assert!(
                 !line.contains('§') && !line.to_lowercase().contains("design card"),
-                "{f}:{}: refers to design notes that are not in the repository: {line}",
-                n + 1
+                "{at}: refers to design notes that are not in the repository: {line}"
+            );
+            assert!(
+                climbs(line) <= depth,
+                "{at}: a relative path climbs out of the repository: {line}"
             );
         }
     }
+}
+
+/// The markdown files of the repository (build output and hidden directories left out).
+fn documents(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .expect("readable directory")
+        .flatten()
+    {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !name.starts_with('.') && name != "target" {
+                found.extend(documents(&path));
+            }
+        } else if name.ends_with(".md") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The most parent-directory steps (`../`) in a row anywhere in `line`.
+fn climbs(line: &str) -> usize {
+    let mut most = 0;
+    let mut rest = line;
+    while let Some(i) = rest.find("../") {
+        let mut steps = 0;
+        rest = &rest[i..];
+        while let Some(after) = rest.strip_prefix("../") {
+            steps += 1;
+            rest = after;
+        }
+        most = most.max(steps);
+    }
+    most
+}
+
+#[test]
+fn climbs_counts_parent_steps_in_a_row() {
+    assert_eq!(climbs("see docs/configuration.md"), 0);
+    assert_eq!(climbs("[x](../config/a.toml) and ../../b"), 2);
 }
 
 #[test]
@@ -346,7 +396,10 @@ fn the_readme_is_a_landing_page() {
 
 #[test]
 fn every_local_link_of_the_docs_resolves() {
-    for rel in markdown_files() {
+    let repository = root().canonicalize().expect("the repository");
+    let mut files = markdown_files();
+    files.push("examples/pytest-gates/README.md".into());
+    for rel in files {
         let rel = rel.as_str();
         let text = prose_lines(&read(rel)).collect::<Vec<_>>().join("\n");
         let base = root().join(rel);
@@ -362,6 +415,11 @@ fn every_local_link_of_the_docs_resolves() {
                 dir.join(path)
             };
             assert!(file.exists(), "{rel}: link to {target} does not resolve");
+            assert!(
+                file.canonicalize()
+                    .is_ok_and(|f| f.starts_with(&repository)),
+                "{rel}: link to {target} leaves the repository"
+            );
             if !anchor.is_empty() {
                 let linked = std::fs::read_to_string(&file).expect("readable");
                 assert!(
