@@ -459,6 +459,24 @@ pub fn eventually(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) 
     false
 }
 
+/// [`eventually`] for async conditions (a store's, say): poll `cond` every 20 ms until it
+/// holds (true) or `timeout` passes (false).
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+    timeout: std::time::Duration,
+    mut cond: impl FnMut() -> F,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        check_background();
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    check_background();
+    false
+}
+
 /// A daemon config body (the harness adds [mlflow], [server], [state]): policy `policy` for
 /// models `{prefix}*`, a stage candidate promoted to Production when `val_accuracy >= 0.85`,
 /// then `extra_gates`; signed webhooks, the poll on `schedule`, `workers` workers.
