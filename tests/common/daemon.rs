@@ -69,7 +69,22 @@ impl Daemon {
         d
     }
 
+    /// Like [`Daemon::start_text`], on the SQLite file the config names whatever
+    /// `STAGEGATE_TEST_STORE` says: for a test whose subject is that file.
+    pub fn start_sqlite_text(mlflow: &str, port: u16, text: &str) -> Daemon {
+        let mut d = Daemon::on_store(mlflow, port, &[], false);
+        std::fs::write(d.config(), text).unwrap();
+        d.spawn();
+        d
+    }
+
     fn new(mlflow: &str, port: u16, env: &[(&str, &str)]) -> Daemon {
+        let shared = env.iter().any(|(k, _)| *k == "STAGEGATE_STATE__URL");
+        Daemon::on_store(mlflow, port, env, on_postgres() && !shared)
+    }
+
+    /// A daemon not yet started; `own_postgres`: its state in a PostgreSQL of its own.
+    fn on_store(mlflow: &str, port: u16, env: &[(&str, &str)], own_postgres: bool) -> Daemon {
         let mut d = Daemon {
             dir: tempfile::tempdir().unwrap(),
             port,
@@ -82,8 +97,7 @@ impl Daemon {
                 .collect(),
             pg: None,
         };
-        let shared = env.iter().any(|(k, _)| *k == "STAGEGATE_STATE__URL");
-        if on_postgres() && !shared {
+        if own_postgres {
             let pg = PgCluster::start();
             let url = pg.create_database("stagegate");
             d.env.push(("STAGEGATE_STATE__URL".into(), url));
