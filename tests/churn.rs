@@ -101,9 +101,8 @@ fn churn(case: Case) {
     ));
     let mut d = Daemon::start(&mlflow_uri(), &body(&prefix, &case));
     if case.webhooks {
+        // Returns once MLflow announces events to it (its webhook cache has turned over).
         d.register_webhook();
-        // The test server caches its webhook list for 1 s (scripts/test.sh).
-        std::thread::sleep(std::time::Duration::from_secs(2));
     }
     let seeds = std::env::var("STAGEGATE_CHURN_SEEDS").unwrap_or_else(|_| SEEDS.into());
     let child = Command::new(venv().join("bin/python"))

@@ -125,19 +125,35 @@ fn an_alias_candidate_is_promoted_through_the_webhook_path_and_a_failing_one_nev
 fn a_staging_candidate_is_picked_up_by_the_recheck_after_creation() {
     let prefix = unique("wh-stage");
     let mut d = Daemon::start(&mlflow_uri(), &body(&prefix, STAGE_TARGETS, YEARLY, ""));
+    // The start-up poll is over before the model exists, and the next one is a year away.
+    d.wait_for("the start-up poll", WAIT, || {
+        d.status()["poll"]["completed"].as_u64() >= Some(1)
+    });
     d.register_webhook();
     let m = format!("{prefix}-m");
-    // Created (event), then moved to Staging (no event): only the re-check can see it in time.
-    let v = versions(&fixtures(json!([op(&m, 0.9, json!({"stage": "Staging"}))])));
-    d.wait_for("promotion to Production", WAIT, || {
+    // Created (announced): the webhook's reconcile finds no candidate, and the creation starts
+    // the re-check series.
+    let v = versions(&fixtures(json!([op(&m, 0.9, json!({}))])));
+    d.wait_for("the creation's reconcile to be over", WAIT, || {
+        let q = &d.status()["queue"];
+        d.queued_deliveries() >= 1 && q["depth"] == json!(0) && q["in_flight"] == json!(0)
+    });
+    // Moved to Staging, which MLflow announces to nobody: only a re-check can find it now.
+    fixtures(json!([{"op": "stage", "name": m, "version": v[0], "stage": "Staging"}]));
+    // The series' last step is 120 s after the creation.
+    d.wait_for("promotion to Production", Duration::from_secs(150), || {
         block(version(&m, &v[0])).current_stage == "Production"
     });
     let evals = d.evaluations(&m);
     assert!(
         evals
             .iter()
-            .any(|e| e["trigger"] == json!("recheck") || e["trigger"] == json!("webhook")),
+            .any(|e| e["action"] == json!("promoted") && e["verdict"] == json!("passed")),
         "{evals:?}"
+    );
+    assert!(
+        evals.iter().all(|e| e["trigger"] == json!("recheck")),
+        "every evaluation was the re-check's: {evals:?}"
     );
 }
 
@@ -511,29 +527,61 @@ fn notifications_are_posted_for_verdicts_and_promotions() {
         &format!("{}{extra}", body(&prefix, ALIAS_TARGETS, YEARLY, "")),
     );
     d.register_webhook();
-    let v = versions(&fixtures(json!([op(
-        &m,
-        0.95,
-        json!({"alias": "challenger"})
-    )])));
-    d.wait_for("a promotion notification", WAIT, || {
+    let bad = format!("{prefix}-bad");
+    let v = versions(&fixtures(json!([
+        op(&m, 0.95, json!({"alias": "challenger"})),
+        op(&bad, 0.5, json!({"alias": "challenger"})),
+    ])));
+    let received = |event: &str| -> Option<Value> {
         bodies
             .lock()
             .unwrap()
             .iter()
-            .any(|b| b.contains("\"promoted\""))
+            .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+            .find(|b| b["event"] == json!(event))
+    };
+    d.wait_for("a promotion and a failure notification", WAIT, || {
+        received("promoted").is_some() && received("failed").is_some()
     });
-    let all = bodies.lock().unwrap().clone();
-    let promoted: Value =
-        serde_json::from_str(all.iter().find(|b| b.contains("\"promoted\"")).unwrap()).unwrap();
+
+    let promoted = received("promoted").unwrap();
     assert_eq!(promoted["model"], json!(m));
     assert_eq!(promoted["version"], json!(v[0]));
-    assert!(
-        promoted["text"].as_str().unwrap().contains("promoted"),
-        "Slack-compatible text: {promoted}"
+    assert_eq!(promoted["action"], json!("promoted"));
+    assert_eq!(
+        promoted["text"],
+        json!(format!("stagegate: {m} v{} promoted", v[0])),
+        "Slack-compatible text"
     );
+
+    let failed = received("failed").unwrap();
+    assert_eq!(failed["model"], json!(bad));
+    assert_eq!(failed["version"], json!(v[1]));
+    assert_eq!(failed["verdict"], json!("failed"));
+    assert_eq!(failed["policy"], json!("gated"));
+    let text = failed["text"].as_str().unwrap_or_default();
     assert!(
-        !all.iter().any(|b| b.contains("\"event\":\"passed\"")),
-        "only the configured events are sent"
+        text.starts_with(&format!("stagegate: {bad} v{} failed (policy gated)", v[1]))
+            && text.contains("accuracy: val_accuracy=0.5 < min 0.85"),
+        "the text names the version and the gate that blocked it: {text}"
+    );
+    let gates = failed["gates"].as_array().cloned().unwrap_or_default();
+    assert!(
+        gates
+            .iter()
+            .any(|g| g["name"] == json!("accuracy") && g["outcome"] == json!("fail")),
+        "{gates:?}"
+    );
+
+    let all: Vec<Value> = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("every notification is JSON"))
+        .collect();
+    assert!(
+        all.iter()
+            .all(|b| b["event"] == json!("failed") || b["event"] == json!("promoted")),
+        "only the configured events are sent: {all:?}"
     );
 }

@@ -5,6 +5,8 @@ mod common;
 
 use common::daemon::{Daemon, SECRET, free_port, now_unix};
 use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -132,11 +134,29 @@ fn ten_thousand_creations_keep_one_recheck_per_model_and_a_kill_9_restart_conver
     });
 }
 
-/// A receiver that accepts connections and never answers.
-fn hanging_receiver() -> (std::net::TcpListener, String) {
+/// A receiver that reads each request and never answers; the count of requests it holds.
+fn hanging_receiver() -> (Arc<AtomicUsize>, String) {
+    use std::io::Read;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/services/T0/B0/hang", l.local_addr().unwrap());
-    (l, url)
+    let held = Arc::new(AtomicUsize::new(0));
+    let count = held.clone();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for mut conn in l.incoming().flatten() {
+            // A request has arrived once its head has (the body follows it).
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            if head.starts_with(b"POST ") {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            open.push(conn);
+        }
+    });
+    (held, url)
 }
 
 fn policy_with_notify(prefix: &str, urls: &[&str], extra: &str) -> String {
@@ -175,7 +195,7 @@ fn promoted(m: &str) -> bool {
 #[test]
 fn a_notification_receiver_that_hangs_holds_up_no_reconcile() {
     let prefix = unique("hang");
-    let (_held, url) = hanging_receiver();
+    let (held, url) = hanging_receiver();
     // One worker: a reconcile that waited for its notifications would hold up the next.
     let d = Daemon::start(
         &mlflow_uri(),
@@ -187,16 +207,20 @@ fn a_notification_receiver_that_hangs_holds_up_no_reconcile() {
     for m in &models {
         d.wait_for(&format!("{m} promoted"), WAIT, || promoted(m));
     }
+    // The three promotions were posted, and the receiver holds them unanswered.
+    d.wait_for("the promotions' messages at the receiver", WAIT, || {
+        held.load(Ordering::SeqCst) >= models.len()
+    });
     // Each message to this receiver takes four 10 s timeouts to give up; every promotion
-    // (and the verdicts before it) happened while all of them were still pending.
-    let metrics = reqwest::blocking::get(format!("{}/metrics", d.url()))
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(
-        !metrics.contains("stagegate_notifications_total{outcome="),
-        "no notification finished, yet every reconcile did:\n{metrics}"
-    );
+    // happened while all of them were still pending: none has finished either way.
+    for outcome in ["sent", "failed", "dropped"] {
+        let series = format!("stagegate_notifications_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(
+            d.metric(&series),
+            Some(0.0),
+            "{series}: no notification finished, yet every reconcile did"
+        );
+    }
     assert_eq!(d.get("/healthz").unwrap().0, 200);
 }
 
@@ -336,12 +360,10 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_gives_a_clear_error_corrupts_nothing_and_work_resumes_with_space() {
-    // The SQLite file on a full disk is this test's subject; on the PostgreSQL pass the
-    // database's own disk is not ours to fill (its outage is tests/replicas.rs's).
-    if common::daemon::on_postgres() {
-        eprintln!("SQLite's disk only: nothing to check with the state in PostgreSQL");
-        return;
-    }
+    // The SQLite file on a full disk is this test's subject, so the daemon keeps its state in
+    // SQLite on every pass (scripts/test.sh leaves the test out of the PostgreSQL pass, which
+    // would only repeat it): a database server's disk is not the daemon's to fill, and a
+    // database that stops answering is tests/replicas.rs's outage.
     let prefix = unique("diskfull");
     let disk = SmallDisk::mount("4m");
     let state = disk.dir.path().join("state.db");
@@ -351,7 +373,7 @@ fn a_full_disk_gives_a_clear_error_corrupts_nothing_and_work_resumes_with_space(
         state.display(),
         policy_with_notify(&prefix, &[], "[workers]\nbackoff = \"1s\"\n")
     );
-    let mut d = Daemon::start_text(&mlflow_uri(), port, &text, &[]);
+    let mut d = Daemon::start_sqlite_text(&mlflow_uri(), port, &text);
     let filler = disk.fill();
 
     let m = format!("{prefix}-m");

@@ -72,20 +72,6 @@ fn status_of(r: &Replicas, id: i64) -> String {
     r.sql(&format!("SELECT status FROM evaluations WHERE id = {id}"))
 }
 
-/// MLflow deliveries replica `d` accepted and queued, from its `/metrics`.
-fn queued_deliveries(d: &common::daemon::Daemon) -> u64 {
-    let text = reqwest::blocking::get(format!("{}/metrics", d.url()))
-        .and_then(|r| r.text())
-        .expect("/metrics answers");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(
-                "stagegate_webhook_deliveries_total{source=\"mlflow\",outcome=\"queued\"} ",
-            )
-        })
-        .map_or(0, |n| n.trim().parse().expect("a counter"))
-}
-
 /// `evaluated` lines (the engine's, after an evaluation's tags are written) about `model`.
 fn evaluated_lines(log: &str, model: &str) -> Vec<String> {
     log.lines()
@@ -100,12 +86,11 @@ fn three_replicas_fed_by_webhooks_promote_each_good_candidate_exactly_once() {
     // 3 s rather than 2: the writers' Python training competes for the CPU, and a renewal
     // starved past the lease would (rightly) fence an evaluation and make it run twice.
     let mut r = Replicas::start(3, &prefix, &body(&prefix, YEARLY, 4, ""), "3s");
+    // Each returns once MLflow announces events to it: a version created sooner would be
+    // announced to nobody, and the yearly poll would never find it.
     for d in &mut r.daemons {
         d.register_webhook();
     }
-    // The test server caches its webhook list for 1 s (MLFLOW_WEBHOOK_CACHE_TTL): a version
-    // created sooner would be announced to nobody, and the yearly poll would never find it.
-    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         r.d(0).status()["replicas"].as_array().map(Vec::len),
         Some(3),
@@ -144,6 +129,8 @@ fn three_replicas_fed_by_webhooks_promote_each_good_candidate_exactly_once() {
                     op
                 })
                 .collect();
+            // A random lead staggers the writers (the unrelated moments above); it waits for
+            // nothing.
             let lead = Duration::from_millis(u64::from(rand::random::<u32>() % 1500));
             std::thread::spawn(move || {
                 std::thread::sleep(lead);
@@ -170,7 +157,7 @@ fn three_replicas_fed_by_webhooks_promote_each_good_candidate_exactly_once() {
     // MLflow announced every version to every replica (the webhook path, not only the
     // re-checks of the one replica a delivery reached).
     for i in 0..3 {
-        let queued = queued_deliveries(r.d(i));
+        let queued = r.d(i).queued_deliveries();
         assert!(
             queued >= models.len() as u64,
             "replica {i} queued {queued} MLflow deliveries for {} new versions",
@@ -360,15 +347,17 @@ fn postgres_down_for_20_s_turns_readyz_503_and_the_candidate_is_promoted_once_af
     assert_eq!(r.d(1).status()["store"]["reachable"], json!(false));
 
     fixtures(json!([candidate(&m, 0.92)]));
-    // The outage lasts 20 s whatever the fixture took.
-    if let Some(rest) = Duration::from_secs(20).checked_sub(down.elapsed()) {
-        std::thread::sleep(rest);
+    // The outage is the subject, not a synchronisation: it lasts 20 s whatever the fixture
+    // took, long enough for several leases (2 s) and polls (2 s) to come due, and the
+    // candidate is watched throughout.
+    while down.elapsed() < Duration::from_secs(20) {
+        assert_eq!(
+            registry(&m, "1").0,
+            "Staging",
+            "no replica acts without the store (it can take no lease)"
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
-    assert_eq!(
-        registry(&m, "1").0,
-        "Staging",
-        "no replica acts without the store (it can take no lease)"
-    );
 
     r.pg.start_again();
     r.wait_for("both replicas ready again", WAIT, || ready(0) && ready(1));

@@ -5,11 +5,16 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::postgres::PgCluster;
 use stagegate::evaluation::{Evaluation, Verdict};
 use stagegate::store::{LeaseKind, Store, Target};
+
+/// How long a case waits for the store's clock to pass a lease's expiry (or a record's time):
+/// the leases here last a few hundred milliseconds.
+const BOUND: Duration = Duration::from_secs(10);
 
 type Case = fn(Store, Option<Store>) -> futures::future::BoxFuture<'static, ()>;
 
@@ -89,8 +94,18 @@ async fn deliveries(s: Store) {
         s.prune_deliveries(Duration::from_secs(3600)).await.unwrap(),
         0
     );
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(s.prune_deliveries(Duration::ZERO).await.unwrap(), 2);
+    // With no retention, every delivery received before the store's clock now is pruned:
+    // both, once that clock has moved past them (it counts milliseconds).
+    let pruned = AtomicUsize::new(0);
+    let drained = common::eventually_async(BOUND, || async {
+        let n = s.prune_deliveries(Duration::ZERO).await.unwrap();
+        pruned.fetch_add(n, Ordering::SeqCst) + n >= 2
+    })
+    .await;
+    let pruned = pruned.into_inner();
+    assert!(drained, "pruned {pruned} of 2 deliveries");
+    assert_eq!(pruned, 2);
+    assert_eq!(s.delivery_count().await.unwrap(), 0);
 }
 
 async fn history(s: Store) {
@@ -329,8 +344,11 @@ async fn leases(s: Store, other: Option<Store>) {
         .expect("released");
     assert!(b.token > a.token, "every claim a larger token");
     // b runs out (its replica froze); c takes over; b's token is stale everywhere.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(!other.holds(&b, Duration::ZERO).await.unwrap(), "ran out");
+    let ran_out = common::eventually_async(BOUND, || async {
+        !other.holds(&b, Duration::ZERO).await.unwrap()
+    })
+    .await;
+    assert!(ran_out, "a 300 ms lease still held after {BOUND:?}");
     let c = s
         .claim(LeaseKind::Model, "m", "c", long)
         .await
@@ -372,7 +390,12 @@ async fn orphans(s: Store) {
     s.begin_evaluation("lost", "1", "p", "d", "poll")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // `dead` becomes an orphan when its lease runs out, by the store's clock.
+    let expired = common::eventually_async(BOUND, || async {
+        !s.holds(&dead, Duration::ZERO).await.unwrap()
+    })
+    .await;
+    assert!(expired, "a 200 ms lease still held after {BOUND:?}");
     let mut found = s.orphans().await.unwrap();
     found.sort();
     assert_eq!(
@@ -380,7 +403,7 @@ async fn orphans(s: Store) {
         vec!["dead", "lost"],
         "ran out unreleased, or running with no holder"
     );
-    let _ = (dead, alive);
+    let _ = alive;
 }
 
 async fn replicas(s: Store) {

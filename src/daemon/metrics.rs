@@ -55,6 +55,10 @@ pub struct RequestLabel {
     pub outcome: String,
 }
 
+/// Every outcome of a notification (see `notify.rs`). Their series are exported from the
+/// start, at 0: "none finished yet" reads as 0, not as a series that is missing.
+const NOTIFICATION_OUTCOMES: [&str; 3] = ["sent", "failed", "dropped"];
+
 fn latency_histogram() -> Histogram {
     // 1 ms … ~33 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -182,6 +186,11 @@ impl Metrics {
             "Resident memory of each model version's process in the scoring host",
             m.host_model_memory.clone(),
         );
+        for outcome in NOTIFICATION_OUTCOMES {
+            let _ = m.notifications.get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            });
+        }
         Metrics { registry, ..m }
     }
 
@@ -232,6 +241,7 @@ impl Metrics {
     }
 
     pub fn notification(&self, outcome: &str) {
+        debug_assert!(NOTIFICATION_OUTCOMES.contains(&outcome), "{outcome}");
         self.notifications
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.into(),
@@ -292,6 +302,9 @@ mod tests {
             "stagegate_mlflow_request_duration_seconds_count{endpoint=\"logged-models\",outcome=\"ok\"} 1",
             "stagegate_queue_depth",
             "stagegate_poll_duration_seconds",
+            "stagegate_notifications_total{outcome=\"sent\"} 0",
+            "stagegate_notifications_total{outcome=\"failed\"} 0",
+            "stagegate_notifications_total{outcome=\"dropped\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -12,6 +12,10 @@ use super::postgres::PgCluster;
 
 pub const SECRET: &str = "test-secret";
 
+/// How long the test MLflow server caches its webhook list (`MLFLOW_WEBHOOK_CACHE_TTL`, whole
+/// seconds), as scripts/test.sh and [`super::PrivateMlflow`] start it.
+pub const MLFLOW_WEBHOOK_CACHE_TTL_S: usize = 1;
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -65,7 +69,22 @@ impl Daemon {
         d
     }
 
+    /// Like [`Daemon::start_text`], on the SQLite file the config names whatever
+    /// `STAGEGATE_TEST_STORE` says: for a test whose subject is that file.
+    pub fn start_sqlite_text(mlflow: &str, port: u16, text: &str) -> Daemon {
+        let mut d = Daemon::on_store(mlflow, port, &[], false);
+        std::fs::write(d.config(), text).unwrap();
+        d.spawn();
+        d
+    }
+
     fn new(mlflow: &str, port: u16, env: &[(&str, &str)]) -> Daemon {
+        let shared = env.iter().any(|(k, _)| *k == "STAGEGATE_STATE__URL");
+        Daemon::on_store(mlflow, port, env, on_postgres() && !shared)
+    }
+
+    /// A daemon not yet started; `own_postgres`: its state in a PostgreSQL of its own.
+    fn on_store(mlflow: &str, port: u16, env: &[(&str, &str)], own_postgres: bool) -> Daemon {
         let mut d = Daemon {
             dir: tempfile::tempdir().unwrap(),
             port,
@@ -78,8 +97,7 @@ impl Daemon {
                 .collect(),
             pg: None,
         };
-        let shared = env.iter().any(|(k, _)| *k == "STAGEGATE_STATE__URL");
-        if on_postgres() && !shared {
+        if own_postgres {
             let pg = PgCluster::start();
             let url = pg.create_database("stagegate");
             d.env.push(("STAGEGATE_STATE__URL".into(), url));
@@ -223,7 +241,13 @@ impl Daemon {
         v["evaluations"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Register this daemon's MLflow webhook (a unique name, deleted on drop).
+    /// Register this daemon's MLflow webhook (a unique name, deleted on drop), and return once
+    /// MLflow announces events to it. Each MLflow worker caches its list of webhooks per event
+    /// for [`MLFLOW_WEBHOOK_CACHE_TTL_S`]: an event raised while a list fetched before the
+    /// registration is still cached goes to nobody here. Which worker serves an event cannot
+    /// be chosen, so no probe event can show that every cache has turned over; MLflow's own
+    /// clock can. Its `Date` header (whole seconds) is read once the webhook exists; after
+    /// TTL + 1 further ticks of it, every list cached before the registration has expired.
     pub fn register_webhook(&mut self) {
         let name = format!("stagegate-test-{}", self.port);
         let out = Command::new(env!("CARGO_BIN_EXE_stagegate"))
@@ -252,6 +276,37 @@ impl Daemon {
             .and_then(|s| s.split(')').next())
             .expect("webhook id in output");
         self.webhook_id = Some(id.to_string());
+        let registered = mlflow_date(&self.mlflow);
+        let mut seen = vec![registered];
+        self.wait_for(
+            "MLflow's webhook cache to turn over (its Date header to tick)",
+            Duration::from_secs(30 + 2 * MLFLOW_WEBHOOK_CACHE_TTL_S as u64),
+            || {
+                let now = mlflow_date(&self.mlflow);
+                if seen.last() != Some(&now) {
+                    seen.push(now);
+                }
+                seen.len() > MLFLOW_WEBHOOK_CACHE_TTL_S + 1
+            },
+        );
+    }
+
+    /// The value of the series `series` (name and labels as `/metrics` spells them, e.g.
+    /// `stagegate_promotions_total`); `None` when the daemon does not export it.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.url()))
+            .and_then(|r| r.text())
+            .expect("/metrics answers");
+        text.lines().find_map(|l| {
+            let value = l.strip_prefix(series)?.strip_prefix(' ')?;
+            Some(value.trim().parse().expect("a number after the series"))
+        })
+    }
+
+    /// MLflow deliveries this daemon accepted and queued (its `/metrics`).
+    pub fn queued_deliveries(&self) -> u64 {
+        self.metric(r#"stagegate_webhook_deliveries_total{source="mlflow",outcome="queued"}"#)
+            .map_or(0, |n| n as u64)
     }
 
     /// Poll `cond` every 100 ms until it holds; panic with the daemon's log after `timeout`.
@@ -315,6 +370,16 @@ impl Drop for Daemon {
         }
         self.kill9();
     }
+}
+
+/// MLflow's clock at `mlflow`, as the `Date` header of its `/health` answer says (whole seconds).
+fn mlflow_date(mlflow: &str) -> String {
+    let resp = reqwest::blocking::get(format!("{mlflow}/health")).expect("MLflow answers /health");
+    resp.headers()
+        .get(reqwest::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .expect("MLflow's answer has a Date header")
+        .to_string()
 }
 
 pub fn tail(s: &str, lines: usize) -> String {

@@ -9,9 +9,11 @@ pub mod proxy;
 pub mod replicas;
 pub mod served;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use stagegate::mlflow::{Client, ModelVersion, Settings};
@@ -126,7 +128,9 @@ impl Workdir {
 }
 
 /// Run `stagegate ARGS` in `w` against `uri`, off the async runtime (so a proxy on it keeps
-/// serving meanwhile), with the MLflow credential variables cleared, then `env` set.
+/// serving meanwhile), with the MLflow credential variables cleared, then `env` set. A
+/// background failure ([`watch`]) during the run fails the test here, before any assertion
+/// on the run's outcome.
 pub async fn run_env(w: &Workdir, uri: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     let (uri, args) = (
         uri.to_string(),
@@ -137,7 +141,7 @@ pub async fn run_env(w: &Workdir, uri: &str, args: &[&str], env: &[(&str, &str)]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let dir = w.path().to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    let run = tokio::task::spawn_blocking(move || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
             .args(&args)
             .current_dir(dir)
@@ -154,7 +158,9 @@ pub async fn run_env(w: &Workdir, uri: &str, args: &[&str], env: &[(&str, &str)]
         Run::from(out)
     })
     .await
-    .unwrap()
+    .unwrap();
+    check_background();
+    run
 }
 
 /// A finished `stagegate` process.
@@ -395,15 +401,79 @@ pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
         .block_on(f)
 }
 
-/// Poll `cond` every 100 ms until it holds (true) or `timeout` passes (false).
+/// Failures of a test's background tasks (the fault proxy's hooks), which run on other
+/// threads, where a panic would only end the task.
+#[derive(Clone, Default)]
+pub struct Failures(Arc<Mutex<Vec<String>>>);
+
+impl Failures {
+    pub fn record(&self, failure: String) {
+        self.0.lock().unwrap().push(failure);
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0.lock().unwrap()
+    }
+}
+
+thread_local! {
+    /// The background failures this (test) thread watches: see [`watch`].
+    static WATCHED: RefCell<Vec<Failures>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Make every [`eventually`] wait of this thread fail the test with `failures` as soon as
+/// there are any, instead of waiting on for something they prevented.
+pub fn watch(failures: &Failures) {
+    WATCHED.with(|w| w.borrow_mut().push(failures.clone()));
+}
+
+/// Panic with the first background failure this thread watches, if any.
+fn check_background() {
+    let failure = WATCHED.with(|w| w.borrow().iter().find_map(|f| f.lock().first().cloned()));
+    if let Some(failure) = failure {
+        panic!("a background task of this test failed: {failure}");
+    }
+}
+
+/// The message of a caught panic.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a panic without a message)".into())
+}
+
+/// Poll `cond` every 100 ms until it holds (true) or `timeout` passes (false). A failure of a
+/// background task this thread watches ([`watch`]) fails the test at once.
 pub fn eventually(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
+        check_background();
         if cond() {
             return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    check_background();
+    false
+}
+
+/// [`eventually`] for async conditions (a store's, say): poll `cond` every 20 ms until it
+/// holds (true) or `timeout` passes (false).
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+    timeout: std::time::Duration,
+    mut cond: impl FnMut() -> F,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        check_background();
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    check_background();
     false
 }
 

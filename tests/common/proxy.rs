@@ -2,10 +2,18 @@
 //! request unchanged, except those matched by a rule, which get a 5xx, a stall, a dropped
 //! connection, or a hook run just before forwarding (to change the registry at an exact moment).
 //! It never stands in for MLflow: the answers come from the real server.
+//!
+//! A hook runs on the proxy's runtime, where a failed assert would only end the connection's
+//! task and leave the test waiting for a race that never happened. So a hook's panic is
+//! caught and recorded, the request is dropped, and the test fails with the hook's own
+//! message: at once in any [`super::eventually`] wait of the thread that started the proxy,
+//! else when the proxy is dropped.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,6 +68,8 @@ struct State {
     log: Mutex<Vec<String>>,
     /// The `Authorization` header of each request, in order.
     auth: Mutex<Vec<Option<String>>>,
+    /// The panic message of each hook that failed.
+    failures: super::Failures,
 }
 
 pub struct FaultProxy {
@@ -71,6 +81,16 @@ pub struct FaultProxy {
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
+        let failures = self.state.failures.lock().clone();
+        if failures.is_empty() {
+            return;
+        }
+        let text = format!("a fault proxy hook failed: {}", failures.join("; "));
+        if std::thread::panicking() {
+            eprintln!("{text}");
+        } else {
+            panic!("{text}");
+        }
     }
 }
 
@@ -84,7 +104,9 @@ impl FaultProxy {
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             auth: Mutex::new(Vec::new()),
+            failures: super::Failures::default(),
         });
+        super::watch(&state.failures);
         let s = state.clone();
         let task = tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
@@ -213,7 +235,14 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
                 return;
             }
             Some(Fault::Drop) => return,
-            Some(Fault::Before(hook)) => hook().await,
+            Some(Fault::Before(hook)) => {
+                if let Err(panic) = AssertUnwindSafe(hook()).catch_unwind().await {
+                    state
+                        .failures
+                        .record(format!("{}: {}", req.path, super::panic_text(&*panic)));
+                    return;
+                }
+            }
             None => {}
         }
         let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();

@@ -17,39 +17,53 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::daemon::App;
 
 pub fn router(app: Arc<App>) -> Router {
-    let mutating = Router::new()
-        .route("/v1/evaluations", post(api::request_evaluation))
-        .route("/v1/pause", post(api::pause))
-        .route("/v1/resume", post(api::resume))
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     let mut router = Router::new();
-    for source in webhooks::sources() {
-        router = router.route(&format!("/webhooks/{}", source.name), source.handler);
+    for (path, handlers) in routes(&app) {
+        router = router.route(&path, handlers);
     }
     router
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/status", get(api::status))
-        .route("/v1/evaluations", get(api::list_evaluations))
-        .route("/v1/evaluations/{id}", get(api::get_evaluation))
-        .route("/metrics", get(api::metrics))
-        .route("/openapi.json", get(openapi::document))
-        .route("/", get(pages::home))
-        .route("/models/{name}", get(pages::model))
-        .route("/evaluations/{id}", get(pages::evaluation))
-        .route("/assets/status.css", get(pages::css))
-        .route("/assets/status.js", get(pages::js))
-        .merge(mutating)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /openapi.json") })
         .layer(middleware::map_response(json_errors))
         .with_state(app)
+}
+
+/// Every route the daemon serves, with its handlers: the router is built from this list and
+/// nothing else, so a test can hold the OpenAPI document (`openapi.rs`) to it. Mutating
+/// handlers sit behind the API-token check.
+fn routes(app: &Arc<App>) -> Vec<(String, MethodRouter<Arc<App>>)> {
+    let token = || middleware::from_fn_with_state(app.clone(), require_token);
+    let mut routes: Vec<(String, MethodRouter<Arc<App>>)> = webhooks::sources()
+        .into_iter()
+        .map(|source| (format!("/webhooks/{}", source.name), source.handler))
+        .collect();
+    let fixed = [
+        ("/healthz", get(api::healthz)),
+        ("/readyz", get(api::readyz)),
+        ("/status", get(api::status)),
+        (
+            "/v1/evaluations",
+            get(api::list_evaluations).merge(post(api::request_evaluation).route_layer(token())),
+        ),
+        ("/v1/evaluations/{id}", get(api::get_evaluation)),
+        ("/v1/pause", post(api::pause).route_layer(token())),
+        ("/v1/resume", post(api::resume).route_layer(token())),
+        ("/metrics", get(api::metrics)),
+        ("/openapi.json", get(openapi::document)),
+        ("/", get(pages::home)),
+        ("/models/{name}", get(pages::model)),
+        ("/evaluations/{id}", get(pages::evaluation)),
+        ("/assets/status.css", get(pages::css)),
+        ("/assets/status.js", get(pages::js)),
+    ];
+    routes.extend(fixed.into_iter().map(|(path, h)| (path.to_string(), h)));
+    routes
 }
 
 /// axum answers some errors itself: its extractors' rejections (a query that does not parse,
