@@ -15,17 +15,15 @@ const CLOSED_PORT: &str = "http://127.0.0.1:9";
 
 /// `stagegate check --offline --config FILE`, with `env` added to a clean environment.
 fn check_offline(config: &Path, env: &[(&str, &str)]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_stagegate"))
-        .args(["check", "--offline", "--config"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stagegate"));
+    cmd.args(["check", "--offline", "--config"])
         .arg(config)
         .env("MLFLOW_TRACKING_URI", CLOSED_PORT)
         .env_remove("STAGEGATE_CONFIG")
         .env_remove("STAGEGATE_SERVER__API_TOKEN")
         .env_remove("STAGEGATE_WEBHOOKS__SECRETS")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run stagegate");
-    Run::from(out)
+        .envs(env.iter().copied());
+    Run::of(cmd)
 }
 
 /// The `.toml` files directly in `dir`, sorted.

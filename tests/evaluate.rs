@@ -423,14 +423,12 @@ async fn mlflow_unreachable_exits_2_without_writing() {
     let (dir, url, name) = (w.path().to_path_buf(), proxy.url.clone(), m.clone());
     let r = tokio::task::spawn_blocking(move || {
         // Off the runtime, so the proxy keeps answering meanwhile.
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
-            .args(["evaluate", &name, "--promote", "--json"])
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"));
+        cmd.args(["evaluate", &name, "--promote", "--json"])
             .current_dir(dir)
             .env("MLFLOW_TRACKING_URI", url)
-            .env_remove("STAGEGATE_CONFIG")
-            .output()
-            .unwrap();
-        Run::from(out)
+            .env_remove("STAGEGATE_CONFIG");
+        Run::of(cmd)
     })
     .await
     .unwrap();

@@ -546,7 +546,7 @@ fn a_password_from_pgpassword_or_the_url_is_checked_and_never_shown() {
         if let Some(p) = password {
             c.env("PGPASSWORD", p);
         }
-        common::Run::from(c.output().expect("run stagegate"))
+        common::Run::of(c)
     };
     let never_shown = |r: &common::Run| {
         for secret in [PASSWORD, WRONG] {

@@ -111,15 +111,13 @@ impl Workdir {
 
     /// Run `stagegate ARGS` in this directory against `uri`.
     pub fn run_at(&self, uri: &str, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_stagegate"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stagegate"));
+        cmd.args(args)
             .current_dir(self.path())
             .env("MLFLOW_TRACKING_URI", uri)
             .env_remove("STAGEGATE_CONFIG")
-            .env("RUST_LOG", "stagegate=debug")
-            .output()
-            .expect("run stagegate");
-        Run::from(out)
+            .env("RUST_LOG", "stagegate=debug");
+        Run::of(cmd)
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
@@ -142,8 +140,8 @@ pub async fn run_env(w: &Workdir, uri: &str, args: &[&str], env: &[(&str, &str)]
         .collect();
     let dir = w.path().to_path_buf();
     let run = tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
-            .args(&args)
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"));
+        cmd.args(&args)
             .current_dir(dir)
             .env("MLFLOW_TRACKING_URI", uri)
             .env("RUST_LOG", "stagegate=debug")
@@ -152,10 +150,8 @@ pub async fn run_env(w: &Workdir, uri: &str, args: &[&str], env: &[(&str, &str)]
             .env_remove("MLFLOW_TRACKING_PASSWORD")
             .env_remove("DATABRICKS_HOST")
             .env_remove("DATABRICKS_TOKEN")
-            .envs(env)
-            .output()
-            .unwrap();
-        Run::from(out)
+            .envs(env);
+        Run::of(cmd)
     })
     .await
     .unwrap();
@@ -168,19 +164,28 @@ pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// Its process id: what it started is labelled with it (the scoring host's processes).
+    pub pid: u32,
 }
 
-impl From<Output> for Run {
-    fn from(o: Output) -> Self {
+impl Run {
+    /// Run `cmd` to its end, its output captured.
+    pub fn of(mut cmd: Command) -> Run {
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run stagegate");
+        let pid = child.id();
+        let o: Output = child.wait_with_output().expect("wait for stagegate");
         Run {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            pid,
         }
     }
-}
 
-impl Run {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
@@ -378,6 +383,30 @@ pub fn processes_with_env(entry: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+/// The scoring host of stagegate process `owner`: the host, its model processes (forked from
+/// it, so they carry its environment) and its process guard.
+pub fn host_processes(owner: u32) -> Vec<u32> {
+    let label = format!("scoring-host:{owner}");
+    [
+        processes_with_exact_env("STAGEGATE_SERVING", &label),
+        processes_with_exact_env("STAGEGATE_GUARD", &label),
+    ]
+    .concat()
+}
+
+/// [`processes_with_env`] for exactly `key=value` (a prefix match would find `…:1234` for
+/// `…:123`).
+pub fn processes_with_exact_env(key: &str, value: &str) -> Vec<u32> {
+    let entry = format!("{key}={value}");
+    processes_with_env(&entry)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|raw| raw.split(|b| *b == 0).any(|kv| kv == entry.as_bytes()))
+        })
+        .collect()
 }
 
 /// The serving processes (mlflow models serve and its uvicorn) of any version of `model`.

@@ -41,6 +41,21 @@ pub fn gate<'a>(doc: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no gate {name} in {doc}"))
 }
 
+/// Nothing of the scoring host that stagegate process `owner` started is left.
+pub fn assert_no_host_left(owner: u32) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if host_processes(owner).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "the scoring host of {owner} outlived it: {:?}",
+        host_processes(owner)
+    );
+}
+
 pub fn assert_no_serving_left(model: &str) {
     // Killing is immediate, but reaping orphans takes the kernel a moment, and a guard whose
     // owner died gives the group a grace period (2 s) between SIGTERM and SIGKILL.

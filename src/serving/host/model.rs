@@ -140,6 +140,7 @@ impl HostModel {
         batch: &arrow::record_batch::RecordBatch,
     ) -> Result<Answer, String> {
         let body = arrow_io::encode(batch)?;
+        tracing::debug!(model = %self.uri, rows = batch.num_rows(), bytes = body.len(), "scoring in bulk");
         let f = self.request(json!({"op": "predict"}), &body).await?;
         self.answer(f)
     }

@@ -89,13 +89,18 @@ impl Zygote {
         cmd.arg(&script)
             .arg(dir.path())
             .envs(env.iter().map(|(k, v)| (k, v)))
-            // Inherited by every model process: lets anyone (tests, an operator) find them.
-            .env("STAGEGATE_SERVING", "scoring-host")
+            // Inherited by every model process: lets anyone (tests, an operator) find them,
+            // and tell one stagegate's host from another's.
+            .env(
+                "STAGEGATE_SERVING",
+                format!("scoring-host:{}", std::process::id()),
+            )
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(err));
-        let mut group = Group::spawn(cmd, "scoring host")
+        let label = format!("scoring-host:{}", std::process::id());
+        let mut group = Group::spawn(cmd, &label)
             .await
             .map_err(|e| format!("cannot run {} for the scoring host: {e}", python.display()))?;
         let child = group.child();
