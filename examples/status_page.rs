@@ -13,8 +13,9 @@ use axum::http::Request;
 use serde_json::{Value, json};
 use stagegate::config::{self, Gate, GateKind, MetricGate};
 use stagegate::daemon::{self, http};
-use stagegate::evaluation::{Evaluation, Verdict};
+use stagegate::evaluation::Evaluation;
 use stagegate::gates::{GateResult, Judgement, Outcome};
+use stagegate::verdict::Verdict;
 use tower::ServiceExt;
 
 const MODEL: &str = "fraud-model";

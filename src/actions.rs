@@ -13,10 +13,11 @@
 
 use crate::config::{OnBypass, Policy, Target};
 use crate::decision::{Decision, PROMOTED, REPLACED_NOTHING};
-use crate::evaluation::{Verdict, now_rfc3339};
+use crate::evaluation::now_rfc3339;
 use crate::mlflow::{Client, MlflowError};
 use crate::model_state::{Depth, ModelState, Placement};
-use crate::report::{TagNames, clip};
+use crate::tags::{TagNames, clip};
+use crate::verdict::Verdict;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {

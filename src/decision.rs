@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Mode, OnBypass, OnFail, Policy, Target};
-use crate::evaluation::Verdict;
 use crate::inputs;
 use crate::mlflow::ModelVersion;
 use crate::model_state::ModelState;
-use crate::report::TagNames;
+use crate::tags::TagNames;
+use crate::verdict::Verdict;
 
 pub const PROMOTED: &str = "promoted";
 /// `replaced_version` of a version that replaced nothing (there was no champion).

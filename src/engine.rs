@@ -8,12 +8,14 @@ use std::path::PathBuf;
 
 use crate::config::{Config, Loaded, Policy};
 use crate::decision::{self, Decision, Options};
-use crate::evaluation::{self, EvalError, Evaluation, Verdict};
+use crate::evaluation::{self, EvalError, Evaluation};
 use crate::inputs;
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::model_state::{Depth, ModelState};
-use crate::report::{self, TagNames};
+use crate::report;
 use crate::serving::Environment;
+use crate::tags::TagNames;
+use crate::verdict::Verdict;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

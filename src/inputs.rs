@@ -11,9 +11,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::evaluation::Verdict;
 use crate::mlflow::ModelVersion;
-use crate::report::TagNames;
+use crate::tags::TagNames;
+use crate::verdict::Verdict;
 
 /// Bump when the encoding below changes: old fingerprints then read as stale, which only costs
 /// one re-evaluation.

@@ -16,4 +16,6 @@ pub mod process;
 pub mod report;
 pub mod serving;
 pub mod store;
+pub mod tags;
+pub mod verdict;
 pub mod webhook;

@@ -8,8 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::postgres::PgCluster;
-use stagegate::evaluation::{Evaluation, Verdict};
+use stagegate::evaluation::Evaluation;
 use stagegate::store::{LeaseKind, Store, Target};
+use stagegate::verdict::Verdict;
 
 type Case = fn(Store, Option<Store>) -> futures::future::BoxFuture<'static, ()>;
 

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Target;
 use crate::daemon::App;
 use crate::decision::{PlanInput, Step, plan};
-use crate::evaluation::{Verdict, now_rfc3339};
+use crate::evaluation::now_rfc3339;
 use crate::mlflow::{MlflowError, ModelVersion};
 use crate::model_state::ModelState;
+use crate::verdict::Verdict;
 
 /// The action of a failed candidate that stays a candidate (on_fail = keep).
 const KEPT: &str = "kept";

@@ -12,10 +12,10 @@ use crate::daemon::notify;
 use crate::daemon::scheduler::{Attempt, Outcome};
 use crate::decision::{PlanInput, Step, plan};
 use crate::engine::EngineError;
-use crate::evaluation::Verdict;
 use crate::mlflow::WriteGuard;
 use crate::model_state::Depth;
 use crate::store::StoreError;
+use crate::verdict::Verdict;
 
 /// The audit action of a rollback made with `stagegate rollback`.
 const ROLLBACK: &str = "rollback";
@@ -260,7 +260,7 @@ async fn record_from_registry(
     app: &App,
     state: &crate::model_state::ModelState,
     policy: &crate::config::Policy,
-    names: &crate::report::TagNames,
+    names: &crate::tags::TagNames,
 ) -> Result<(), StoreError> {
     if let Some(champion) = state.champion(policy)
         && champion.tag(&names.action()) == Some(crate::decision::PROMOTED)

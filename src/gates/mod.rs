@@ -123,7 +123,7 @@ impl GateResult {
         } else {
             self.outcome.as_str().to_string()
         };
-        crate::report::clip(&format!("{head}: {}", self.message), 5_000)
+        crate::tags::clip(&format!("{head}: {}", self.message), 5_000)
     }
 }
 

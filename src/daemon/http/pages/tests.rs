@@ -10,8 +10,9 @@ use tower::ServiceExt;
 
 use crate::config::{Gate, GateKind, MetricGate};
 use crate::daemon::{App, test_app};
-use crate::evaluation::{Evaluation, Verdict};
+use crate::evaluation::Evaluation;
 use crate::gates::{GateResult, Judgement, Outcome};
+use crate::verdict::Verdict;
 
 const CONFIG: &str = r#"
 [mlflow]
@@ -455,7 +456,7 @@ async fn the_stamp_follows_audit_rows_and_champion_moves() {
             Target::Alias("challenger".into()),
             Target::Alias("champion".into()),
         ),
-        crate::report::TagNames::new("stagegate."),
+        crate::tags::TagNames::new("stagegate."),
     );
     app.seen.record(
         &state(vec![version(1, "None")], &[("champion", "1")]),
