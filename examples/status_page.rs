@@ -155,7 +155,8 @@ async fn main() {
             datasets: vec![],
             serving: json!({"servers_started": 2, "startup_ms": 4100, "requests": 1200, "requests_ms": 800}),
         };
-        app.store.finish_evaluation(id, &e).await.expect("store");
+        let row = e.history().expect("gate results serialise");
+        app.store.finish_evaluation(id, &row).await.expect("store");
         let action = if e.verdict == Verdict::Passed {
             "promoted"
         } else {

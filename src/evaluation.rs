@@ -10,6 +10,7 @@ use crate::config::{Gate, Policy};
 use crate::gates::{self, Facts, GateResult, Outcome};
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::serving::{Environment, Session};
+use crate::store::FinishedEvaluation;
 use crate::verdict::Verdict;
 
 /// A dataset read by a gate, recorded so the verdict can be reproduced.
@@ -165,6 +166,17 @@ impl Evaluation {
             "gates": self.gates,
             "datasets": self.datasets,
             "serving": self.serving,
+        })
+    }
+
+    /// The row the store's history keeps of this evaluation. Gate results are JSON values
+    /// already, so this fails only on a bug; the caller records the failure instead.
+    pub fn history(&self) -> Result<FinishedEvaluation, serde_json::Error> {
+        Ok(FinishedEvaluation {
+            verdict: self.verdict.as_str().to_string(),
+            gates: serde_json::to_value(&self.gates)?,
+            champion: self.champion.clone(),
+            serving: self.serving.clone(),
         })
     }
 

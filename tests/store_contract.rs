@@ -8,8 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::postgres::PgCluster;
-use stagegate::evaluation::Evaluation;
-use stagegate::store::{LeaseKind, Store, Target};
+use stagegate::store::{FinishedEvaluation, LeaseKind, Store, Target};
 use stagegate::verdict::Verdict;
 
 type Case = fn(Store, Option<Store>) -> futures::future::BoxFuture<'static, ()>;
@@ -69,8 +68,14 @@ async fn replicas_starting_together_migrate_once() {
     );
 }
 
-fn eval(model: &str, version: &str, verdict: Verdict) -> Evaluation {
-    Evaluation::for_test(model, version, verdict, vec![])
+/// A finished evaluation with no gates.
+fn eval(verdict: Verdict) -> FinishedEvaluation {
+    FinishedEvaluation {
+        verdict: verdict.as_str().into(),
+        gates: serde_json::json!([]),
+        champion: None,
+        serving: serde_json::Value::Null,
+    }
 }
 
 async fn deliveries(s: Store) {
@@ -103,7 +108,7 @@ async fn history(s: Store) {
         .begin_evaluation("n", "1", "p", "d", "poll")
         .await
         .unwrap();
-    s.finish_evaluation(done, &eval("n", "1", Verdict::Passed))
+    s.finish_evaluation(done, &eval(Verdict::Passed))
         .await
         .unwrap();
     let failed = s
@@ -119,7 +124,7 @@ async fn history(s: Store) {
         ("interrupted", "m")
     );
     // Its replica wakes up late and finishes: the row another replica closed stays closed.
-    s.finish_evaluation(running, &eval("m", "1", Verdict::Passed))
+    s.finish_evaluation(running, &eval(Verdict::Passed))
         .await
         .unwrap();
     s.fail_evaluation(running, "fenced").await.unwrap();
@@ -157,7 +162,7 @@ async fn history(s: Store) {
     // One point per version, oldest first; versions sort as numbers.
     for v in ["10", "9"] {
         let id = s.begin_evaluation("c", v, "p", "d", "poll").await.unwrap();
-        s.finish_evaluation(id, &eval("c", v, Verdict::Passed))
+        s.finish_evaluation(id, &eval(Verdict::Passed))
             .await
             .unwrap();
     }
@@ -176,7 +181,7 @@ async fn actions(s: Store) {
         .begin_evaluation("m", "1", "p", "d", "poll")
         .await
         .unwrap();
-    s.finish_evaluation(failed, &eval("m", "1", Verdict::Failed))
+    s.finish_evaluation(failed, &eval(Verdict::Failed))
         .await
         .unwrap();
     // The re-evaluation wrote `passed` to MLflow, then its replica died.
@@ -193,7 +198,7 @@ async fn actions(s: Store) {
         .begin_evaluation("m", "1", "p", "d", "poll")
         .await
         .unwrap();
-    s.finish_evaluation(done, &eval("m", "1", Verdict::Passed))
+    s.finish_evaluation(done, &eval(Verdict::Passed))
         .await
         .unwrap();
     s.set_action("m", "1", Some("passed"), "promoted")

@@ -180,7 +180,14 @@ async fn converge(
                         return Err(e.into());
                     }
                 };
-                app.store.finish_evaluation(id, &evaluation).await?;
+                match evaluation.history() {
+                    Ok(row) => app.store.finish_evaluation(id, &row).await?,
+                    Err(e) => {
+                        let why = format!("the gate results could not be recorded: {e}");
+                        tracing::error!(model, version, error = %why, "evaluation not recorded");
+                        app.store.fail_evaluation(id, &why).await?;
+                    }
+                }
                 app.metrics.evaluation(&evaluation);
                 if let Some(seq) = requests.get(&version) {
                     let served = [(version.clone(), *seq)].into_iter().collect();

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{AuditRow, EvaluationRow, ModelRow, ReplicaRow, StoreError, Totals};
-use crate::evaluation::Evaluation;
+use super::{
+    AuditRow, EvaluationRow, FinishedEvaluation, ModelRow, ReplicaRow, StoreError, Totals,
+};
 
 /// What a lease guards: one model's reconcile, or a cluster-wide singleton (the poll).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +75,8 @@ pub trait Backend: Send + Sync {
         digest: &str,
         trigger: &str,
     ) -> Result<i64, StoreError>;
-    async fn finish_evaluation(&self, id: i64, e: &Evaluation) -> Result<(), StoreError>;
+    async fn finish_evaluation(&self, id: i64, done: &FinishedEvaluation)
+    -> Result<(), StoreError>;
     async fn fail_evaluation(&self, id: i64, error: &str) -> Result<(), StoreError>;
     /// Record the action taken on a version on its latest evaluation, if that evaluation is
     /// the one whose verdict (`verdict`, as recorded in MLflow) was acted on. An evaluation

@@ -164,6 +164,27 @@ pub struct EvaluationRow {
     pub serving: serde_json::Value,
 }
 
+/// What the store records when an evaluation finishes, built by the caller from its result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedEvaluation {
+    /// `passed`, `failed` or `error`.
+    pub verdict: String,
+    /// The gate results, as the history shows them.
+    pub gates: serde_json::Value,
+    /// The champion the candidate was judged with.
+    pub champion: Option<String>,
+    /// Serving start-ups and request time; `null` when nothing was served.
+    pub serving: serde_json::Value,
+}
+
+impl FinishedEvaluation {
+    /// The `gates` and `serving` columns as stored (JSON text; no `serving` when `null`).
+    fn columns(&self) -> (String, Option<String>) {
+        let serving = (!self.serving.is_null()).then(|| self.serving.to_string());
+        (self.gates.to_string(), serving)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRow {
     pub id: i64,

@@ -8,10 +8,9 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 
 use super::{NOW, Postgres};
-use crate::evaluation::Evaluation;
 use crate::store::{
-    AuditRow, Backend, EvaluationRow, LeaseId, LeaseKind, ModelRow, ReplicaRow, StoreError, Totals,
-    ms, rfc3339, unix_ms,
+    AuditRow, Backend, EvaluationRow, FinishedEvaluation, LeaseId, LeaseKind, ModelRow, ReplicaRow,
+    StoreError, Totals, ms, rfc3339, unix_ms,
 };
 
 const EVALUATION_COLUMNS: &str = "id, model, version, policy, digest, trigger, status, verdict, \
@@ -124,16 +123,19 @@ impl Backend for Postgres {
         }
     }
 
-    async fn finish_evaluation(&self, id: i64, e: &Evaluation) -> Result<(), StoreError> {
-        let gates = serde_json::to_string(&e.gates).unwrap_or_else(|_| "[]".into());
-        let serving = (!e.serving.is_null()).then(|| e.serving.to_string());
+    async fn finish_evaluation(
+        &self,
+        id: i64,
+        done: &FinishedEvaluation,
+    ) -> Result<(), StoreError> {
+        let (gates, serving) = done.columns();
         let sql = format!(
             "UPDATE evaluations SET status = 'done', verdict = $2, gates = $3, finished_at = {NOW},
              duration_ms = {NOW} - started_at, champion = $4, serving = $5 WHERE id = $1 AND status = 'running'"
         );
         self.execute(
             &sql,
-            &[&id, &e.verdict.as_str(), &gates, &e.champion, &serving],
+            &[&id, &done.verdict, &gates, &done.champion, &serving],
         )
         .await
         .map(drop)

@@ -15,10 +15,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AuditRow, Backend, EvaluationRow, LeaseId, LeaseKind, ModelRow, ReplicaRow, StoreError, Totals,
-    now_ms, rfc3339,
+    AuditRow, Backend, EvaluationRow, FinishedEvaluation, LeaseId, LeaseKind, ModelRow, ReplicaRow,
+    StoreError, Totals, now_ms, rfc3339,
 };
-use crate::evaluation::Evaluation;
 use schema::migrate;
 
 mod cluster;
@@ -176,10 +175,13 @@ impl Backend for Sqlite {
         }).await
     }
 
-    async fn finish_evaluation(&self, id: i64, e: &Evaluation) -> Result<(), StoreError> {
-        let gates = serde_json::to_string(&e.gates).unwrap_or_else(|_| "[]".into());
-        let serving = (!e.serving.is_null()).then(|| e.serving.to_string());
-        let (verdict, champion) = (e.verdict.as_str(), e.champion.clone());
+    async fn finish_evaluation(
+        &self,
+        id: i64,
+        done: &FinishedEvaluation,
+    ) -> Result<(), StoreError> {
+        let (gates, serving) = done.columns();
+        let (verdict, champion) = (done.verdict.clone(), done.champion.clone());
         self.with(move |c| {
             c.execute(
                 "UPDATE evaluations SET status = 'done', verdict = ?2, gates = ?3, finished_at = ?4,

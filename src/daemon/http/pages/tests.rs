@@ -110,7 +110,10 @@ async fn record(
         .await
         .unwrap();
     let e = Evaluation::for_test(model, version, verdict, gates);
-    app.store.finish_evaluation(id, &e).await.unwrap();
+    app.store
+        .finish_evaluation(id, &e.history().unwrap())
+        .await
+        .unwrap();
     if let Some(a) = action {
         app.store
             .set_action(model, version, Some(verdict.as_str()), a)
