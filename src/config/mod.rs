@@ -8,6 +8,7 @@
 mod gate;
 mod load;
 mod required_tags;
+mod state_url;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use gate::{
 };
 pub use load::{ConfigError, Loaded, from_text, load, locate};
 pub use required_tags::RequiredTags;
+pub use state_url::{StateUrl, redact_url};
 
 /// The whole `stagegate.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{Config, GateKind, Promote, ServingMode, Target};
+use super::{Config, GateKind, Promote, ServingMode, StateUrl, Target};
 
 /// `(key path, reason)` of the first problem found.
 pub type Problem = (String, String);
@@ -100,7 +100,7 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
     if let Some(url) = &c.state.url {
         // The database is reached at start-up (`stagegate check` tries it); here only the
         // URL's form, without ever echoing a password.
-        crate::store::check_url(url).map_err(|why| ("state.url".to_string(), why))?;
+        StateUrl::parse(url).map_err(|why| ("state.url".to_string(), why))?;
     }
     if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&c.state.lease) {
         return Err((

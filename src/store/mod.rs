@@ -21,13 +21,8 @@ mod sqlite;
 
 pub use backend::{Backend, LeaseId, LeaseKind};
 pub use error::StoreError;
-pub use postgres::redact_url;
 
-/// Whether `url` is a usable `state.url` (its form only; nothing is connected). The message
-/// names what is wrong and never contains the password.
-pub fn check_url(url: &str) -> Result<(), String> {
-    postgres::check_url(url)
-}
+use crate::config::redact_url;
 
 /// Where the store lives.
 #[derive(Debug, Clone)]

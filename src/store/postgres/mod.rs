@@ -18,22 +18,12 @@ mod connect;
 mod queries;
 mod schema;
 
-pub use connect::redact_url;
-
 /// The schema version the database at `url` is at, and this build's; nothing is changed.
 pub(super) async fn schema_versions(url: &str) -> Result<(i64, i64), StoreError> {
     let me = Postgres::connect(url)?;
     let conn = me.conn().await?;
     let at = schema::current(&conn).await.map_err(|e| me.err(e))?;
     Ok((at, schema::MIGRATIONS.len() as i64))
-}
-
-pub(super) fn check_url(url: &str) -> Result<(), String> {
-    match connect::parse(url) {
-        Ok(_) => Ok(()),
-        Err(StoreError::Url(why)) => Err(why),
-        Err(other) => Err(other.to_string()),
-    }
 }
 
 /// The database server's clock in unix ms, as an SQL expression.
