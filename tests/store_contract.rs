@@ -18,6 +18,7 @@ type Case = fn(Store, Option<Store>) -> futures::future::BoxFuture<'static, ()>;
 const CASES: &[(&str, Case)] = &[
     ("deliveries", |s, _| Box::pin(deliveries(s))),
     ("history", |s, _| Box::pin(history(s))),
+    ("version_order", |s, _| Box::pin(version_order(s))),
     ("actions", |s, _| Box::pin(actions(s))),
     ("audit", |s, _| Box::pin(audit(s))),
     ("queue_and_requests", |s, _| Box::pin(queue_and_requests(s))),
@@ -174,6 +175,45 @@ async fn history(s: Store) {
             .collect::<Vec<_>>(),
         vec!["9", "10"]
     );
+}
+
+/// The charts' points: each version's newest finished evaluation, oldest version first.
+/// Versions sort as whole numbers; anything else (MLflow makes none) sorts before them, in
+/// the order it was evaluated, and never fails the query.
+async fn version_order(s: Store) {
+    let huge = "123456789012345678901234567890";
+    for v in ["10", "x", "9", "2", huge, "y", "1", "2"] {
+        let id = s.begin_evaluation("c", v, "p", "d", "poll").await.unwrap();
+        s.finish_evaluation(id, &eval(Verdict::Passed))
+            .await
+            .unwrap();
+    }
+    // Running and failed evaluations are no points.
+    s.begin_evaluation("c", "11", "p", "d", "poll")
+        .await
+        .unwrap();
+    let failed = s
+        .begin_evaluation("c", "12", "p", "d", "poll")
+        .await
+        .unwrap();
+    s.fail_evaluation(failed, "boom").await.unwrap();
+    let versions = |rows: Vec<stagegate::store::EvaluationRow>| {
+        rows.into_iter().map(|r| r.version).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        versions(s.latest_per_version("c", 3).await.unwrap()),
+        ["2", "9", "10"]
+    );
+    assert_eq!(
+        versions(s.latest_per_version("c", 10).await.unwrap()),
+        ["x", huge, "y", "1", "2", "9", "10"]
+    );
+    // The newest evaluation of a version evaluated twice.
+    let twice = s.latest_per_version("c", 10).await.unwrap();
+    let two = twice.iter().find(|r| r.version == "2").unwrap();
+    let all = s.evaluations(Some("c"), 20).await.unwrap();
+    let newest_of_two = all.iter().find(|r| r.version == "2").unwrap().id;
+    assert_eq!(two.id, newest_of_two);
 }
 
 async fn actions(s: Store) {

@@ -1,9 +1,11 @@
 //! The store seam: every operation the daemon asks of its store, async, with one typed error.
 //! A backend is one module implementing [`Backend`] plus one arm in [`super::Store::open`];
-//! nothing outside `store` knows which one runs.
+//! a SQL database implements the smaller [`super::sql::Sql`] instead and gets every
+//! operation from the statements the SQL backends share. Nothing outside `store` knows which
+//! backend runs.
 //!
-//! Times are unix milliseconds. Lease times are the *store's* clock (the database server's
-//! for PostgreSQL), so that replicas whose clocks disagree still agree on who holds what.
+//! Times are unix milliseconds, by the *store's* clock (the database's), so that replicas
+//! whose clocks disagree still agree on who holds what.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

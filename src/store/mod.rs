@@ -4,8 +4,9 @@
 //! that touches disk or a database.
 //!
 //! Two backends sit behind one seam ([`Backend`]): SQLite (embedded, one replica, the
-//! default) and PostgreSQL (several replicas sharing it). [`Store::open`] picks one from the
-//! configuration; nothing else knows which runs.
+//! default) and PostgreSQL (several replicas sharing it). Both run the same statements and
+//! read rows the same way (`sql`); they differ in connections, clocks and schemas.
+//! [`Store::open`] picks one from the configuration; nothing else knows which runs.
 
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use serde::Serialize;
 mod backend;
 mod error;
 mod postgres;
+mod sql;
 mod sqlite;
 
 pub use backend::{Backend, LeaseId, LeaseKind};
