@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{Gate, Policy};
-use crate::gates::{self, Facts, GateResult, Outcome};
+use crate::gates::{self, Facts, GateResult, Outcome, Subject};
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::serving::{Environment, Session};
 use crate::store::FinishedEvaluation;
@@ -77,19 +77,16 @@ pub async fn evaluate(
         candidate.clone(),
         champion.cloned(),
     );
+    let subject = Subject {
+        candidate,
+        champion,
+        facts: &facts,
+        session: &session,
+        tracking_uri: client.tracking_uri(),
+    };
     let mut results = Vec::with_capacity(policy.gates.len());
     for gate in &policy.gates {
-        results.push(
-            judge(
-                gate,
-                candidate,
-                champion,
-                &facts,
-                &session,
-                client.tracking_uri(),
-            )
-            .await,
-        );
+        results.push(judge(gate, &subject).await);
     }
     let serving = session.usage();
     drop(session);
@@ -120,24 +117,18 @@ pub async fn evaluate(
     })
 }
 
-/// One gate; a model gate that does not pass is run again up to `retries` times.
-async fn judge(
-    gate: &Gate,
-    candidate: &ModelVersion,
-    champion: Option<&ModelVersion>,
-    facts: &Facts,
-    session: &Session,
-    tracking_uri: &str,
-) -> GateResult {
+/// One gate; a gate that does not pass is run again up to `retries` times where that can
+/// change its outcome.
+async fn judge(gate: &Gate, subject: &Subject<'_>) -> GateResult {
     let started = Instant::now();
-    if let Some(j) = gates::judge_registry_gate(&gate.kind, candidate, champion, facts) {
-        return GateResult::new(gate, j, started.elapsed().as_millis() as u64, 1);
-    }
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let j = gates::judge_model_gate(&gate.kind, session, tracking_uri).await;
-        if j.outcome == Outcome::Pass || attempts > gate.retries {
+        let j = gates::judge(&gate.kind, subject).await;
+        let again = j.outcome != Outcome::Pass
+            && attempts <= gate.retries
+            && gates::retries_apply(&gate.kind);
+        if !again {
             return GateResult::new(gate, j, started.elapsed().as_millis() as u64, attempts);
         }
         tracing::info!(gate = %gate.name, attempt = attempts, outcome = j.outcome.as_str(), message = %j.message, "gate did not pass; retrying");

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use gate::{
-    CaseFamily, ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind,
+    CaseFamily, ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind, GateType,
     Inconclusive, LatencyGate, MetricGate, RunGate, Slices, TagsGate, VsChampion,
 };
 pub use load::{ConfigError, Loaded, from_text, load, locate};

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use crate::config::GateType;
 use crate::daemon::App;
 use crate::store::{EvaluationRow, Store, StoreError};
 use layout::Header;
@@ -209,31 +210,32 @@ pub async fn model(
 }
 
 /// The gates charted for a model, as (name, type): its policy's now, else those of its
-/// newest evaluation (a model no policy matches any more).
+/// newest evaluation (a model no policy matches any more; a type this build does not know is
+/// left out).
 fn charted_gates(
     policy: Option<&crate::config::Policy>,
     rows: &[EvaluationRow],
-) -> Vec<(String, String)> {
+) -> Vec<(String, GateType)> {
     match policy {
         Some(p) => p
             .gates
             .iter()
-            .map(|g| (g.name.clone(), g.kind.type_name().to_string()))
+            .map(|g| (g.name.clone(), g.kind.gate_type()))
             .collect(),
         None => rows
             .last()
             .and_then(|r| r.gates.as_array())
             .into_iter()
             .flatten()
-            .map(|g| (str_of(&g["name"]), str_of(&g["type"])))
+            .filter_map(|g| Some((str_of(&g["name"]), GateType::parse(g["type"].as_str()?)?)))
             .collect(),
     }
 }
 
-fn series_of(names: &[(String, String)], rows: &[EvaluationRow]) -> Vec<series::Series> {
+fn series_of(names: &[(String, GateType)], rows: &[EvaluationRow]) -> Vec<series::Series> {
     let refs: Vec<series::GateRef> = names
         .iter()
-        .map(|(n, k)| series::GateRef { name: n, kind: k })
+        .map(|(name, kind)| series::GateRef { name, kind: *kind })
         .collect();
     series::all(&refs, rows)
 }
