@@ -14,6 +14,7 @@ pub mod model_files;
 pub mod model_state;
 pub mod process;
 pub mod report;
+pub mod secret;
 pub mod serving;
 pub mod store;
 pub mod tags;

@@ -438,7 +438,7 @@ mod tests {
             )
             .map(|c| {
                 c.webhooks
-                    .secrets
+                    .secrets_of("secrets")
                     .iter()
                     .map(|s| s.expose().to_string())
                     .collect::<Vec<_>>()

@@ -10,6 +10,7 @@ mod load;
 mod required_tags;
 mod state_url;
 mod validate;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +24,9 @@ pub use gate::{
 pub use load::{ConfigError, Loaded, from_text, load, locate};
 pub use required_tags::RequiredTags;
 pub use state_url::{StateUrl, redact_url};
+pub use webhooks::WebhooksConfig;
+
+pub use crate::secret::Secret;
 
 /// The whole `stagegate.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -87,33 +91,6 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             api_token: None,
             shutdown_grace: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhooksConfig {
-    /// MLflow OSS webhooks (`POST /webhooks/mlflow`); any one may sign.
-    #[serde(skip_serializing)]
-    pub secrets: Vec<Secret>,
-    /// Databricks registry webhooks (`POST /webhooks/databricks`); any one may sign.
-    #[serde(skip_serializing)]
-    pub databricks_secrets: Vec<Secret>,
-    #[serde(with = "duration")]
-    pub tolerance: Duration,
-    /// How long delivery ids are remembered for de-duplication.
-    #[serde(with = "duration")]
-    pub dedupe_retention: Duration,
-}
-
-impl Default for WebhooksConfig {
-    fn default() -> Self {
-        Self {
-            secrets: Vec::new(),
-            databricks_secrets: Vec::new(),
-            tolerance: Duration::from_secs(300),
-            dedupe_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -353,26 +330,6 @@ impl Default for ServingConfig {
 pub enum ServingMode {
     Local,
     Url,
-}
-
-/// A secret string that never prints itself (config dumps, `Debug`, logs).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 impl Config {

@@ -48,10 +48,8 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
             ),
         ));
     }
-    for (key, secrets) in [
-        ("secrets", &c.webhooks.secrets),
-        ("databricks_secrets", &c.webhooks.databricks_secrets),
-    ] {
+    for key in crate::webhook::secret_keys() {
+        let secrets = c.webhooks.secrets_of(key);
         if let Some(i) = secrets.iter().position(|s| s.expose().is_empty()) {
             return Err((
                 format!("webhooks.{key}[{i}]"),

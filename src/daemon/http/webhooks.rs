@@ -16,7 +16,7 @@ use serde_json::json;
 use super::error;
 use crate::config::WebhooksConfig;
 use crate::daemon::App;
-use crate::webhook::{Context, Databricks, Delivery, Mlflow, Rejection, Route, Source};
+use crate::webhook::{self, Context, Delivery, ForEach, Rejection, Route, Source};
 
 /// Bodies above this are refused with 413 before they are read whole.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -33,35 +33,45 @@ pub const RECHECKS: [Duration; 6] = [
     Duration::from_secs(120),
 ];
 
-/// A webhook source as the daemon mounts it: `POST /webhooks/{name}` and its `/status` entry.
+/// A webhook source as the daemon mounts it: `POST /webhooks/{name}`.
 pub struct Mounted {
     pub name: &'static str,
     pub handler: MethodRouter<Arc<App>>,
-    /// How many secrets may sign its deliveries (0 = disabled); never the secrets.
-    pub secrets: fn(&WebhooksConfig) -> usize,
 }
 
-fn mount<S: Source>() -> Mounted {
-    Mounted {
-        name: S::NAME,
-        handler: post(receive::<S>),
-        secrets: |w| S::secrets(w).len(),
+/// Every webhook source of [`webhook::for_each`], mounted.
+pub fn sources() -> Vec<Mounted> {
+    struct Mount(Vec<Mounted>);
+    impl ForEach for Mount {
+        fn source<S: Source>(&mut self) {
+            self.0.push(Mounted {
+                name: S::NAME,
+                handler: post(receive::<S>),
+            });
+        }
     }
+    let mut mount = Mount(Vec::new());
+    webhook::for_each(&mut mount);
+    mount.0
 }
 
-/// Every webhook source stagegate receives. A new source is its module in `crate::webhook`
-/// plus one entry here.
-pub fn sources() -> [Mounted; 2] {
-    [mount::<Mlflow>(), mount::<Databricks>()]
-}
-
-/// The `/status` entry of every source: enabled, and the number of secrets.
+/// The `/status` entry of every source: enabled, and the number of secrets (never the
+/// secrets).
 pub fn status(w: &WebhooksConfig) -> serde_json::Value {
-    let entries = sources().into_iter().map(|s| {
-        let n = (s.secrets)(w);
-        (s.name.to_string(), json!({"enabled": n > 0, "secrets": n}))
-    });
-    serde_json::Value::Object(entries.collect())
+    struct Status<'a>(
+        &'a WebhooksConfig,
+        serde_json::Map<String, serde_json::Value>,
+    );
+    impl ForEach for Status<'_> {
+        fn source<S: Source>(&mut self) {
+            let n = self.0.secrets_of(S::SECRETS_KEY).len();
+            self.1
+                .insert(S::NAME.into(), json!({"enabled": n > 0, "secrets": n}));
+        }
+    }
+    let mut status = Status(w, serde_json::Map::new());
+    webhook::for_each(&mut status);
+    serde_json::Value::Object(status.1)
 }
 
 /// The receiver of source `S` (`POST /webhooks/{S::NAME}`).
@@ -112,7 +122,8 @@ async fn handle<S: Source>(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let cx = Context {
-        webhooks: &cfg.webhooks,
+        secrets: cfg.webhooks.secrets_of(S::SECRETS_KEY),
+        tolerance: cfg.webhooks.tolerance,
         tag_prefix: &cfg.mlflow.tag_prefix,
         now_unix,
     };

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use crate::config::GateType;
 use crate::daemon::App;
 use crate::store::{EvaluationRow, Store, StoreError};
+use crate::webhook::{Mlflow, Source};
 use layout::Header;
 
 pub const CSS_PATH: &str = concat!("/assets/status.css?v=", env!("CARGO_PKG_VERSION"));
@@ -300,7 +301,7 @@ fn header(app: &App, fresh: &layout::Fresh) -> Header {
         mlflow_uri: live.engine.client.shown_uri(),
         poll_last: poll.last_started,
         poll_next: poll.next,
-        webhooks: !cfg.webhooks.secrets.is_empty(),
+        webhooks: !cfg.webhooks.secrets_of(Mlflow::SECRETS_KEY).is_empty(),
         depth: app.scheduler.depth(),
         in_flight: app.scheduler.in_flight(),
         delayed: app.scheduler.delayed(),
