@@ -3,7 +3,7 @@
 //!
 //! Every move re-reads the candidate and the champion first and refuses if either changed
 //! since the evaluation began, or if the verdict is no longer current for the version's
-//! inputs (SPEC §5). Every step is idempotent, and a promotion is bracketed by
+//! inputs (its fingerprint). Every step is idempotent, and a promotion is bracketed by
 //! `replaced_version` and `promoted` so an interrupted one is finished, never redone.
 //!
 //! stagegate never deletes or moves the *candidate* alias: MLflow has no conditional alias

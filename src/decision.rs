@@ -1,4 +1,4 @@
-//! The decision core (SPEC §5): pure functions from what the registry says to what to do.
+//! The decision core: pure functions from what the registry says to what to do.
 //! No IO here, so every rule is unit-tested.
 //!
 //! [`decide`] says what to do with one evaluated candidate. [`plan`] is the reconciler's

@@ -264,7 +264,8 @@ impl Engine {
     }
 }
 
-/// The process exit code of `stagegate evaluate` for an outcome (SPEC §2).
+/// The process exit code of `stagegate evaluate` for an outcome: 0 passed, 1 failed, 2 could
+/// not tell (an error verdict, an inconclusive comparison, or an action that failed).
 pub fn exit_code(outcome: &Outcome) -> u8 {
     if outcome.act_error.is_some() {
         return 2;

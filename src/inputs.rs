@@ -1,4 +1,5 @@
-//! What a verdict is judged from, as one short hash: the inputs fingerprint (SPEC §5).
+//! What a verdict is judged from, as one short hash: the inputs fingerprint. A verdict counts
+//! only while the fingerprint it carries equals the one its version's inputs give now.
 //!
 //! A verdict is current while its inputs are unchanged: the policy digest, the version's own
 //! (non-stagegate) tags, its run and source, and the champion it was compared with. The hash of

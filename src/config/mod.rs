@@ -1,4 +1,5 @@
-//! The configuration schema of SPEC §3, as typed Rust values.
+//! The configuration schema, every key of `stagegate.toml` (docs/configuration.md), as typed
+//! Rust values.
 //!
 //! Every table denies unknown keys so that a typo is an error, never a silently ignored
 //! setting. Loading (file search, env overrides, error messages) lives in [`load`]; the
@@ -333,7 +334,8 @@ pub enum ServingMode {
 }
 
 impl Config {
-    /// The first policy whose `models` globs match `model` (SPEC: first match wins).
+    /// The policy for `model`: policies are tried in the file's order and the first whose
+    /// `models` globs match wins; later ones are never consulted.
     pub fn policy_for(&self, model: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.matches(model))
     }

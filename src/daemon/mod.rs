@@ -167,7 +167,8 @@ fn build_engine(loaded: &Loaded, health: Arc<Health>) -> Result<Engine, MlflowEr
     Ok(Engine::new(client, loaded))
 }
 
-/// Refuse a non-loopback listen address without an API token (SPEC §6).
+/// Refuse a non-loopback listen address without an API token: the mutating routes (evaluate,
+/// pause, resume) would be open to the network.
 pub fn check_listen(loaded: &Loaded) -> Result<SocketAddr, DaemonError> {
     let addr: SocketAddr = loaded.config.server.listen.parse().map_err(|_| {
         config::ConfigError::new(

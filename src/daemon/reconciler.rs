@@ -195,8 +195,9 @@ async fn converge(
                 }
                 notify::verdict(app, &evaluation);
                 if evaluation.verdict == Verdict::Error && !attempt.last {
-                    // SPEC §5: an error is retried with backoff; the request makes the next
-                    // attempt evaluate again despite the recorded verdict.
+                    // An error verdict is retried with backoff, up to `workers.max_attempts`;
+                    // the request makes the next attempt evaluate again despite the recorded
+                    // verdict.
                     app.store.request_evaluation(model, &version).await?;
                     return Err(ReconcileError::GateError(version));
                 }

@@ -153,7 +153,7 @@ pub struct EvaluationRow {
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
     /// The champion the candidate was judged with. Shown on the status page; not part of the
-    /// SPEC §6 history row, so not serialised.
+    /// history rows the API serves (`/v1/evaluations`), so not serialised.
     #[serde(skip)]
     pub champion: Option<String>,
     /// Serving start-ups and request time (`null` when nothing was served); status page only.

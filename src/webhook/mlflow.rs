@@ -1,7 +1,7 @@
 //! MLflow OSS webhook deliveries: signature verification over the raw body (before any
 //! parsing), timestamp tolerance, the typed event inside and where it leads. No IO.
 //!
-//! Signature (SPEC §1): `X-MLflow-Signature: v1,<base64(HMAC-SHA256(secret, "{id}.{ts}.{body}"))>`
+//! Signature: `X-MLflow-Signature: v1,<base64(HMAC-SHA256(secret, "{id}.{ts}.{body}"))>`
 //! with the secret's UTF-8 bytes as key. Every configured secret is tried, so secrets rotate.
 
 use std::time::Duration;

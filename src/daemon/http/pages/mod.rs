@@ -39,8 +39,8 @@ const JS: &str = include_str!("assets/status.js");
 pub const HISTORY_PAGE: usize = 50;
 /// Versions a model page charts (the newest).
 const CHART_VERSIONS: usize = 200;
-/// The home page charts the most recently evaluated models, fewer versions each: SPEC's
-/// "per model a chart of each threshold gate", bounded so the page stays light.
+/// The home page charts each threshold gate of the most recently evaluated models, with fewer
+/// versions than a model's own page, so that it stays light.
 const HOME_CHART_MODELS: usize = 10;
 const HOME_CHART_VERSIONS: usize = 30;
 const AUDIT_ROWS: usize = 100;

@@ -251,8 +251,8 @@ async fn the_evaluation_page_shows_gates_and_links_mlflow_without_credentials() 
     assert!(p.body.contains("No gate served the model."));
 }
 
-/// SPEC §6: the home page charts each model's threshold gates across versions (the most
-/// recently evaluated models), one point per version, against the threshold line.
+/// The home page charts each model's threshold gates across versions (the most recently
+/// evaluated models), one point per version, against the threshold line.
 #[tokio::test]
 async fn the_home_page_charts_each_models_thresholds() {
     let (app, _dir) = test_app(CONFIG).await;
