@@ -47,7 +47,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MlflowConfig {
-    /// Overridden by `MLFLOW_TRACKING_URI` (see README: environment wins over the file).
+    /// An http(s) URL, or [`DATABRICKS_TRACKING_URI`]. Overridden by `MLFLOW_TRACKING_URI`
+    /// (the environment wins over the file), and that by `STAGEGATE_MLFLOW__TRACKING_URI`.
     pub tracking_uri: Option<String>,
     #[serde(with = "duration")]
     pub request_timeout: Duration,
@@ -61,6 +62,10 @@ pub struct MlflowConfig {
     /// when MLflow sits behind a TLS proxy far away.
     pub keep_alive: bool,
 }
+
+/// The tracking URI that means "the Databricks workspace of `$DATABRICKS_HOST`", reached with
+/// `$DATABRICKS_TOKEN`, wherever the URI is set.
+pub const DATABRICKS_TRACKING_URI: &str = "databricks";
 
 impl Default for MlflowConfig {
     fn default() -> Self {

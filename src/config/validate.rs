@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{Config, GateKind, Promote, ServingMode, StateUrl, Target};
+use super::{Config, DATABRICKS_TRACKING_URI, GateKind, Promote, ServingMode, StateUrl, Target};
 
 /// `(key path, reason)` of the first problem found.
 pub type Problem = (String, String);
@@ -28,8 +28,13 @@ const DATASET_METRICS: &[&str] = &[
 
 pub fn validate(config: &mut Config) -> Result<(), Problem> {
     let c = config;
-    if let Some(uri) = &c.mlflow.tracking_uri {
-        http_url(uri).map_err(|r| ("mlflow.tracking_uri".into(), r))?;
+    if let Some(uri) = &c.mlflow.tracking_uri
+        && uri.trim() != DATABRICKS_TRACKING_URI
+    {
+        http_url(uri).map_err(|r| {
+            let r = format!("{r} (or `{DATABRICKS_TRACKING_URI}`, for a Databricks workspace)");
+            ("mlflow.tracking_uri".to_string(), r)
+        })?;
     }
     nonzero(c.mlflow.request_timeout, "mlflow.request_timeout")?;
     tag_key_chars(&c.mlflow.tag_prefix).map_err(|r| ("mlflow.tag_prefix".into(), r))?;
