@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{self, Loaded};
+use crate::config::{self, Config, Loaded, WorkersConfig};
 use crate::engine::Engine;
 use crate::mlflow::{Client, MlflowError, Settings};
 use crate::store::{Store, StoreError, Target};
@@ -132,33 +132,57 @@ impl App {
         Ok(())
     }
 
-    /// Swap in a new configuration (SIGHUP). Settings read only at start-up keep their old
-    /// values until a restart, and say so.
+    /// Swap in a new configuration (SIGHUP): every setting but those of [`AT_RESTART`], which
+    /// keep their old values until a restart, and say so. Returns the keys that wait.
     ///
     /// Every start-up check applies, against the address actually listened on as well as the
     /// new file's: a reload that dropped the API token would otherwise leave a non-loopback
     /// listener with open mutating routes. A refused reload keeps the old configuration.
-    pub fn reload(&self, loaded: Loaded) -> Result<(), DaemonError> {
+    pub fn reload(&self, loaded: Loaded) -> Result<Vec<&'static str>, DaemonError> {
         check_listen(&loaded)?;
         if !self.listen.ip().is_loopback() && loaded.config.server.api_token.is_none() {
             return Err(DaemonError::NoToken(self.listen));
         }
         let old = self.live();
-        let (a, b) = (&old.loaded.config, &loaded.config);
-        if a.server.listen != b.server.listen
-            || a.state.path != b.state.path
-            || a.state.url != b.state.url
-            || a.state.lease != b.state.lease
-            || a.workers.count != b.workers.count
-        {
+        let waiting: Vec<&'static str> = AT_RESTART
+            .iter()
+            .filter(|(_, changed)| changed(&old.loaded.config, &loaded.config))
+            .map(|(key, _)| *key)
+            .collect();
+        if !waiting.is_empty() {
             tracing::warn!(
-                "server.listen, state.path, state.url, state.lease and workers.count take effect at the next restart"
+                keys = %waiting.join(", "),
+                "changed settings that take effect at the next restart; until then the old values stay"
             );
         }
         let engine = build_engine(&loaded, self.health.clone())?;
+        self.scheduler.set_backoff(backoff(&loaded.config.workers));
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live { loaded, engine });
         tracing::info!("configuration reloaded");
-        Ok(())
+        Ok(waiting)
+    }
+}
+
+/// Whether a setting differs between two configurations.
+type Differs = fn(&Config, &Config) -> bool;
+
+/// The settings read once, at start-up: the socket, the store and its leases, the worker
+/// pool. A reload applies every other setting.
+const AT_RESTART: &[(&str, Differs)] = &[
+    ("server.listen", |a, b| a.server.listen != b.server.listen),
+    ("state.path", |a, b| a.state.path != b.state.path),
+    ("state.url", |a, b| a.state.url != b.state.url),
+    ("state.lease", |a, b| a.state.lease != b.state.lease),
+    ("workers.count", |a, b| a.workers.count != b.workers.count),
+];
+
+/// How a failed reconcile is retried: `workers.backoff` doubling up to five minutes, at most
+/// `workers.max_attempts` attempts.
+fn backoff(w: &WorkersConfig) -> Backoff {
+    Backoff {
+        base: w.backoff,
+        max: Duration::from_secs(300),
+        max_attempts: w.max_attempts,
     }
 }
 
@@ -198,12 +222,7 @@ pub async fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, Dae
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(metrics.clone()));
     let engine = build_engine(&loaded, health.clone())?;
-    let w = &loaded.config.workers;
-    let scheduler = Scheduler::new(Backoff {
-        base: w.backoff,
-        max: Duration::from_secs(300),
-        max_attempts: w.max_attempts,
-    });
+    let scheduler = Scheduler::new(backoff(&loaded.config.workers));
     Ok(Arc::new(App {
         live: RwLock::new(Arc::new(Live { loaded, engine })),
         store,
@@ -402,4 +421,38 @@ pub(crate) async fn test_app(toml: &str) -> (Arc<App>, tempfile::TempDir) {
     let loaded = config::load(Some(&path)).expect("valid test config");
     let listen = check_listen(&loaded).expect("listen");
     (prepare(loaded, listen).await.expect("app"), dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "[workers]\ncount = 2\nmax_attempts = 5\nbackoff = \"2s\"\n\n\
+        [[policies]]\nname = \"p\"\ncandidate = { stage = \"Staging\" }\npromote = { stage = \"Production\" }\n";
+
+    #[tokio::test]
+    async fn a_reload_applies_the_retry_settings_and_names_what_waits_for_a_restart() {
+        let (app, dir) = test_app(CONFIG).await;
+        assert_eq!(app.scheduler.backoff().max_attempts, 5);
+        let path = dir.path().join("stagegate.toml");
+        let changed = CONFIG
+            .replace("count = 2", "count = 3")
+            .replace("max_attempts = 5", "max_attempts = 1")
+            .replace("backoff = \"2s\"", "backoff = \"7s\"")
+            .replace("[workers]", "[state]\nlease = \"20s\"\n\n[workers]");
+        std::fs::write(&path, changed).unwrap();
+        let waiting = app.reload(config::load(Some(&path)).unwrap()).unwrap();
+        assert_eq!(waiting, ["state.lease", "workers.count"]);
+        assert_eq!(
+            app.scheduler.backoff(),
+            Backoff {
+                base: Duration::from_secs(7),
+                max: Duration::from_secs(300),
+                max_attempts: 1,
+            }
+        );
+        // A reload that changes nothing of the sort names nothing.
+        let waiting = app.reload(config::load(Some(&path)).unwrap()).unwrap();
+        assert!(waiting.is_empty(), "{waiting:?}");
+    }
 }
