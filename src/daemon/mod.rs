@@ -294,25 +294,8 @@ pub async fn run(
         }
     };
 
-    // Work a crash left (this replica's or another's): models whose holder died, and the
-    // persisted queue. The leases decide who takes each.
-    for model in app.store.orphans().await? {
-        tracing::info!(model, "redoing work a stopped replica left unfinished");
-        app.scheduler.enqueue(&model, "restart");
-    }
-    for model in app.store.queued(i64::MAX).await? {
-        app.scheduler.enqueue(&model, "restart");
-    }
-
-    let reconcile: scheduler::ReconcileFn = {
-        let app = app.clone();
-        Arc::new(move |model, attempt| reconciler::reconcile(app.clone(), model, attempt).boxed())
-    };
-    let workers = app.live().loaded.config.workers.count;
-    let sched = {
-        let (app, stop) = (app.clone(), stopped());
-        tokio::spawn(async move { app.scheduler.run(workers, reconcile, stop).await })
-    };
+    requeue_left_work(&app).await?;
+    let sched = tokio::spawn(run_workers(app.clone(), stopped()));
     let poller = tokio::spawn(poll::run(app.clone(), stopped()));
     let health = tokio::spawn(watch_mlflow(app.clone(), stopped()));
     let gauges = tokio::spawn(refresh_gauges(app.clone(), stopped()));
@@ -340,17 +323,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: no new work; finishing in-flight evaluations");
     let _ = stop_tx.send(true);
-    let grace = app.live().loaded.config.server.shutdown_grace;
-    let mut sched = sched;
-    if tokio::time::timeout(grace, &mut sched).await.is_err() {
-        tracing::warn!(
-            ?grace,
-            "in-flight evaluations did not finish within the grace period; abandoning them"
-        );
-        // Dropping an evaluation stops what it started: served models, commands.
-        sched.abort();
-        let _ = sched.await;
-    }
+    finish_in_flight(&app, sched).await;
     reloader.abort();
     for task in [poller, health, gauges, rounds] {
         let _ = task.await;
@@ -361,6 +334,43 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Queue the work a crash left (this replica's or another's): models whose holder died, and
+/// the persisted queue. The leases decide who takes each.
+async fn requeue_left_work(app: &App) -> Result<(), StoreError> {
+    for model in app.store.orphans().await? {
+        tracing::info!(model, "redoing work a stopped replica left unfinished");
+        app.scheduler.enqueue(&model, "restart");
+    }
+    for model in app.store.queued(i64::MAX).await? {
+        app.scheduler.enqueue(&model, "restart");
+    }
+    Ok(())
+}
+
+/// The scheduler's `workers.count` workers, reconciling until `stop`.
+async fn run_workers(app: Arc<App>, stop: impl Future<Output = ()>) {
+    let reconcile: scheduler::ReconcileFn = {
+        let app = app.clone();
+        Arc::new(move |model, attempt| reconciler::reconcile(app.clone(), model, attempt).boxed())
+    };
+    let workers = app.live().loaded.config.workers.count;
+    app.scheduler.run(workers, reconcile, stop).await
+}
+
+/// Give in-flight evaluations `server.shutdown_grace` to finish, then abandon them: dropping
+/// an evaluation stops what it started (served models, commands).
+async fn finish_in_flight(app: &App, mut workers: tokio::task::JoinHandle<()>) {
+    let grace = app.live().loaded.config.server.shutdown_grace;
+    if tokio::time::timeout(grace, &mut workers).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "in-flight evaluations did not finish within the grace period; abandoning them"
+        );
+        workers.abort();
+        let _ = workers.await;
+    }
 }
 
 /// Keep `/readyz` honest: ping MLflow when nothing else has heard from it for 2 s.

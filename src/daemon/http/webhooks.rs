@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,7 @@ use axum::routing::{MethodRouter, post};
 use serde_json::json;
 
 use super::error;
-use crate::config::WebhooksConfig;
+use crate::config::{Config, WebhooksConfig};
 use crate::daemon::App;
 use crate::webhook::{self, Context, Delivery, ForEach, Rejection, Route, Source};
 
@@ -98,6 +98,15 @@ async fn handle<S: Source>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(&'static str, Response), Rejection> {
+    let raw = read_body(headers, body).await?;
+    let live = app.live();
+    let cfg = &live.loaded.config;
+    let delivery = accept::<S>(cfg, headers, &raw)?;
+    Ok(take::<S>(app, cfg, delivery).await)
+}
+
+/// The body, refused past [`MAX_BODY`] before it is read whole when its length says so.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Rejection> {
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -105,11 +114,13 @@ async fn handle<S: Source>(
     if declared.is_some_and(|n| n > MAX_BODY) {
         return Err(Rejection::TooLarge(MAX_BODY));
     }
-    let raw = axum::body::to_bytes(body, MAX_BODY)
+    axum::body::to_bytes(body, MAX_BODY)
         .await
-        .map_err(|_| Rejection::TooLarge(MAX_BODY))?;
-    let live = app.live();
-    let cfg = &live.loaded.config;
+        .map_err(|_| Rejection::TooLarge(MAX_BODY))
+}
+
+/// Let the source verify and parse the delivery, with its secrets from `cfg`.
+fn accept<S: Source>(cfg: &Config, headers: &HeaderMap, raw: &[u8]) -> Result<Delivery, Rejection> {
     // Header values that are not text are as good as absent.
     let header = |name: &str| {
         headers
@@ -127,7 +138,12 @@ async fn handle<S: Source>(
         tag_prefix: &cfg.mlflow.tag_prefix,
         now_unix,
     };
-    let delivery = S::accept(&header, &raw, &cx)?;
+    S::accept(&header, raw, &cx)
+}
+
+/// Record the delivery (a repeat is answered as such), then queue its model if a policy
+/// wants it: the metrics outcome and the answer.
+async fn take<S: Source>(app: &App, cfg: &Config, delivery: Delivery) -> (&'static str, Response) {
     let Delivery {
         identity,
         event,
@@ -141,44 +157,25 @@ async fn handle<S: Source>(
     {
         Ok(true) => {}
         Ok(false) => {
-            return Ok((
-                "duplicate",
-                reply(
-                    StatusCode::OK,
-                    json!({"status": "duplicate", "delivery_id": identity}),
-                ),
-            ));
+            let body = json!({"status": "duplicate", "delivery_id": identity});
+            return ("duplicate", reply(StatusCode::OK, body));
         }
         // Without the shared store this replica can neither de-duplicate nor take a lease to
         // act: 503 makes the sender deliver again, to this replica or another.
         Err(e) => {
             tracing::warn!(error = %e, source = S::NAME, "could not record the delivery; answering 503");
-            return Ok((
-                "unavailable",
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"status": "unavailable", "error": e.to_string()}),
-                ),
-            ));
+            let body = json!({"status": "unavailable", "error": e.to_string()});
+            return ("unavailable", reply(StatusCode::SERVICE_UNAVAILABLE, body));
         }
     }
-    if let Route::Ignore(why) = route {
-        return Ok((
-            "ignored",
-            reply(
-                StatusCode::OK,
-                json!({"status": "ignored", "reason": why, "event": event}),
-            ),
-        ));
-    }
-    if cfg.policy_for(&model).is_none() {
-        return Ok((
-            "ignored",
-            reply(
-                StatusCode::OK,
-                json!({"status": "ignored", "reason": "no policy matches the model", "event": event}),
-            ),
-        ));
+    let ignored = match route {
+        Route::Ignore(why) => Some(why),
+        _ if cfg.policy_for(&model).is_none() => Some("no policy matches the model"),
+        _ => None,
+    };
+    if let Some(why) = ignored {
+        let body = json!({"status": "ignored", "reason": why, "event": event});
+        return ("ignored", reply(StatusCode::OK, body));
     }
     match route {
         Route::Created { .. } => {
@@ -195,13 +192,8 @@ async fn handle<S: Source>(
         delivery = identity,
         "webhook queued"
     );
-    Ok((
-        "queued",
-        reply(
-            StatusCode::ACCEPTED,
-            json!({"status": "queued", "model": model, "event": event}),
-        ),
-    ))
+    let body = json!({"status": "queued", "model": model, "event": event});
+    ("queued", reply(StatusCode::ACCEPTED, body))
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response {
