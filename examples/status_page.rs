@@ -146,7 +146,7 @@ async fn main() {
             version: v.clone(),
             policy: "p".into(),
             policy_digest: "d".into(),
-            verdict: Verdict::of(&g),
+            verdict: Verdict::of(g.iter().map(|g| (g.enforced, g.outcome))),
             gates: g,
             evaluated_at: "2026-11-01T00:00:00Z".into(),
             duration_ms: 900,

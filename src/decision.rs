@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{Mode, OnBypass, OnFail, Policy, Target};
 use crate::inputs;
-use crate::mlflow::ModelVersion;
+use crate::mlflow::types::ModelVersion;
 use crate::model_state::ModelState;
 use crate::tags::TagNames;
 use crate::verdict::Verdict;

@@ -106,7 +106,7 @@ pub async fn evaluate(
         version: candidate.version.clone(),
         policy: policy.name.clone(),
         policy_digest: policy.digest(),
-        verdict: Verdict::of(&results),
+        verdict: Verdict::of(results.iter().map(|g| (g.enforced, g.outcome))),
         gates: results,
         evaluated_at,
         duration_ms: started.elapsed().as_millis() as u64,

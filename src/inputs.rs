@@ -12,7 +12,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::mlflow::ModelVersion;
+use crate::mlflow::types::ModelVersion;
 use crate::tags::TagNames;
 use crate::verdict::Verdict;
 

@@ -1,9 +1,28 @@
-//! A version's verdict, and the rule that reduces gate results to it. Pure.
+//! What one gate says of a version (its [`Outcome`]), what all of a policy's gates say
+//! together (the [`Verdict`]), and the rule from the one to the other. Pure.
 
 use serde::Serialize;
 
-use crate::gates::{GateResult, Outcome};
+/// One gate's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Error,
+}
 
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// A version's verdict under a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
@@ -31,13 +50,16 @@ impl Verdict {
         }
     }
 
-    /// An enforced error makes the whole verdict `error`; else an enforced failure makes it
-    /// `failed`. Shadow gates never count.
-    pub fn of(gates: &[GateResult]) -> Verdict {
-        let enforced = || gates.iter().filter(|g| g.enforced);
-        if enforced().any(|g| g.outcome == Outcome::Error) {
+    /// The verdict of gate results given as (enforced, outcome): an enforced error makes it
+    /// `error`; else an enforced failure makes it `failed`. Shadow gates never count.
+    pub fn of(results: impl IntoIterator<Item = (bool, Outcome)>) -> Verdict {
+        let enforced: Vec<Outcome> = results
+            .into_iter()
+            .filter_map(|(enforced, outcome)| enforced.then_some(outcome))
+            .collect();
+        if enforced.contains(&Outcome::Error) {
             Verdict::Error
-        } else if enforced().any(|g| g.outcome == Outcome::Fail) {
+        } else if enforced.contains(&Outcome::Fail) {
             Verdict::Failed
         } else {
             Verdict::Passed
@@ -48,45 +70,25 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
-
-    fn result(outcome: Outcome, enforced: bool) -> GateResult {
-        GateResult {
-            name: "g".into(),
-            gate_type: "metric",
-            outcome,
-            enforced,
-            observed: Value::Null,
-            threshold: Value::Null,
-            message: String::new(),
-            duration_ms: 0,
-            attempts: 1,
-            details: None,
-            inconclusive: false,
-        }
-    }
 
     #[test]
     fn verdict_rules() {
         use Outcome::*;
-        assert_eq!(Verdict::of(&[result(Pass, true)]), Verdict::Passed);
-        assert_eq!(
-            Verdict::of(&[result(Pass, true), result(Fail, true)]),
-            Verdict::Failed
-        );
-        assert_eq!(
-            Verdict::of(&[result(Fail, true), result(Error, true)]),
-            Verdict::Error
-        );
+        let of = |results: &[(Outcome, bool)]| {
+            Verdict::of(
+                results
+                    .iter()
+                    .map(|(outcome, enforced)| (*enforced, *outcome)),
+            )
+        };
+        assert_eq!(of(&[(Pass, true)]), Verdict::Passed);
+        assert_eq!(of(&[(Pass, true), (Fail, true)]), Verdict::Failed);
+        assert_eq!(of(&[(Fail, true), (Error, true)]), Verdict::Error);
         // Shadow gates never block.
         assert_eq!(
-            Verdict::of(&[
-                result(Pass, true),
-                result(Fail, false),
-                result(Error, false)
-            ]),
+            of(&[(Pass, true), (Fail, false), (Error, false)]),
             Verdict::Passed
         );
-        assert_eq!(Verdict::of(&[]), Verdict::Passed);
+        assert_eq!(of(&[]), Verdict::Passed);
     }
 }

@@ -20,25 +20,8 @@ use serde_json::Value;
 use crate::config::{Gate, GateKind};
 use crate::mlflow::ModelVersion;
 use crate::serving::Session;
+pub use crate::verdict::Outcome;
 pub use facts::Facts;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Pass,
-    Fail,
-    Error,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Pass => "pass",
-            Outcome::Fail => "fail",
-            Outcome::Error => "error",
-        }
-    }
-}
 
 /// What a gate concluded, before the engine adds name, timing and attempts.
 #[derive(Debug, Clone, PartialEq)]

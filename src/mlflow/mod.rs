@@ -6,7 +6,7 @@
 
 mod client;
 mod error;
-mod types;
+pub mod types;
 
 use reqwest::Method;
 use serde::Deserialize;

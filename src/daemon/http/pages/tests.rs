@@ -103,7 +103,7 @@ async fn record(
     gates: Vec<GateResult>,
     action: Option<&str>,
 ) -> i64 {
-    let verdict = Verdict::of(&gates);
+    let verdict = Verdict::of(gates.iter().map(|g| (g.enforced, g.outcome)));
     let id = app
         .store
         .begin_evaluation(model, version, "p", "d", "poll")
