@@ -13,8 +13,9 @@ use axum::http::Request;
 use serde_json::{Value, json};
 use stagegate::config::{self, Gate, GateKind, MetricGate};
 use stagegate::daemon::{self, http};
-use stagegate::evaluation::{Evaluation, Verdict};
+use stagegate::evaluation::Evaluation;
 use stagegate::gates::{GateResult, Judgement, Outcome};
+use stagegate::verdict::Verdict;
 use tower::ServiceExt;
 
 const MODEL: &str = "fraud-model";
@@ -145,7 +146,7 @@ async fn main() {
             version: v.clone(),
             policy: "p".into(),
             policy_digest: "d".into(),
-            verdict: Verdict::of(&g),
+            verdict: Verdict::of(g.iter().map(|g| (g.enforced, g.outcome))),
             gates: g,
             evaluated_at: "2026-11-01T00:00:00Z".into(),
             duration_ms: 900,
@@ -154,7 +155,8 @@ async fn main() {
             datasets: vec![],
             serving: json!({"servers_started": 2, "startup_ms": 4100, "requests": 1200, "requests_ms": 800}),
         };
-        app.store.finish_evaluation(id, &e).await.expect("store");
+        let row = e.history().expect("gate results serialise");
+        app.store.finish_evaluation(id, &row).await.expect("store");
         let action = if e.verdict == Verdict::Passed {
             "promoted"
         } else {

@@ -3,7 +3,7 @@
 //!
 //! Every move re-reads the candidate and the champion first and refuses if either changed
 //! since the evaluation began, or if the verdict is no longer current for the version's
-//! inputs (SPEC §5). Every step is idempotent, and a promotion is bracketed by
+//! inputs (its fingerprint). Every step is idempotent, and a promotion is bracketed by
 //! `replaced_version` and `promoted` so an interrupted one is finished, never redone.
 //!
 //! stagegate never deletes or moves the *candidate* alias: MLflow has no conditional alias
@@ -13,10 +13,11 @@
 
 use crate::config::{OnBypass, Policy, Target};
 use crate::decision::{Decision, PROMOTED, REPLACED_NOTHING};
-use crate::evaluation::{Verdict, now_rfc3339};
+use crate::evaluation::now_rfc3339;
 use crate::mlflow::{Client, MlflowError};
 use crate::model_state::{Depth, ModelState, Placement};
-use crate::report::{TagNames, clip};
+use crate::tags::{TagNames, clip};
+use crate::verdict::Verdict;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {

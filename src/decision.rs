@@ -1,4 +1,4 @@
-//! The decision core (SPEC §5): pure functions from what the registry says to what to do.
+//! The decision core: pure functions from what the registry says to what to do.
 //! No IO here, so every rule is unit-tested.
 //!
 //! [`decide`] says what to do with one evaluated candidate. [`plan`] is the reconciler's
@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Mode, OnBypass, OnFail, Policy, Target};
-use crate::evaluation::Verdict;
 use crate::inputs;
-use crate::mlflow::ModelVersion;
+use crate::mlflow::types::ModelVersion;
 use crate::model_state::ModelState;
-use crate::report::TagNames;
+use crate::tags::TagNames;
+use crate::verdict::Verdict;
 
 pub const PROMOTED: &str = "promoted";
 /// `replaced_version` of a version that replaced nothing (there was no champion).
@@ -147,45 +147,62 @@ pub struct PlanInput<'a> {
 /// the model got here (lost webhooks, a crash, a request during an evaluation), the step is
 /// the same.
 pub fn plan(input: &PlanInput, state: &ModelState) -> Step {
+    if let Some(step) = champion_step(input, state) {
+        return step;
+    }
+    // An explicit request evaluates the version it names, candidate or not (only candidates
+    // are acted on, below).
+    if let Some(v) = input.requested.iter().find(|v| state.version(v).is_some()) {
+        return Step::Evaluate(v.clone());
+    }
+    candidates_step(input, state)
+}
+
+/// `v`'s `action` tag, empty without one.
+fn action(names: &TagNames, v: &ModelVersion) -> String {
+    v.tag(&names.action()).unwrap_or("").to_string()
+}
+
+/// What the champion needs first, if anything: an interrupted promotion finished, or a
+/// champion moved there by hand judged and answered.
+fn champion_step(input: &PlanInput, state: &ModelState) -> Option<Step> {
+    let (policy, names) = (input.policy, input.names);
+    let ch = state.champion(policy)?;
+    // `replaced_version` is written just before a move and `promoted` just after: a
+    // champion with the first but not the second is a promotion cut short by a crash.
+    if ch.tag(&names.replaced_version()).is_some() && action(names, ch) != PROMOTED {
+        return Some(Step::Finish(ch.version.clone()));
+    }
+    let ours = action(names, ch) == PROMOTED || ch.tag(&names.restored_at()).is_some();
+    if ours || policy.on_bypass == OnBypass::Ignore || ch.tag(&names.bypass()).is_some() {
+        return None;
+    }
+    // "What the gates say of it" needs a verdict on its current tags first; one made while
+    // it was a candidate (against the champion of then) still says it.
+    if inputs::verdict_as_judged(names, input.digest, ch).is_none() {
+        return Some(Step::Evaluate(ch.version.clone()));
+    }
+    Some(Step::Bypass(ch.version.clone()))
+}
+
+/// The candidates, newest first: the first one whose verdict is stale is evaluated, the first
+/// whose decision is not yet recorded is acted on; a failed candidate waiting to settle
+/// makes the model wait, and hides no older one.
+fn candidates_step(input: &PlanInput, state: &ModelState) -> Step {
     let PlanInput {
         policy,
         digest,
         names,
-        requested,
         paused,
         now,
         settle,
+        ..
     } = *input;
-    let action = |v: &ModelVersion| v.tag(&names.action()).unwrap_or("").to_string();
     let champion = state.champion(policy);
-
-    if let Some(ch) = champion {
-        // `replaced_version` is written just before a move and `promoted` just after: a
-        // champion with the first but not the second is a promotion cut short by a crash.
-        if ch.tag(&names.replaced_version()).is_some() && action(ch) != PROMOTED {
-            return Step::Finish(ch.version.clone());
-        }
-        let ours = action(ch) == PROMOTED || ch.tag(&names.restored_at()).is_some();
-        if !ours && policy.on_bypass != OnBypass::Ignore && ch.tag(&names.bypass()).is_none() {
-            // "What the gates say of it" needs a verdict on its current tags first; one made
-            // while it was a candidate (against the champion of then) still says it.
-            if inputs::verdict_as_judged(names, digest, ch).is_none() {
-                return Step::Evaluate(ch.version.clone());
-            }
-            return Step::Bypass(ch.version.clone());
-        }
-    }
-
-    // An explicit request evaluates the version it names, candidate or not (only candidates
-    // are acted on, below).
-    if let Some(v) = requested.iter().find(|v| state.version(v).is_some()) {
-        return Step::Evaluate(v.clone());
-    }
-
     let mut wait: Option<(String, Duration)> = None;
     for c in state.candidates(policy) {
         let record = |decision: Decision| {
-            (action(c) != decision.action_tag()).then(|| Step::Act {
+            (action(names, c) != decision.action_tag()).then(|| Step::Act {
                 version: c.version.clone(),
                 decision,
             })

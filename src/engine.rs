@@ -8,13 +8,15 @@ use std::path::PathBuf;
 
 use crate::config::{Config, Loaded, Policy};
 use crate::decision::{self, Decision, Options};
-use crate::evaluation::{self, EvalError, Evaluation, Verdict};
+use crate::evaluation::{self, EvalError, Evaluation};
 use crate::inputs;
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::model_state::{Depth, ModelState};
-use crate::report::{self, TagNames};
+use crate::report;
 use crate::serving::Environment;
 use crate::serving::host::Host;
+use crate::tags::TagNames;
+use crate::verdict::Verdict;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -281,7 +283,8 @@ impl Engine {
     }
 }
 
-/// The process exit code of `stagegate evaluate` for an outcome (SPEC §2).
+/// The process exit code of `stagegate evaluate` for an outcome: 0 passed, 1 failed, 2 could
+/// not tell (an error verdict, an inconclusive comparison, or an action that failed).
 pub fn exit_code(outcome: &Outcome) -> u8 {
     if outcome.act_error.is_some() {
         return 2;

@@ -7,50 +7,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{Gate, Policy};
-use crate::gates::{self, Facts, GateResult, Outcome};
+use crate::gates::{self, Facts, GateResult, Outcome, Subject};
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::serving::{Environment, Session};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Passed,
-    Failed,
-    /// Inconclusive: never acted on.
-    Error,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Passed => "passed",
-            Verdict::Failed => "failed",
-            Verdict::Error => "error",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Verdict> {
-        match s {
-            "passed" => Some(Verdict::Passed),
-            "failed" => Some(Verdict::Failed),
-            "error" => Some(Verdict::Error),
-            _ => None,
-        }
-    }
-
-    /// An enforced error makes the whole verdict `error`; else an enforced failure makes it
-    /// `failed`. Shadow gates never count.
-    pub fn of(gates: &[GateResult]) -> Verdict {
-        let enforced = || gates.iter().filter(|g| g.enforced);
-        if enforced().any(|g| g.outcome == Outcome::Error) {
-            Verdict::Error
-        } else if enforced().any(|g| g.outcome == Outcome::Fail) {
-            Verdict::Failed
-        } else {
-            Verdict::Passed
-        }
-    }
-}
+use crate::store::FinishedEvaluation;
+use crate::verdict::Verdict;
 
 /// A dataset read by a gate, recorded so the verdict can be reproduced.
 #[derive(Debug, Clone, Serialize)]
@@ -116,19 +77,16 @@ pub async fn evaluate(
         candidate.clone(),
         champion.cloned(),
     );
+    let subject = Subject {
+        candidate,
+        champion,
+        facts: &facts,
+        session: &session,
+        tracking_uri: client.tracking_uri(),
+    };
     let mut results = Vec::with_capacity(policy.gates.len());
     for gate in &policy.gates {
-        results.push(
-            judge(
-                gate,
-                candidate,
-                champion,
-                &facts,
-                &session,
-                client.tracking_uri(),
-            )
-            .await,
-        );
+        results.push(judge(gate, &subject).await);
     }
     let serving = session.usage();
     drop(session);
@@ -148,7 +106,7 @@ pub async fn evaluate(
         version: candidate.version.clone(),
         policy: policy.name.clone(),
         policy_digest: policy.digest(),
-        verdict: Verdict::of(&results),
+        verdict: Verdict::of(results.iter().map(|g| (g.enforced, g.outcome))),
         gates: results,
         evaluated_at,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -159,24 +117,18 @@ pub async fn evaluate(
     })
 }
 
-/// One gate; a model gate that does not pass is run again up to `retries` times.
-async fn judge(
-    gate: &Gate,
-    candidate: &ModelVersion,
-    champion: Option<&ModelVersion>,
-    facts: &Facts,
-    session: &Session,
-    tracking_uri: &str,
-) -> GateResult {
+/// One gate; a gate that does not pass is run again up to `retries` times where that can
+/// change its outcome.
+async fn judge(gate: &Gate, subject: &Subject<'_>) -> GateResult {
     let started = Instant::now();
-    if let Some(j) = gates::judge_registry_gate(&gate.kind, candidate, champion, facts) {
-        return GateResult::new(gate, j, started.elapsed().as_millis() as u64, 1);
-    }
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let j = gates::judge_model_gate(&gate.kind, session, tracking_uri).await;
-        if j.outcome == Outcome::Pass || attempts > gate.retries {
+        let j = gates::judge(&gate.kind, subject).await;
+        let again = j.outcome != Outcome::Pass
+            && attempts <= gate.retries
+            && gates::retries_apply(&gate.kind);
+        if !again {
             return GateResult::new(gate, j, started.elapsed().as_millis() as u64, attempts);
         }
         tracing::info!(gate = %gate.name, attempt = attempts, outcome = j.outcome.as_str(), message = %j.message, "gate did not pass; retrying");
@@ -208,6 +160,17 @@ impl Evaluation {
         })
     }
 
+    /// The row the store's history keeps of this evaluation. Gate results are JSON values
+    /// already, so this fails only on a bug; the caller records the failure instead.
+    pub fn history(&self) -> Result<FinishedEvaluation, serde_json::Error> {
+        Ok(FinishedEvaluation {
+            verdict: self.verdict.as_str().to_string(),
+            gates: serde_json::to_value(&self.gates)?,
+            champion: self.champion.clone(),
+            serving: self.serving.clone(),
+        })
+    }
+
     /// A bare evaluation (tests, here and in tests/).
     #[doc(hidden)]
     pub fn for_test(model: &str, version: &str, verdict: Verdict, gates: Vec<GateResult>) -> Self {
@@ -225,50 +188,5 @@ impl Evaluation {
             datasets: vec![],
             serving: Value::Null,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn result(outcome: Outcome, enforced: bool) -> GateResult {
-        GateResult {
-            name: "g".into(),
-            gate_type: "metric",
-            outcome,
-            enforced,
-            observed: Value::Null,
-            threshold: Value::Null,
-            message: String::new(),
-            duration_ms: 0,
-            attempts: 1,
-            details: None,
-            inconclusive: false,
-        }
-    }
-
-    #[test]
-    fn verdict_rules() {
-        use Outcome::*;
-        assert_eq!(Verdict::of(&[result(Pass, true)]), Verdict::Passed);
-        assert_eq!(
-            Verdict::of(&[result(Pass, true), result(Fail, true)]),
-            Verdict::Failed
-        );
-        assert_eq!(
-            Verdict::of(&[result(Fail, true), result(Error, true)]),
-            Verdict::Error
-        );
-        // Shadow gates never block.
-        assert_eq!(
-            Verdict::of(&[
-                result(Pass, true),
-                result(Fail, false),
-                result(Error, false)
-            ]),
-            Verdict::Passed
-        );
-        assert_eq!(Verdict::of(&[]), Verdict::Passed);
     }
 }

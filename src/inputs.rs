@@ -1,4 +1,5 @@
-//! What a verdict is judged from, as one short hash: the inputs fingerprint (SPEC §5).
+//! What a verdict is judged from, as one short hash: the inputs fingerprint. A verdict counts
+//! only while the fingerprint it carries equals the one its version's inputs give now.
 //!
 //! A verdict is current while its inputs are unchanged: the policy digest, the version's own
 //! (non-stagegate) tags, its run and source, and the champion it was compared with. The hash of
@@ -11,9 +12,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::evaluation::Verdict;
-use crate::mlflow::ModelVersion;
-use crate::report::TagNames;
+use crate::mlflow::types::ModelVersion;
+use crate::tags::TagNames;
+use crate::verdict::Verdict;
 
 /// Bump when the encoding below changes: old fingerprints then read as stale, which only costs
 /// one re-evaluation.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::config::{Policy, Target};
 use crate::inputs;
 use crate::mlflow::{Client, MlflowError, ModelVersion, RegisteredModel};
-use crate::report::TagNames;
+use crate::tags::TagNames;
 
 /// A model's versions as far as they were read, and its aliases.
 #[derive(Debug, Clone, Default)]

@@ -1,91 +1,20 @@
-//! What stagegate writes on model versions (SPEC §4): tag names under the configurable prefix,
-//! the report JSON (capped safely under MLflow's 100,000-character tag limit), and the order
-//! in which an evaluation's tags are written.
+//! Recording an evaluation on its model version: the report JSON (capped safely under MLflow's
+//! 100,000-character tag limit), and the order in which an evaluation's tags are written. The
+//! tags' names are [`crate::tags`].
 
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
 use crate::evaluation::Evaluation;
 use crate::mlflow::{Client, MlflowError, ModelVersion};
+use crate::tags::{TagNames, clip};
 
 /// MLflow's limit is 100,000 characters; stay clear of it.
 pub const REPORT_LIMIT: usize = 95_000;
 /// Tag writes sent at once: the server serialises them anyway, this hides round trips.
 const WRITE_CONCURRENCY: usize = 4;
-
-/// Tag keys under the configured prefix (default `stagegate.`).
-#[derive(Debug, Clone)]
-pub struct TagNames {
-    prefix: String,
-}
-
-impl TagNames {
-    pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.to_string(),
-        }
-    }
-    fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-    pub fn verdict(&self) -> String {
-        self.key("verdict")
-    }
-    pub fn policy(&self) -> String {
-        self.key("policy")
-    }
-    pub fn digest(&self) -> String {
-        self.key("policy_digest")
-    }
-    pub fn evaluated_at(&self) -> String {
-        self.key("evaluated_at")
-    }
-    pub fn gate(&self, gate: &str) -> String {
-        self.key(&format!("gate.{gate}"))
-    }
-    pub fn report(&self) -> String {
-        self.key("report")
-    }
-    pub fn action(&self) -> String {
-        self.key("action")
-    }
-    pub fn replaced_by(&self) -> String {
-        self.key("replaced_by")
-    }
-    pub fn replaced_at(&self) -> String {
-        self.key("replaced_at")
-    }
-    pub fn replaced_version(&self) -> String {
-        self.key("replaced_version")
-    }
-    pub fn bypass(&self) -> String {
-        self.key("bypass")
-    }
-    pub fn rolled_back(&self) -> String {
-        self.key("rolled_back")
-    }
-    pub fn restored_at(&self) -> String {
-        self.key("restored_at")
-    }
-
-    /// The inputs fingerprint that marks the verdict current (see `inputs`).
-    pub fn fingerprint(&self) -> String {
-        self.key("fingerprint")
-    }
-}
-
-/// Cut `s` to at most `max` characters, saying so.
-pub fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(16)).collect();
-    out.push_str(" …[truncated]");
-    out
-}
 
 /// The `stagegate.report` JSON, shrunk step by step until it fits under [`REPORT_LIMIT`]:
 /// first gate details go, then messages are shortened, then only outcomes remain.
@@ -190,14 +119,12 @@ pub async fn write_evaluation(
         .await
 }
 
-use futures::FutureExt as _;
-use futures::future::BoxFuture;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evaluation::{Evaluation, Verdict};
+    use crate::evaluation::Evaluation;
     use crate::gates::{GateResult, Outcome};
+    use crate::verdict::Verdict;
 
     fn eval_with_message(len: usize, gates: usize) -> Evaluation {
         let g = (0..gates)
@@ -235,12 +162,5 @@ mod tests {
             assert_eq!(v["truncated"], json!(true));
             assert_eq!(v["verdict"], json!("failed"));
         }
-    }
-
-    #[test]
-    fn clip_marks_truncation() {
-        assert_eq!(clip("short", 10), "short");
-        let c = clip(&"a".repeat(100), 40);
-        assert!(c.chars().count() <= 40 && c.ends_with("[truncated]"));
     }
 }

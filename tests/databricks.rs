@@ -194,10 +194,7 @@ async fn evaluate_against_a_databricks_tracking_uri_uses_the_host_and_token() {
     let m = unique("dbx-uri");
     let v = register_staging(&m);
     let proxy = FaultProxy::start(&mlflow_uri()).await;
-    let w = Workdir::new(&config(
-        STAGE_TARGETS,
-        "  [[policies.gates]]\n  name = \"accuracy\"\n  type = \"metric\"\n  metric = \"val_accuracy\"\n  min = 0.85\n",
-    ));
+    let w = Workdir::new(&config(STAGE_TARGETS, ACCURACY_GATE));
     let token = "dapi-test-token-0123";
     let r = run_env(
         &w,
@@ -206,29 +203,7 @@ async fn evaluate_against_a_databricks_tracking_uri_uses_the_host_and_token() {
         &[("DATABRICKS_HOST", &proxy.url), ("DATABRICKS_TOKEN", token)],
     )
     .await;
-    r.expect_code(0);
-    assert_eq!(r.json()["version"], json!(v));
-    assert_eq!(r.json()["verdict"], json!("passed"));
-    let seen = proxy.authorizations();
-    assert!(
-        !seen.is_empty()
-            && seen
-                .iter()
-                .all(|a| a.as_deref() == Some(&format!("Bearer {token}"))),
-        "{seen:?}"
-    );
-    assert!(
-        proxy
-            .requests()
-            .iter()
-            .any(|r| r.contains("/api/2.0/mlflow/")),
-        "{:?}",
-        proxy.requests()
-    );
-    assert!(
-        !r.stderr.contains(token) && !r.stdout.contains(token),
-        "the token was shown"
-    );
+    passed_through_the_workspace(&r, &v, &proxy, token);
 
     // Either variable missing: exit 2, naming it.
     let r = run_env(
@@ -258,4 +233,78 @@ async fn evaluate_against_a_databricks_tracking_uri_uses_the_host_and_token() {
         r.stderr
     );
     assert!(!r.stderr.contains(token), "the token was shown");
+}
+
+/// `databricks` is a tracking URI wherever it is set: as `mlflow.tracking_uri` in the file
+/// (no `MLFLOW_TRACKING_URI`), and as `STAGEGATE_MLFLOW__TRACKING_URI`, which wins over both
+/// `MLFLOW_TRACKING_URI` and the file (here both name a closed port).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_databricks_tracking_uri_from_the_file_or_its_override_works_alike() {
+    let m = unique("dbx-file");
+    let v = register_staging(&m);
+    let token = "dapi-test-token-4567";
+    let with_uri = |uri: &str| {
+        config(STAGE_TARGETS, ACCURACY_GATE).replace(
+            "[mlflow]\n",
+            &format!("[mlflow]\ntracking_uri = \"{uri}\"\n"),
+        )
+    };
+
+    let proxy = FaultProxy::start(&mlflow_uri()).await;
+    let w = Workdir::new(&with_uri("databricks"));
+    let workspace = [
+        ("DATABRICKS_HOST", proxy.url.as_str()),
+        ("DATABRICKS_TOKEN", token),
+    ];
+    // An empty MLFLOW_TRACKING_URI is no tracking URI: the file's counts.
+    let r = run_env(&w, "", &["evaluate", &m, "--json"], &workspace).await;
+    passed_through_the_workspace(&r, &v, &proxy, token);
+    let r = run_env(&w, "", &["check", "--offline"], &workspace).await;
+    r.expect_code(0);
+
+    let proxy = FaultProxy::start(&mlflow_uri()).await;
+    let w = Workdir::new(&with_uri("http://127.0.0.1:9"));
+    let workspace = [
+        ("DATABRICKS_HOST", proxy.url.as_str()),
+        ("DATABRICKS_TOKEN", token),
+        ("STAGEGATE_MLFLOW__TRACKING_URI", "databricks"),
+    ];
+    let r = run_env(
+        &w,
+        "http://127.0.0.1:9",
+        &["evaluate", &m, "--json"],
+        &workspace,
+    )
+    .await;
+    passed_through_the_workspace(&r, &v, &proxy, token);
+}
+
+const ACCURACY_GATE: &str = "  [[policies.gates]]\n  name = \"accuracy\"\n  type = \"metric\"\n  metric = \"val_accuracy\"\n  min = 0.85\n";
+
+/// `evaluate --json` judged `version` through the proxy standing for the workspace: every
+/// request to its MLflow API, each with the workspace token, which is shown nowhere.
+fn passed_through_the_workspace(r: &Run, version: &str, proxy: &FaultProxy, token: &str) {
+    r.expect_code(0);
+    assert_eq!(r.json()["version"], json!(version));
+    assert_eq!(r.json()["verdict"], json!("passed"));
+    let seen = proxy.authorizations();
+    assert!(
+        !seen.is_empty()
+            && seen
+                .iter()
+                .all(|a| a.as_deref() == Some(&format!("Bearer {token}"))),
+        "{seen:?}"
+    );
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.contains("/api/2.0/mlflow/")),
+        "{:?}",
+        proxy.requests()
+    );
+    assert!(
+        !r.stderr.contains(token) && !r.stdout.contains(token),
+        "the token was shown"
+    );
 }

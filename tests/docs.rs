@@ -394,6 +394,46 @@ fn the_readme_is_a_landing_page() {
     );
 }
 
+/// The code stands alone too: a comment says the rule it follows, not where the rule was
+/// written down outside the repository (a specification section, a design card).
+#[test]
+fn no_source_file_refers_outside_the_repository() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    assert!(files.len() > 50, "src/ has only {} .rs files", files.len());
+    let mut found = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("readable");
+        for (n, line) in text.lines().enumerate() {
+            let lower = line.to_lowercase();
+            let refers = line.contains("SPEC")
+                || line.contains('§')
+                || lower.contains("design card")
+                || line.contains("../shared");
+            if refers {
+                found.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "source files refer to documents that are not in the repository:\n{}",
+        found.join("\n")
+    );
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("a readable directory") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+}
+
 #[test]
 fn every_local_link_of_the_docs_resolves() {
     let repository = root().canonicalize().expect("the repository");

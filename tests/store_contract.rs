@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::postgres::PgCluster;
-use stagegate::evaluation::{Evaluation, Verdict};
-use stagegate::store::{LeaseKind, Store, Target};
+use stagegate::store::{FinishedEvaluation, LeaseKind, Store, Target};
+use stagegate::verdict::Verdict;
 
 /// How long a case waits for the store's clock to pass a lease's expiry (or a record's time):
 /// the leases here last a few hundred milliseconds.
@@ -23,6 +23,7 @@ type Case = fn(Store, Option<Store>) -> futures::future::BoxFuture<'static, ()>;
 const CASES: &[(&str, Case)] = &[
     ("deliveries", |s, _| Box::pin(deliveries(s))),
     ("history", |s, _| Box::pin(history(s))),
+    ("version_order", |s, _| Box::pin(version_order(s))),
     ("actions", |s, _| Box::pin(actions(s))),
     ("audit", |s, _| Box::pin(audit(s))),
     ("queue_and_requests", |s, _| Box::pin(queue_and_requests(s))),
@@ -73,8 +74,14 @@ async fn replicas_starting_together_migrate_once() {
     );
 }
 
-fn eval(model: &str, version: &str, verdict: Verdict) -> Evaluation {
-    Evaluation::for_test(model, version, verdict, vec![])
+/// A finished evaluation with no gates.
+fn eval(verdict: Verdict) -> FinishedEvaluation {
+    FinishedEvaluation {
+        verdict: verdict.as_str().into(),
+        gates: serde_json::json!([]),
+        champion: None,
+        serving: serde_json::Value::Null,
+    }
 }
 
 async fn deliveries(s: Store) {
@@ -117,7 +124,7 @@ async fn history(s: Store) {
         .begin_evaluation("n", "1", "p", "d", "poll")
         .await
         .unwrap();
-    s.finish_evaluation(done, &eval("n", "1", Verdict::Passed))
+    s.finish_evaluation(done, &eval(Verdict::Passed))
         .await
         .unwrap();
     let failed = s
@@ -133,7 +140,7 @@ async fn history(s: Store) {
         ("interrupted", "m")
     );
     // Its replica wakes up late and finishes: the row another replica closed stays closed.
-    s.finish_evaluation(running, &eval("m", "1", Verdict::Passed))
+    s.finish_evaluation(running, &eval(Verdict::Passed))
         .await
         .unwrap();
     s.fail_evaluation(running, "fenced").await.unwrap();
@@ -168,21 +175,45 @@ async fn history(s: Store) {
         .collect();
     assert_eq!(models, vec!["m", "n"]);
     assert_eq!(s.latest_per_model().await.unwrap().len(), 2);
-    // One point per version, oldest first; versions sort as numbers.
-    for v in ["10", "9"] {
+}
+
+/// The charts' points: each version's newest finished evaluation, oldest version first.
+/// Versions sort as whole numbers; anything else (MLflow makes none) sorts before them, in
+/// the order it was evaluated, and never fails the query.
+async fn version_order(s: Store) {
+    let huge = "123456789012345678901234567890";
+    for v in ["10", "x", "9", "2", huge, "y", "1", "2"] {
         let id = s.begin_evaluation("c", v, "p", "d", "poll").await.unwrap();
-        s.finish_evaluation(id, &eval("c", v, Verdict::Passed))
+        s.finish_evaluation(id, &eval(Verdict::Passed))
             .await
             .unwrap();
     }
-    let points: Vec<_> = s.latest_per_version("c", 5).await.unwrap();
+    // Running and failed evaluations are no points.
+    s.begin_evaluation("c", "11", "p", "d", "poll")
+        .await
+        .unwrap();
+    let failed = s
+        .begin_evaluation("c", "12", "p", "d", "poll")
+        .await
+        .unwrap();
+    s.fail_evaluation(failed, "boom").await.unwrap();
+    let versions = |rows: Vec<stagegate::store::EvaluationRow>| {
+        rows.into_iter().map(|r| r.version).collect::<Vec<_>>()
+    };
     assert_eq!(
-        points
-            .iter()
-            .map(|r| r.version.as_str())
-            .collect::<Vec<_>>(),
-        vec!["9", "10"]
+        versions(s.latest_per_version("c", 3).await.unwrap()),
+        ["2", "9", "10"]
     );
+    assert_eq!(
+        versions(s.latest_per_version("c", 10).await.unwrap()),
+        ["x", huge, "y", "1", "2", "9", "10"]
+    );
+    // The newest evaluation of a version evaluated twice.
+    let twice = s.latest_per_version("c", 10).await.unwrap();
+    let two = twice.iter().find(|r| r.version == "2").unwrap();
+    let all = s.evaluations(Some("c"), 20).await.unwrap();
+    let newest_of_two = all.iter().find(|r| r.version == "2").unwrap().id;
+    assert_eq!(two.id, newest_of_two);
 }
 
 async fn actions(s: Store) {
@@ -190,7 +221,7 @@ async fn actions(s: Store) {
         .begin_evaluation("m", "1", "p", "d", "poll")
         .await
         .unwrap();
-    s.finish_evaluation(failed, &eval("m", "1", Verdict::Failed))
+    s.finish_evaluation(failed, &eval(Verdict::Failed))
         .await
         .unwrap();
     // The re-evaluation wrote `passed` to MLflow, then its replica died.
@@ -207,7 +238,7 @@ async fn actions(s: Store) {
         .begin_evaluation("m", "1", "p", "d", "poll")
         .await
         .unwrap();
-    s.finish_evaluation(done, &eval("m", "1", Verdict::Passed))
+    s.finish_evaluation(done, &eval(Verdict::Passed))
         .await
         .unwrap();
     s.set_action("m", "1", Some("passed"), "promoted")

@@ -16,6 +16,7 @@ use stagegate::config::{Loaded, Policy, Target};
 use stagegate::daemon;
 use stagegate::mlflow::MlflowError;
 use stagegate::model_state::ModelState;
+use stagegate::webhook::{Mlflow, Source};
 
 use super::output::table;
 
@@ -176,6 +177,7 @@ fn describe(state: &ModelState, target: &Target) -> String {
 /// What `--offline` validated: each policy's targets and modes, then every gate.
 fn offline_summary(loaded: &Loaded) -> String {
     let c = &loaded.config;
+    let mlflow_secrets = c.webhooks.secrets_of(Mlflow::SECRETS_KEY).len();
     let policies: Vec<Vec<String>> = c
         .policies
         .iter()
@@ -236,8 +238,8 @@ fn offline_summary(loaded: &Loaded) -> String {
     out += &format!(
         "\nserver  listen {}, api token {token}, {} webhook {}\n",
         c.server.listen,
-        c.webhooks.secrets.len(),
-        plural(c.webhooks.secrets.len(), "secret", "secrets")
+        mlflow_secrets,
+        plural(mlflow_secrets, "secret", "secrets")
     );
     out += "mlflow  not contacted (--offline)\n";
     out

@@ -3,7 +3,7 @@
 use super::*;
 use crate::cli::test_outcome::{self, gate};
 use stagegate::decision::Decision;
-use stagegate::evaluation::Verdict;
+use stagegate::verdict::Verdict;
 
 #[test]
 fn escapes_markup_quotes_and_control_characters() {

@@ -42,33 +42,45 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// The whole document, one section a line or two, then the recent evaluations as a table.
 pub fn render(d: &Value) -> String {
-    let mut out = String::new();
+    [
+        head(d),
+        poll(&d["poll"]),
+        counts(d),
+        webhooks(&d["webhooks"]),
+        cluster(d),
+        recent(&d["recent"]),
+    ]
+    .concat()
+}
+
+/// Version, mode, uptime, config file; MLflow and whether it answers.
+fn head(d: &Value) -> String {
     let up = humantime::format_duration(Duration::from_secs(d["uptime_s"].as_u64().unwrap_or(0)));
-    out.push_str(&format!(
-        "stagegate {}  {}  up {}  config {}\n",
-        s(&d["version"]),
-        s(&d["mode"]),
-        up,
-        s(&d["config"])
-    ));
     let reach = if d["mlflow"]["reachable"].as_bool() == Some(true) {
         "reachable".to_string()
     } else {
         format!("UNREACHABLE ({})", s(&d["mlflow"]["last_error"]))
     };
-    out.push_str(&format!(
-        "mlflow    {}  {reach}\n",
+    format!(
+        "stagegate {}  {}  up {}  config {}\nmlflow    {}  {reach}\n",
+        s(&d["version"]),
+        s(&d["mode"]),
+        up,
+        s(&d["config"]),
         s(&d["mlflow"]["tracking_uri"])
-    ));
-    let p = &d["poll"];
-    if p["here"].as_bool() == Some(false) && p["completed"].as_u64() == Some(0) {
-        out.push_str(&format!(
+    )
+}
+
+fn poll(p: &Value) -> String {
+    let mut out = if p["here"].as_bool() == Some(false) && p["completed"].as_u64() == Some(0) {
+        format!(
             "poll      \"{}\"  run by another replica\n",
             s(&p["schedule"])
-        ));
+        )
     } else {
-        out.push_str(&format!(
+        format!(
             "poll      \"{}\"  last {} ({} ms, {} models, {} queued)  next {}\n",
             s(&p["schedule"]),
             s(&p["last_started"]),
@@ -76,31 +88,37 @@ pub fn render(d: &Value) -> String {
             s(&p["last_models"]),
             s(&p["last_enqueued"]),
             s(&p["next"])
-        ));
-    }
+        )
+    };
     if !p["last_error"].is_null() {
         out.push_str(&format!(
             "          last poll failed: {}\n",
             s(&p["last_error"])
         ));
     }
-    let q = &d["queue"];
-    out.push_str(&format!(
-        "queue     {} waiting, {} running, {} scheduled re-checks ({} workers)\n",
+    out
+}
+
+/// The queue and the totals.
+fn counts(d: &Value) -> String {
+    let (q, t) = (&d["queue"], &d["totals"]);
+    format!(
+        "queue     {} waiting, {} running, {} scheduled re-checks ({} workers)\n\
+         totals    {} evaluations: {} passed, {} failed, {} error; {} promotions\n",
         s(&q["depth"]),
         s(&q["in_flight"]),
         s(&q["delayed"]),
-        s(&q["workers"])
-    ));
-    let t = &d["totals"];
-    out.push_str(&format!(
-        "totals    {} evaluations: {} passed, {} failed, {} error; {} promotions\n",
+        s(&q["workers"]),
         s(&t["evaluations"]),
         s(&t["passed"]),
         s(&t["failed"]),
         s(&t["error"]),
         s(&t["promotions"])
-    ));
+    )
+}
+
+/// Each source by name; a daemon from before sources existed has only MLflow's fields.
+fn webhooks(w: &Value) -> String {
     let state = |w: &Value| {
         if w["enabled"].as_bool() == Some(true) {
             format!("on ({} secrets)", s(&w["secrets"]))
@@ -108,17 +126,20 @@ pub fn render(d: &Value) -> String {
             "off (no secrets)".into()
         }
     };
-    // Each source by name; a daemon from before sources existed has only MLflow's fields.
-    let webhooks = match d["webhooks"]["sources"].as_object() {
+    let webhooks = match w["sources"].as_object() {
         Some(sources) => sources
             .iter()
             .map(|(name, w)| format!("{name} {}", state(w)))
             .collect::<Vec<_>>()
             .join(", "),
-        None => state(&d["webhooks"]),
+        None => state(w),
     };
-    out.push_str(&format!("webhooks  {webhooks}\n"));
-    // A daemon from before the store seam has none of these.
+    format!("webhooks  {webhooks}\n")
+}
+
+/// The store and the replicas sharing it (a daemon from before the store seam has neither).
+fn cluster(d: &Value) -> String {
+    let mut out = String::new();
     if let Some(backend) = d["store"]["backend"].as_str() {
         let reach = match d["store"]["reachable"].as_bool() {
             Some(false) => format!("UNREACHABLE: {}", s(&d["store"]["last_error"])),
@@ -141,7 +162,11 @@ pub fn render(d: &Value) -> String {
             .collect();
         out.push_str(&format!("replicas  {}: {}\n", ids.len(), ids.join(", ")));
     }
-    let rows: Vec<Vec<String>> = d["recent"]
+    out
+}
+
+fn recent(recent: &Value) -> String {
+    let rows: Vec<Vec<String>> = recent
         .as_array()
         .map(|a| a.as_slice())
         .unwrap_or_default()
@@ -169,17 +194,12 @@ pub fn render(d: &Value) -> String {
         })
         .collect();
     if rows.is_empty() {
-        out.push_str("\nno evaluations yet\n");
-    } else {
-        out.push('\n');
-        out.push_str(&table(
-            &[
-                "ID", "MODEL", "VERSION", "VERDICT", "ACTION", "TRIGGER", "STARTED", "GATES",
-            ],
-            &rows,
-        ));
+        return "\nno evaluations yet\n".into();
     }
-    out
+    let header = [
+        "ID", "MODEL", "VERSION", "VERDICT", "ACTION", "TRIGGER", "STARTED", "GATES",
+    ];
+    format!("\n{}", table(&header, &rows))
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! so several `evaluate` steps share one summary.
 
 use stagegate::engine::Outcome as Evaluated;
-use stagegate::evaluation::Verdict;
 use stagegate::gates::{GateResult, Outcome};
+use stagegate::verdict::Verdict;
 
 use super::output::{action_text, value_text};
 

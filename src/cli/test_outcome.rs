@@ -4,8 +4,9 @@ use serde_json::{Value, json};
 
 use stagegate::decision::Decision;
 use stagegate::engine::Outcome;
-use stagegate::evaluation::{Evaluation, Verdict};
+use stagegate::evaluation::Evaluation;
 use stagegate::gates::{GateResult, Outcome as G};
+use stagegate::verdict::Verdict;
 
 pub fn gate(name: &str, outcome: G, enforced: bool, message: &str) -> GateResult {
     GateResult {

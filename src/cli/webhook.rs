@@ -5,6 +5,7 @@ use super::stdout::outln;
 use std::path::Path;
 
 use serde_json::json;
+use stagegate::webhook::{Mlflow, Source};
 
 /// The registry events a reconcile can care about (there is no stage-transition event).
 const EVENTS: [(&str, &str); 5] = [
@@ -17,7 +18,12 @@ const EVENTS: [(&str, &str); 5] = [
 
 pub async fn register(config: Option<&Path>, url: &str, name: &str) -> anyhow::Result<u8> {
     let loaded = super::load_config(config)?;
-    let Some(secret) = loaded.config.webhooks.secrets.first() else {
+    let Some(secret) = loaded
+        .config
+        .webhooks
+        .secrets_of(Mlflow::SECRETS_KEY)
+        .first()
+    else {
         anyhow::bail!(
             "{}: webhooks.secrets is empty: add a secret (the first one signs deliveries)",
             loaded.path.display()

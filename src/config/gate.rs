@@ -42,28 +42,68 @@ pub enum GateKind {
     Command(CommandGate),
 }
 
-pub const GATE_TYPES: &[&str] = &[
-    "metric",
-    "tags",
-    "run",
-    "champion",
-    "latency",
-    "edge_cases",
-    "dataset",
-    "command",
-];
+/// Declares [`GateType`] and its list from one table, so that the list cannot miss a type.
+macro_rules! gate_types {
+    ($($variant:ident = $name:literal),* $(,)?) => {
+        /// A gate's `type`, without its settings.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum GateType {
+            $($variant),*
+        }
+
+        impl GateType {
+            /// Every type, in the order the documentation and messages list them.
+            pub const ALL: &[GateType] = &[$(GateType::$variant),*];
+
+            /// The name `type = "…"` gives it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(GateType::$variant => $name),*
+                }
+            }
+        }
+    };
+}
+
+// A new gate type: its line here, its `GateKind` variant with a settings struct, and its
+// module in `src/gates`; the compiler then names every match that must judge it.
+gate_types! {
+    Metric = "metric",
+    Tags = "tags",
+    Run = "run",
+    Champion = "champion",
+    Latency = "latency",
+    EdgeCases = "edge_cases",
+    Dataset = "dataset",
+    Command = "command",
+}
+
+impl GateType {
+    pub fn parse(name: &str) -> Option<GateType> {
+        Self::ALL.iter().copied().find(|t| t.name() == name)
+    }
+
+    /// `metric, tags, …`: the types, for messages.
+    pub fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
 
 impl GateKind {
-    pub fn type_name(&self) -> &'static str {
+    pub fn gate_type(&self) -> GateType {
         match self {
-            GateKind::Metric(_) => "metric",
-            GateKind::Tags(_) => "tags",
-            GateKind::Run(_) => "run",
-            GateKind::Champion(_) => "champion",
-            GateKind::Latency(_) => "latency",
-            GateKind::EdgeCases(_) => "edge_cases",
-            GateKind::Dataset(_) => "dataset",
-            GateKind::Command(_) => "command",
+            GateKind::Metric(_) => GateType::Metric,
+            GateKind::Tags(_) => GateType::Tags,
+            GateKind::Run(_) => GateType::Run,
+            GateKind::Champion(_) => GateType::Champion,
+            GateKind::Latency(_) => GateType::Latency,
+            GateKind::EdgeCases(_) => GateType::EdgeCases,
+            GateKind::Dataset(_) => GateType::Dataset,
+            GateKind::Command(_) => GateType::Command,
         }
     }
 
@@ -79,13 +119,22 @@ impl GateKind {
         }
     }
 
+    pub fn type_name(&self) -> &'static str {
+        self.gate_type().name()
+    }
+
     /// The files the gate reads, as written (relative ones resolve against the policy's
     /// workdir): a dataset, a latency input. `stagegate check` looks for them.
     pub fn files(&self) -> Vec<&Path> {
         match self {
             GateKind::Latency(l) => l.input.as_deref().into_iter().collect(),
             GateKind::Dataset(d) => vec![d.path.as_path()],
-            _ => Vec::new(),
+            GateKind::Metric(_)
+            | GateKind::Tags(_)
+            | GateKind::Run(_)
+            | GateKind::Champion(_)
+            | GateKind::EdgeCases(_)
+            | GateKind::Command(_) => Vec::new(),
         }
     }
 }
@@ -378,7 +427,7 @@ impl<'de> Deserialize<'de> for Gate {
             None => {
                 return Err(ctx(format!(
                     "missing field `type` (one of {})",
-                    GATE_TYPES.join(", ")
+                    GateType::names()
                 )));
             }
         };
@@ -404,21 +453,21 @@ impl<'de> Deserialize<'de> for Gate {
                 })?,
         };
         let rest = Value::Object(table);
-        let kind = match type_name.as_str() {
-            "metric" => GateKind::Metric(typed(rest).map_err(ctx)?),
-            "tags" => GateKind::Tags(typed(rest).map_err(ctx)?),
-            "run" => GateKind::Run(typed(rest).map_err(ctx)?),
-            "champion" => GateKind::Champion(typed(rest).map_err(ctx)?),
-            "latency" => GateKind::Latency(typed(rest).map_err(ctx)?),
-            "edge_cases" => GateKind::EdgeCases(typed(rest).map_err(ctx)?),
-            "dataset" => GateKind::Dataset(typed(rest).map_err(ctx)?),
-            "command" => GateKind::Command(typed(rest).map_err(ctx)?),
-            other => {
-                return Err(ctx(format!(
-                    "unknown gate type `{other}` (expected one of {})",
-                    GATE_TYPES.join(", ")
-                )));
-            }
+        let Some(gate_type) = GateType::parse(&type_name) else {
+            return Err(ctx(format!(
+                "unknown gate type `{type_name}` (expected one of {})",
+                GateType::names()
+            )));
+        };
+        let kind = match gate_type {
+            GateType::Metric => GateKind::Metric(typed(rest).map_err(ctx)?),
+            GateType::Tags => GateKind::Tags(typed(rest).map_err(ctx)?),
+            GateType::Run => GateKind::Run(typed(rest).map_err(ctx)?),
+            GateType::Champion => GateKind::Champion(typed(rest).map_err(ctx)?),
+            GateType::Latency => GateKind::Latency(typed(rest).map_err(ctx)?),
+            GateType::EdgeCases => GateKind::EdgeCases(typed(rest).map_err(ctx)?),
+            GateType::Dataset => GateKind::Dataset(typed(rest).map_err(ctx)?),
+            GateType::Command => GateKind::Command(typed(rest).map_err(ctx)?),
         };
         Ok(Gate {
             name,
@@ -468,6 +517,15 @@ mod tests {
             GateKind::EdgeCases(e) => e.cases.clone(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn every_gate_type_reads_back_from_its_name() {
+        for t in GateType::ALL {
+            assert_eq!(GateType::parse(t.name()), Some(*t));
+        }
+        assert_eq!(GateType::parse("Metric"), None);
+        assert!(GateType::names().starts_with("metric, tags, run, champion"));
     }
 
     #[test]

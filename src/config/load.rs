@@ -1,5 +1,6 @@
-//! Finding, reading and overriding the config file (SPEC §2), with errors that name the file,
-//! the key path and the reason.
+//! Finding the config file (`--config`, `$STAGEGATE_CONFIG`, `./stagegate.toml`,
+//! `/etc/stagegate/stagegate.toml`), reading it, overriding keys from `STAGEGATE_<SECTION>__<KEY>`
+//! variables, with errors that name the file (or variable), the key path and the reason.
 
 use std::path::{Path, PathBuf};
 
@@ -438,7 +439,7 @@ mod tests {
             )
             .map(|c| {
                 c.webhooks
-                    .secrets
+                    .secrets_of("secrets")
                     .iter()
                     .map(|s| s.expose().to_string())
                     .collect::<Vec<_>>()

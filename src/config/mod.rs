@@ -1,4 +1,5 @@
-//! The configuration schema of SPEC §3, as typed Rust values.
+//! The configuration schema, every key of `stagegate.toml` (docs/configuration.md), as typed
+//! Rust values.
 //!
 //! Every table denies unknown keys so that a typo is an error, never a silently ignored
 //! setting. Loading (file search, env overrides, error messages) lives in [`load`]; the
@@ -8,7 +9,9 @@
 mod gate;
 mod load;
 mod required_tags;
+mod state_url;
 mod validate;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,11 +19,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use gate::{
-    CaseFamily, ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind,
+    CaseFamily, ChampionGate, CommandGate, DatasetGate, EdgeCasesGate, Gate, GateKind, GateType,
     Inconclusive, LatencyGate, MetricGate, RunGate, Slices, TagsGate, VsChampion,
 };
 pub use load::{ConfigError, Loaded, from_text, load, locate};
 pub use required_tags::RequiredTags;
+pub use state_url::{StateUrl, redact_url};
+pub use webhooks::WebhooksConfig;
+
+pub use crate::secret::Secret;
 
 /// The whole `stagegate.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -40,7 +47,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MlflowConfig {
-    /// Overridden by `MLFLOW_TRACKING_URI` (see README: environment wins over the file).
+    /// An http(s) URL, or [`DATABRICKS_TRACKING_URI`]. Overridden by `MLFLOW_TRACKING_URI`
+    /// (the environment wins over the file), and that by `STAGEGATE_MLFLOW__TRACKING_URI`.
     pub tracking_uri: Option<String>,
     #[serde(with = "duration")]
     pub request_timeout: Duration,
@@ -54,6 +62,10 @@ pub struct MlflowConfig {
     /// when MLflow sits behind a TLS proxy far away.
     pub keep_alive: bool,
 }
+
+/// The tracking URI that means "the Databricks workspace of `$DATABRICKS_HOST`", reached with
+/// `$DATABRICKS_TOKEN`, wherever the URI is set.
+pub const DATABRICKS_TRACKING_URI: &str = "databricks";
 
 impl Default for MlflowConfig {
     fn default() -> Self {
@@ -85,33 +97,6 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             api_token: None,
             shutdown_grace: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhooksConfig {
-    /// MLflow OSS webhooks (`POST /webhooks/mlflow`); any one may sign.
-    #[serde(skip_serializing)]
-    pub secrets: Vec<Secret>,
-    /// Databricks registry webhooks (`POST /webhooks/databricks`); any one may sign.
-    #[serde(skip_serializing)]
-    pub databricks_secrets: Vec<Secret>,
-    #[serde(with = "duration")]
-    pub tolerance: Duration,
-    /// How long delivery ids are remembered for de-duplication.
-    #[serde(with = "duration")]
-    pub dedupe_retention: Duration,
-}
-
-impl Default for WebhooksConfig {
-    fn default() -> Self {
-        Self {
-            secrets: Vec::new(),
-            databricks_secrets: Vec::new(),
-            tolerance: Duration::from_secs(300),
-            dedupe_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -375,28 +360,9 @@ pub enum ServingMode {
     Url,
 }
 
-/// A secret string that never prints itself (config dumps, `Debug`, logs).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 impl Config {
-    /// The first policy whose `models` globs match `model` (SPEC: first match wins).
+    /// The policy for `model`: policies are tried in the file's order and the first whose
+    /// `models` globs match wins; later ones are never consulted.
     pub fn policy_for(&self, model: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.matches(model))
     }

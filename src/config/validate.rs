@@ -5,7 +5,10 @@ use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{Config, GateKind, Promote, ServingMode, Target};
+use super::{
+    ChampionGate, CommandGate, Config, DATABRICKS_TRACKING_URI, DatasetGate, GateKind, LatencyGate,
+    MetricGate, Policy, Promote, RunGate, ServingMode, StateUrl, Target,
+};
 
 /// `(key path, reason)` of the first problem found.
 pub type Problem = (String, String);
@@ -26,10 +29,27 @@ const DATASET_METRICS: &[&str] = &[
     "r2",
 ];
 
+/// Check `config` section by section; the first problem found is the one reported.
 pub fn validate(config: &mut Config) -> Result<(), Problem> {
-    let c = config;
-    if let Some(uri) = &c.mlflow.tracking_uri {
-        http_url(uri).map_err(|r| ("mlflow.tracking_uri".into(), r))?;
+    mlflow(config)?;
+    server(config)?;
+    webhooks(config)?;
+    poll(config)?;
+    workers(config)?;
+    state(config)?;
+    serving(config)?;
+    notify(config)?;
+    policies(config)
+}
+
+fn mlflow(c: &Config) -> Result<(), Problem> {
+    if let Some(uri) = &c.mlflow.tracking_uri
+        && uri.trim() != DATABRICKS_TRACKING_URI
+    {
+        http_url(uri).map_err(|r| {
+            let r = format!("{r} (or `{DATABRICKS_TRACKING_URI}`, for a Databricks workspace)");
+            ("mlflow.tracking_uri".to_string(), r)
+        })?;
     }
     nonzero(c.mlflow.request_timeout, "mlflow.request_timeout")?;
     tag_key_chars(&c.mlflow.tag_prefix).map_err(|r| ("mlflow.tag_prefix".into(), r))?;
@@ -39,6 +59,10 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
             "must be 1 to 100 characters".into(),
         ));
     }
+    Ok(())
+}
+
+fn server(c: &Config) -> Result<(), Problem> {
     if c.server.listen.parse::<std::net::SocketAddr>().is_err() {
         return Err((
             "server.listen".into(),
@@ -47,17 +71,6 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
                 c.server.listen
             ),
         ));
-    }
-    for (key, secrets) in [
-        ("secrets", &c.webhooks.secrets),
-        ("databricks_secrets", &c.webhooks.databricks_secrets),
-    ] {
-        if let Some(i) = secrets.iter().position(|s| s.expose().is_empty()) {
-            return Err((
-                format!("webhooks.{key}[{i}]"),
-                "a secret must not be empty".into(),
-            ));
-        }
     }
     // An empty token would make a bare `Authorization: Bearer ` a valid credential.
     if c.server
@@ -71,6 +84,23 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
                 .into(),
         ));
     }
+    Ok(())
+}
+
+fn webhooks(c: &Config) -> Result<(), Problem> {
+    for key in crate::webhook::secret_keys() {
+        let secrets = c.webhooks.secrets_of(key);
+        if let Some(i) = secrets.iter().position(|s| s.expose().is_empty()) {
+            return Err((
+                format!("webhooks.{key}[{i}]"),
+                "a secret must not be empty".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn poll(c: &Config) -> Result<(), Problem> {
     cron::Schedule::from_str(&c.poll.schedule).map_err(|e| {
         let fields = c.poll.schedule.split_whitespace().count();
         let why = if fields == 5 {
@@ -91,16 +121,24 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
             ),
         )
     })?;
+    Ok(())
+}
+
+fn workers(c: &Config) -> Result<(), Problem> {
     if !(1..=256).contains(&c.workers.count) {
         return Err(("workers.count".into(), "must be from 1 to 256".into()));
     }
     if c.workers.max_attempts == 0 {
         return Err(("workers.max_attempts".into(), "must be at least 1".into()));
     }
+    Ok(())
+}
+
+fn state(c: &Config) -> Result<(), Problem> {
     if let Some(url) = &c.state.url {
         // The database is reached at start-up (`stagegate check` tries it); here only the
-        // URL's form, without ever echoing a password.
-        crate::store::check_url(url).map_err(|why| ("state.url".to_string(), why))?;
+        // URL's form (and the CA file it names), without ever echoing a password.
+        StateUrl::parse(url).map_err(|why| ("state.url".to_string(), why))?;
     }
     if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&c.state.lease) {
         return Err((
@@ -108,7 +146,10 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
             "must be from 1s to 10m: the time another replica waits before taking over a model whose replica died".into(),
         ));
     }
-    serving(c)?;
+    Ok(())
+}
+
+fn notify(c: &Config) -> Result<(), Problem> {
     for (i, n) in c.notify.iter().enumerate() {
         // A notification URL is often a secret itself (Slack's carry the key): never echoed.
         http_url(&n.url).map_err(|_| {
@@ -119,6 +160,11 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
             )
         })?;
     }
+    Ok(())
+}
+
+/// Every policy: names, globs and targets (stage names made canonical), then its gates.
+fn policies(c: &mut Config) -> Result<(), Problem> {
     if c.policies.is_empty() {
         return Err((
             "policies".into(),
@@ -129,15 +175,9 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
     let prefix_len = c.mlflow.tag_prefix.len();
     for (i, p) in c.policies.iter_mut().enumerate() {
         let at = format!("policies[{i}]");
-        if p.name.trim().is_empty() {
-            return Err((format!("{at}.name"), "must not be empty".into()));
-        }
-        if !names.insert(p.name.clone()) {
-            return Err((
-                format!("{at}.name"),
-                format!("duplicate policy name {:?}", p.name),
-            ));
-        }
+        new_name(&p.name, &mut names, &at, || {
+            format!("duplicate policy name {:?}", p.name)
+        })?;
         if p.models.is_empty() {
             return Err((
                 format!("{at}.models"),
@@ -156,28 +196,43 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
                 format!("the promote target ({promoted}) is the same as the candidate"),
             ));
         }
-        let mut gate_names = HashSet::new();
-        for (j, g) in p.gates.iter().enumerate() {
-            let gat = format!("{at}.gates[{j}]");
-            if g.name.trim().is_empty() {
-                return Err((format!("{gat}.name"), "must not be empty".into()));
-            }
-            if !gate_names.insert(g.name.clone()) {
-                return Err((
-                    format!("{gat}.name"),
-                    format!("duplicate gate name {:?} in policy {:?}", g.name, p.name),
-                ));
-            }
-            tag_key_chars(&g.name).map_err(|r| (format!("{gat}.name"), r))?;
-            if prefix_len + "gate.".len() + g.name.len() > 250 {
-                return Err((
-                    format!("{gat}.name"),
-                    "too long for an MLflow tag key (250 characters)".into(),
-                ));
-            }
-            gate(&g.kind)
-                .map_err(|(k, r)| (format!("{gat}{k}"), format!("gate `{}`: {r}", g.name)))?;
+        gates(p, &at, prefix_len)?;
+    }
+    Ok(())
+}
+
+/// The `name` of the table at `at`: not blank, and not one of `seen` (`duplicate` says so).
+fn new_name(
+    name: &str,
+    seen: &mut HashSet<String>,
+    at: &str,
+    duplicate: impl FnOnce() -> String,
+) -> Result<(), Problem> {
+    if name.trim().is_empty() {
+        return Err((format!("{at}.name"), "must not be empty".into()));
+    }
+    if !seen.insert(name.to_string()) {
+        return Err((format!("{at}.name"), duplicate()));
+    }
+    Ok(())
+}
+
+/// A policy's gates: unique names that make valid tag keys, each gate's own rules.
+fn gates(p: &Policy, at: &str, prefix_len: usize) -> Result<(), Problem> {
+    let mut gate_names = HashSet::new();
+    for (j, g) in p.gates.iter().enumerate() {
+        let gat = format!("{at}.gates[{j}]");
+        new_name(&g.name, &mut gate_names, &gat, || {
+            format!("duplicate gate name {:?} in policy {:?}", g.name, p.name)
+        })?;
+        tag_key_chars(&g.name).map_err(|r| (format!("{gat}.name"), r))?;
+        if prefix_len + "gate.".len() + g.name.len() > 250 {
+            return Err((
+                format!("{gat}.name"),
+                "too long for an MLflow tag key (250 characters)".into(),
+            ));
         }
+        gate(&g.kind).map_err(|(k, r)| (format!("{gat}{k}"), format!("gate `{}`: {r}", g.name)))?;
     }
     Ok(())
 }
@@ -312,135 +367,156 @@ fn promote(p: &mut Promote) -> Result<Target, String> {
 
 /// Per-type rules; the key part returned is relative to the gate (e.g. `.min`).
 fn gate(kind: &GateKind) -> Result<(), Problem> {
-    let bad = |k: &str, r: &str| Err((k.to_string(), r.to_string()));
     match kind {
-        GateKind::Metric(m) => {
-            if m.metric.is_empty() {
-                return bad(".metric", "must not be empty");
-            }
-            match (m.min, m.max) {
-                (None, None) => return bad("", "set `min` and/or `max`"),
-                (Some(lo), Some(hi)) if lo > hi => return bad(".min", "min is greater than max"),
-                _ => {}
-            }
-        }
+        GateKind::Metric(m) => metric(m),
         GateKind::Tags(t) => {
             let entries = t.required.entries();
             if entries.is_empty() || entries.iter().any(|(k, _)| k.is_empty()) {
                 return bad(".required", "list at least one tag key, none empty");
             }
+            Ok(())
         }
-        GateKind::Run(r) => {
-            if r.metrics.is_empty() && r.params.is_empty() && !r.model_artifact {
-                return bad("", "set `metrics`, `params` and/or `model_artifact = true`");
-            }
-        }
-        GateKind::Champion(ch) => {
-            if ch.metric.is_empty() {
-                return bad(".metric", "must not be empty");
-            }
-            if ch.max_drop.is_some_and(|d| d < 0.0) {
-                return bad(".max_drop", "must be 0 or more");
-            }
-            if ch.max_drop_ratio.is_some_and(|d| !(0.0..=1.0).contains(&d)) {
-                return bad(".max_drop_ratio", "must be from 0 to 1");
-            }
-        }
-        GateKind::Latency(l) => {
-            if l.p50_ms.is_none()
-                && l.p95_ms.is_none()
-                && l.p99_ms.is_none()
-                && l.max_ratio_to_champion.is_none()
-            {
-                return bad(
-                    "",
-                    "set `p99_ms` (or p95_ms, p50_ms, max_ratio_to_champion)",
-                );
-            }
-            for (k, v) in [
-                (".p50_ms", l.p50_ms),
-                (".p95_ms", l.p95_ms),
-                (".p99_ms", l.p99_ms),
-                (".max_ratio_to_champion", l.max_ratio_to_champion),
-            ] {
-                if v.is_some_and(|v| v <= 0.0 || !v.is_finite()) {
-                    return bad(k, "must be a positive number");
-                }
-            }
-            if l.requests == 0 || l.requests > 1_000_000 {
-                return bad(".requests", "must be from 1 to 1000000");
-            }
-            if l.concurrency == 0 || l.concurrency > 256 {
-                return bad(".concurrency", "must be from 1 to 256");
-            }
-        }
+        GateKind::Run(r) => run(r),
+        GateKind::Champion(ch) => champion(ch),
+        GateKind::Latency(l) => latency(l),
         GateKind::EdgeCases(e) => {
             if e.batch_rows == 0 || e.batch_rows > 100_000 {
                 return bad(".batch_rows", "must be from 1 to 100000");
             }
+            Ok(())
         }
-        GateKind::Dataset(d) => {
-            if d.label.is_empty() {
-                return bad(".label", "must not be empty");
-            }
-            if d.metrics.is_empty() && d.slices.is_none() && d.vs_champion.is_none() {
-                return bad("", "set `metrics`, `slices` and/or `vs_champion`");
-            }
-            for k in d.metrics.keys() {
-                known_metric(k).map_err(|r| (format!(".metrics.{k}"), r))?;
-            }
-            let names = d
-                .metrics
-                .keys()
-                .chain(d.slices.iter().flat_map(|s| s.max_gap.keys()))
-                .chain(d.vs_champion.iter().map(|v| &v.metric));
-            let kinds: std::collections::BTreeSet<bool> = names
-                .map(|m| matches!(m.as_str(), "rmse" | "mae" | "r2"))
-                .collect();
-            if kinds.len() > 1 {
-                return bad(
-                    "",
-                    "mixes regression metrics (rmse, mae, r2) with classification metrics",
-                );
-            }
-            if d.batch_size == 0 || d.batch_size > 100_000 {
-                return bad(".batch_size", "must be from 1 to 100000");
-            }
-            if let Some(s) = &d.slices {
-                if s.column.is_empty() {
-                    return bad(".slices.column", "must not be empty");
-                }
-                for k in s.max_gap.keys() {
-                    known_metric(k).map_err(|r| (format!(".slices.max_gap.{k}"), r))?;
-                }
-            }
-            if let Some(v) = &d.vs_champion {
-                known_metric(&v.metric).map_err(|r| (".vs_champion.metric".to_string(), r))?;
-                if !(v.confidence > 0.0 && v.confidence < 1.0) {
-                    return bad(
-                        ".vs_champion.confidence",
-                        "must be between 0 and 1, e.g. 0.95",
-                    );
-                }
-                if v.resamples < 100 || v.resamples > 100_000 {
-                    return bad(".vs_champion.resamples", "must be from 100 to 100000");
-                }
-                if v.max_drop < 0.0 {
-                    return bad(".vs_champion.max_drop", "must be 0 or more");
-                }
-            }
+        GateKind::Dataset(d) => dataset(d),
+        GateKind::Command(c) => command(c),
+    }
+}
+
+/// A gate's problem at `key` (relative to the gate).
+fn bad(key: &str, reason: &str) -> Result<(), Problem> {
+    Err((key.to_string(), reason.to_string()))
+}
+
+fn metric(m: &MetricGate) -> Result<(), Problem> {
+    if m.metric.is_empty() {
+        return bad(".metric", "must not be empty");
+    }
+    match (m.min, m.max) {
+        (None, None) => bad("", "set `min` and/or `max`"),
+        (Some(lo), Some(hi)) if lo > hi => bad(".min", "min is greater than max"),
+        _ => Ok(()),
+    }
+}
+
+fn run(r: &RunGate) -> Result<(), Problem> {
+    if r.metrics.is_empty() && r.params.is_empty() && !r.model_artifact {
+        return bad("", "set `metrics`, `params` and/or `model_artifact = true`");
+    }
+    Ok(())
+}
+
+fn champion(ch: &ChampionGate) -> Result<(), Problem> {
+    if ch.metric.is_empty() {
+        return bad(".metric", "must not be empty");
+    }
+    if ch.max_drop.is_some_and(|d| d < 0.0) {
+        return bad(".max_drop", "must be 0 or more");
+    }
+    if ch.max_drop_ratio.is_some_and(|d| !(0.0..=1.0).contains(&d)) {
+        return bad(".max_drop_ratio", "must be from 0 to 1");
+    }
+    Ok(())
+}
+
+fn latency(l: &LatencyGate) -> Result<(), Problem> {
+    if l.p50_ms.is_none()
+        && l.p95_ms.is_none()
+        && l.p99_ms.is_none()
+        && l.max_ratio_to_champion.is_none()
+    {
+        return bad(
+            "",
+            "set `p99_ms` (or p95_ms, p50_ms, max_ratio_to_champion)",
+        );
+    }
+    for (k, v) in [
+        (".p50_ms", l.p50_ms),
+        (".p95_ms", l.p95_ms),
+        (".p99_ms", l.p99_ms),
+        (".max_ratio_to_champion", l.max_ratio_to_champion),
+    ] {
+        if v.is_some_and(|v| v <= 0.0 || !v.is_finite()) {
+            return bad(k, "must be a positive number");
         }
-        GateKind::Command(c) => {
-            if c.run.is_empty() || c.run[0].is_empty() {
-                return bad(
-                    ".run",
-                    "needs a program and its arguments, e.g. [\"pytest\", \"tests\"]",
-                );
-            }
-            nonzero(c.timeout, ".timeout")?;
+    }
+    if l.requests == 0 || l.requests > 1_000_000 {
+        return bad(".requests", "must be from 1 to 1000000");
+    }
+    if l.concurrency == 0 || l.concurrency > 256 {
+        return bad(".concurrency", "must be from 1 to 256");
+    }
+    Ok(())
+}
+
+fn dataset(d: &DatasetGate) -> Result<(), Problem> {
+    if d.label.is_empty() {
+        return bad(".label", "must not be empty");
+    }
+    if d.metrics.is_empty() && d.slices.is_none() && d.vs_champion.is_none() {
+        return bad("", "set `metrics`, `slices` and/or `vs_champion`");
+    }
+    for k in d.metrics.keys() {
+        known_metric(k).map_err(|r| (format!(".metrics.{k}"), r))?;
+    }
+    let names = d
+        .metrics
+        .keys()
+        .chain(d.slices.iter().flat_map(|s| s.max_gap.keys()))
+        .chain(d.vs_champion.iter().map(|v| &v.metric));
+    let kinds: std::collections::BTreeSet<bool> = names
+        .map(|m| matches!(m.as_str(), "rmse" | "mae" | "r2"))
+        .collect();
+    if kinds.len() > 1 {
+        return bad(
+            "",
+            "mixes regression metrics (rmse, mae, r2) with classification metrics",
+        );
+    }
+    if d.batch_size == 0 || d.batch_size > 100_000 {
+        return bad(".batch_size", "must be from 1 to 100000");
+    }
+    if let Some(s) = &d.slices {
+        if s.column.is_empty() {
+            return bad(".slices.column", "must not be empty");
+        }
+        for k in s.max_gap.keys() {
+            known_metric(k).map_err(|r| (format!(".slices.max_gap.{k}"), r))?;
+        }
+    }
+    if let Some(v) = &d.vs_champion {
+        known_metric(&v.metric).map_err(|r| (".vs_champion.metric".to_string(), r))?;
+        if !(v.confidence > 0.0 && v.confidence < 1.0) {
+            return bad(
+                ".vs_champion.confidence",
+                "must be between 0 and 1, e.g. 0.95",
+            );
+        }
+        if v.resamples < 100 || v.resamples > 100_000 {
+            return bad(".vs_champion.resamples", "must be from 100 to 100000");
+        }
+        if v.max_drop < 0.0 {
+            return bad(".vs_champion.max_drop", "must be 0 or more");
         }
     }
     Ok(())
+}
+
+fn command(c: &CommandGate) -> Result<(), Problem> {
+    if c.run.is_empty() || c.run[0].is_empty() {
+        return bad(
+            ".run",
+            "needs a program and its arguments, e.g. [\"pytest\", \"tests\"]",
+        );
+    }
+    nonzero(c.timeout, ".timeout")
 }
 
 fn known_metric(k: &str) -> Result<(), String> {

@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{self, Loaded};
+use crate::config::{self, Config, Loaded, WorkersConfig};
 use crate::engine::Engine;
 use crate::mlflow::{Client, MlflowError, Settings};
 use crate::store::{Store, StoreError, Target};
@@ -132,30 +132,31 @@ impl App {
         Ok(())
     }
 
-    /// Swap in a new configuration (SIGHUP). Settings read only at start-up keep their old
-    /// values until a restart, and say so.
+    /// Swap in a new configuration (SIGHUP): every setting but those of [`AT_RESTART`], which
+    /// keep their old values until a restart, and say so. Returns the keys that wait.
     ///
     /// Every start-up check applies, against the address actually listened on as well as the
     /// new file's: a reload that dropped the API token would otherwise leave a non-loopback
     /// listener with open mutating routes. A refused reload keeps the old configuration.
-    pub fn reload(&self, loaded: Loaded) -> Result<(), DaemonError> {
+    pub fn reload(&self, loaded: Loaded) -> Result<Vec<&'static str>, DaemonError> {
         check_listen(&loaded)?;
         if !self.listen.ip().is_loopback() && loaded.config.server.api_token.is_none() {
             return Err(DaemonError::NoToken(self.listen));
         }
         let old = self.live();
-        let (a, b) = (&old.loaded.config, &loaded.config);
-        if a.server.listen != b.server.listen
-            || a.state.path != b.state.path
-            || a.state.url != b.state.url
-            || a.state.lease != b.state.lease
-            || a.workers.count != b.workers.count
-        {
+        let waiting: Vec<&'static str> = AT_RESTART
+            .iter()
+            .filter(|(_, changed)| changed(&old.loaded.config, &loaded.config))
+            .map(|(key, _)| *key)
+            .collect();
+        if !waiting.is_empty() {
             tracing::warn!(
-                "server.listen, state.path, state.url, state.lease and workers.count take effect at the next restart"
+                keys = %waiting.join(", "),
+                "changed settings that take effect at the next restart; until then the old values stay"
             );
         }
         let engine = build_engine(&loaded, self.health.clone(), Some(&old.engine))?;
+        self.scheduler.set_backoff(backoff(&loaded.config.workers));
         if old
             .engine
             .host()
@@ -168,7 +169,30 @@ impl App {
         warm_up(&engine);
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live { loaded, engine });
         tracing::info!("configuration reloaded");
-        Ok(())
+        Ok(waiting)
+    }
+}
+
+/// Whether a setting differs between two configurations.
+type Differs = fn(&Config, &Config) -> bool;
+
+/// The settings read once, at start-up: the socket, the store and its leases, the worker
+/// pool. A reload applies every other setting.
+const AT_RESTART: &[(&str, Differs)] = &[
+    ("server.listen", |a, b| a.server.listen != b.server.listen),
+    ("state.path", |a, b| a.state.path != b.state.path),
+    ("state.url", |a, b| a.state.url != b.state.url),
+    ("state.lease", |a, b| a.state.lease != b.state.lease),
+    ("workers.count", |a, b| a.workers.count != b.workers.count),
+];
+
+/// How a failed reconcile is retried: `workers.backoff` doubling up to five minutes, at most
+/// `workers.max_attempts` attempts.
+fn backoff(w: &WorkersConfig) -> Backoff {
+    Backoff {
+        base: w.backoff,
+        max: Duration::from_secs(300),
+        max_attempts: w.max_attempts,
     }
 }
 
@@ -199,7 +223,8 @@ fn warm_up(engine: &Engine) {
     }
 }
 
-/// Refuse a non-loopback listen address without an API token (SPEC §6).
+/// Refuse a non-loopback listen address without an API token: the mutating routes (evaluate,
+/// pause, resume) would be open to the network.
 pub fn check_listen(loaded: &Loaded) -> Result<SocketAddr, DaemonError> {
     let addr: SocketAddr = loaded.config.server.listen.parse().map_err(|_| {
         config::ConfigError::new(
@@ -229,12 +254,7 @@ pub async fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, Dae
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(metrics.clone()));
     let engine = build_engine(&loaded, health.clone(), None)?;
-    let w = &loaded.config.workers;
-    let scheduler = Scheduler::new(Backoff {
-        base: w.backoff,
-        max: Duration::from_secs(300),
-        max_attempts: w.max_attempts,
-    });
+    let scheduler = Scheduler::new(backoff(&loaded.config.workers));
     Ok(Arc::new(App {
         live: RwLock::new(Arc::new(Live { loaded, engine })),
         store,
@@ -306,25 +326,8 @@ pub async fn run(
         }
     };
 
-    // Work a crash left (this replica's or another's): models whose holder died, and the
-    // persisted queue. The leases decide who takes each.
-    for model in app.store.orphans().await? {
-        tracing::info!(model, "redoing work a stopped replica left unfinished");
-        app.scheduler.enqueue(&model, "restart");
-    }
-    for model in app.store.queued(i64::MAX).await? {
-        app.scheduler.enqueue(&model, "restart");
-    }
-
-    let reconcile: scheduler::ReconcileFn = {
-        let app = app.clone();
-        Arc::new(move |model, attempt| reconciler::reconcile(app.clone(), model, attempt).boxed())
-    };
-    let workers = app.live().loaded.config.workers.count;
-    let sched = {
-        let (app, stop) = (app.clone(), stopped());
-        tokio::spawn(async move { app.scheduler.run(workers, reconcile, stop).await })
-    };
+    requeue_left_work(&app).await?;
+    let sched = tokio::spawn(run_workers(app.clone(), stopped()));
     let poller = tokio::spawn(poll::run(app.clone(), stopped()));
     let health = tokio::spawn(watch_mlflow(app.clone(), stopped()));
     let gauges = tokio::spawn(refresh_gauges(app.clone(), stopped()));
@@ -353,17 +356,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: no new work; finishing in-flight evaluations");
     let _ = stop_tx.send(true);
-    let grace = app.live().loaded.config.server.shutdown_grace;
-    let mut sched = sched;
-    if tokio::time::timeout(grace, &mut sched).await.is_err() {
-        tracing::warn!(
-            ?grace,
-            "in-flight evaluations did not finish within the grace period; abandoning them"
-        );
-        // Dropping an evaluation stops what it started: served models, commands.
-        sched.abort();
-        let _ = sched.await;
-    }
+    finish_in_flight(&app, sched).await;
     reloader.abort();
     for task in [poller, health, gauges, rounds] {
         let _ = task.await;
@@ -374,6 +367,43 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Queue the work a crash left (this replica's or another's): models whose holder died, and
+/// the persisted queue. The leases decide who takes each.
+async fn requeue_left_work(app: &App) -> Result<(), StoreError> {
+    for model in app.store.orphans().await? {
+        tracing::info!(model, "redoing work a stopped replica left unfinished");
+        app.scheduler.enqueue(&model, "restart");
+    }
+    for model in app.store.queued(i64::MAX).await? {
+        app.scheduler.enqueue(&model, "restart");
+    }
+    Ok(())
+}
+
+/// The scheduler's `workers.count` workers, reconciling until `stop`.
+async fn run_workers(app: Arc<App>, stop: impl Future<Output = ()>) {
+    let reconcile: scheduler::ReconcileFn = {
+        let app = app.clone();
+        Arc::new(move |model, attempt| reconciler::reconcile(app.clone(), model, attempt).boxed())
+    };
+    let workers = app.live().loaded.config.workers.count;
+    app.scheduler.run(workers, reconcile, stop).await
+}
+
+/// Give in-flight evaluations `server.shutdown_grace` to finish, then abandon them: dropping
+/// an evaluation stops what it started (served models, commands).
+async fn finish_in_flight(app: &App, mut workers: tokio::task::JoinHandle<()>) {
+    let grace = app.live().loaded.config.server.shutdown_grace;
+    if tokio::time::timeout(grace, &mut workers).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "in-flight evaluations did not finish within the grace period; abandoning them"
+        );
+        workers.abort();
+        let _ = workers.await;
+    }
 }
 
 /// Keep `/readyz` honest: ping MLflow when nothing else has heard from it for 2 s.
@@ -434,4 +464,38 @@ pub(crate) async fn test_app(toml: &str) -> (Arc<App>, tempfile::TempDir) {
     let loaded = config::load(Some(&path)).expect("valid test config");
     let listen = check_listen(&loaded).expect("listen");
     (prepare(loaded, listen).await.expect("app"), dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "[workers]\ncount = 2\nmax_attempts = 5\nbackoff = \"2s\"\n\n\
+        [[policies]]\nname = \"p\"\ncandidate = { stage = \"Staging\" }\npromote = { stage = \"Production\" }\n";
+
+    #[tokio::test]
+    async fn a_reload_applies_the_retry_settings_and_names_what_waits_for_a_restart() {
+        let (app, dir) = test_app(CONFIG).await;
+        assert_eq!(app.scheduler.backoff().max_attempts, 5);
+        let path = dir.path().join("stagegate.toml");
+        let changed = CONFIG
+            .replace("count = 2", "count = 3")
+            .replace("max_attempts = 5", "max_attempts = 1")
+            .replace("backoff = \"2s\"", "backoff = \"7s\"")
+            .replace("[workers]", "[state]\nlease = \"20s\"\n\n[workers]");
+        std::fs::write(&path, changed).unwrap();
+        let waiting = app.reload(config::load(Some(&path)).unwrap()).unwrap();
+        assert_eq!(waiting, ["state.lease", "workers.count"]);
+        assert_eq!(
+            app.scheduler.backoff(),
+            Backoff {
+                base: Duration::from_secs(7),
+                max: Duration::from_secs(300),
+                max_attempts: 1,
+            }
+        );
+        // A reload that changes nothing of the sort names nothing.
+        let waiting = app.reload(config::load(Some(&path)).unwrap()).unwrap();
+        assert!(waiting.is_empty(), "{waiting:?}");
+    }
 }

@@ -14,7 +14,8 @@ use crate::backoff::full_jitter;
 use crate::config::NotifyEvent;
 use crate::daemon::App;
 use crate::daemon::metrics::Metrics;
-use crate::evaluation::{Evaluation, Verdict};
+use crate::evaluation::Evaluation;
+use crate::verdict::Verdict;
 
 pub fn verdict(app: &App, e: &Evaluation) {
     let event = match e.verdict {

@@ -16,12 +16,15 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Target;
+use crate::config::{Config, Target};
 use crate::daemon::App;
 use crate::decision::{PlanInput, Step, plan};
-use crate::evaluation::{Verdict, now_rfc3339};
+use crate::engine::Engine;
+use crate::evaluation::now_rfc3339;
 use crate::mlflow::{MlflowError, ModelVersion};
 use crate::model_state::ModelState;
+use crate::tags::TagNames;
+use crate::verdict::Verdict;
 
 /// The action of a failed candidate that stays a candidate (on_fail = keep).
 const KEPT: &str = "kept";
@@ -124,15 +127,17 @@ struct Sweep {
     waiting: usize,
 }
 
+/// Each model a policy matches, with the index of that policy.
+type Matched = Vec<(usize, ModelState)>;
+
 /// List, judge, enqueue.
 async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
     let live = app.live();
     let (config, engine) = (&live.loaded.config, &live.engine);
     let names = &engine.names;
     let models = engine.client.all_registered_models().await?;
-    let requested = app.store.requested_models().await.unwrap_or_default();
 
-    let mut states: Vec<(usize, ModelState)> = Vec::new();
+    let mut states: Matched = Vec::new();
     // Alias holders that `registered-models/search` does not show, per policy.
     let mut hidden: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
     for rm in models {
@@ -154,16 +159,32 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
         }
         states.push((pi, state));
     }
+    let unjudged = add_alias_holders(engine, config, hidden, &mut states).await?;
+    add_kept_candidates(engine, config, &mut states).await?;
+    let (enqueued, waiting) = enqueue_work(app, config, names, &states, &unjudged).await;
+    Ok(Sweep {
+        models: states.len(),
+        enqueued,
+        waiting,
+    })
+}
 
-    // One search per policy finds every version already judged under its current digest;
-    // a hidden alias holder outside that set has no current verdict, which is all we need.
+/// Add the `hidden` alias holders to their models: one search per policy finds every version
+/// already judged under its current digest; a hidden holder outside that set has no current
+/// verdict, which is all we need, and its model (by index) is returned as unjudged.
+async fn add_alias_holders(
+    engine: &Engine,
+    config: &Config,
+    hidden: BTreeMap<usize, Vec<(usize, String)>>,
+    states: &mut Matched,
+) -> Result<BTreeSet<usize>, MlflowError> {
     let mut unjudged: BTreeSet<usize> = BTreeSet::new();
     for (pi, wanted) in hidden {
         let digest = config.policies[pi].digest();
         // (Only policies with hidden alias holders pay for this search.)
         let judged: BTreeMap<(String, String), ModelVersion> = engine
             .client
-            .versions_with_tag(&names.digest(), &digest)
+            .versions_with_tag(&engine.names.digest(), &digest)
             .await?
             .into_iter()
             .map(|v| ((v.name.clone(), v.version.clone()), v))
@@ -178,12 +199,20 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
             }
         }
     }
+    Ok(unjudged)
+}
 
-    // Failed stage candidates behind a newer one: the listing shows only the newest version
-    // of each stage, and a tag fixed on an older kept candidate must still be noticed. Only a
-    // failed newest candidate can hide one (anything else either hides nothing or queues the
-    // model anyway), and only among the older version numbers the listing does not show, so
-    // the search runs only when some model has both.
+/// Add failed stage candidates behind a newer one: the listing shows only the newest version
+/// of each stage, and a tag fixed on an older kept candidate must still be noticed. Only a
+/// failed newest candidate can hide one (anything else either hides nothing or queues the
+/// model anyway), and only among the older version numbers the listing does not show, so
+/// the search runs only when some model has both.
+async fn add_kept_candidates(
+    engine: &Engine,
+    config: &Config,
+    states: &mut Matched,
+) -> Result<(), MlflowError> {
+    let names = &engine.names;
     let may_hide = |(pi, st): &(usize, ModelState)| {
         let policy = &config.policies[*pi];
         matches!(policy.candidate(), Target::Stage(_))
@@ -193,32 +222,42 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
                     && (1..c.number()).any(|n| !st.versions.contains_key(&n))
             })
     };
-    if states.iter().any(may_hide) {
-        let index: BTreeMap<&str, usize> = states
-            .iter()
-            .enumerate()
-            .map(|(si, (_, st))| (st.name.as_str(), si))
-            .collect();
-        let kept = engine
-            .client
-            .versions_with_tag(&names.action(), KEPT)
-            .await?;
-        let mut found = Vec::new();
-        for v in kept {
-            if let Some(&si) = index.get(v.name.as_str()) {
-                let policy = &config.policies[states[si].0];
-                let at_candidate_stage =
-                    matches!(policy.candidate(), Target::Stage(s) if *s == v.current_stage);
-                if at_candidate_stage && states[si].1.version(&v.version).is_none() {
-                    found.push((si, v));
-                }
-            }
-        }
-        for (si, v) in found {
+    if !states.iter().any(may_hide) {
+        return Ok(());
+    }
+    let index: BTreeMap<String, usize> = states
+        .iter()
+        .enumerate()
+        .map(|(si, (_, st))| (st.name.clone(), si))
+        .collect();
+    let kept = engine
+        .client
+        .versions_with_tag(&names.action(), KEPT)
+        .await?;
+    for v in kept {
+        let Some(&si) = index.get(&v.name) else {
+            continue;
+        };
+        let policy = &config.policies[states[si].0];
+        let at_candidate_stage =
+            matches!(policy.candidate(), Target::Stage(s) if *s == v.current_stage);
+        if at_candidate_stage && states[si].1.version(&v.version).is_none() {
             states[si].1.insert(v);
         }
     }
+    Ok(())
+}
 
+/// Plan each model and enqueue those with work; returns how many were enqueued, and how many
+/// wait for a candidate to settle.
+async fn enqueue_work(
+    app: &App,
+    config: &Config,
+    names: &TagNames,
+    states: &Matched,
+    unjudged: &BTreeSet<usize>,
+) -> (usize, usize) {
+    let requested = app.store.requested_models().await.unwrap_or_default();
     // A store that cannot say is taken as paused: the poll then only enqueues evaluations,
     // and each reconcile reads the mode again before it acts.
     let paused = app.is_paused().await.unwrap_or(true);
@@ -254,20 +293,17 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
             now,
             settle: config.workers.settle,
         };
+        let settled = !unjudged.contains(&si) && !unrecorded_rollback;
         match plan(&input, state) {
             // The reconcile that planned the wait also scheduled its wake-up; after a
             // restart, the poll acts once the wait is over.
-            Step::Wait { .. } if !unjudged.contains(&si) && !unrecorded_rollback => waiting += 1,
-            Step::Idle if !unjudged.contains(&si) && !unrecorded_rollback => {}
+            Step::Wait { .. } if settled => waiting += 1,
+            Step::Idle if settled => {}
             _ => {
                 app.enqueue(&state.name, "poll").await;
                 enqueued += 1;
             }
         }
     }
-    Ok(Sweep {
-        models: states.len(),
-        enqueued,
-        waiting,
-    })
+    (enqueued, waiting)
 }

@@ -2,20 +2,21 @@
 //! for the next step, carries it out, and repeats until there is nothing left to do. It is
 //! never told why it was called and trusts no payload, so lost or repeated events are harmless.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::actions::{ActError, Actor, rollbacks};
+use crate::config::{Mode, Policy};
 use crate::daemon::App;
 use crate::daemon::notify;
 use crate::daemon::scheduler::{Attempt, Outcome};
-use crate::decision::{PlanInput, Step, plan};
-use crate::engine::EngineError;
-use crate::evaluation::Verdict;
+use crate::decision::{Decision, PlanInput, Step, plan};
+use crate::engine::{Engine, EngineError};
 use crate::mlflow::WriteGuard;
-use crate::model_state::Depth;
+use crate::model_state::{Depth, ModelState};
 use crate::store::StoreError;
+use crate::verdict::Verdict;
 
 /// The audit action of a rollback made with `stagegate rollback`.
 const ROLLBACK: &str = "rollback";
@@ -95,6 +96,18 @@ pub async fn reconcile(app: Arc<App>, model: String, attempt: Attempt) -> Outcom
     outcome
 }
 
+/// One reconcile of one model: what every step reads and writes with.
+struct Reconciling<'a> {
+    app: &'a App,
+    model: &'a str,
+    attempt: Attempt,
+    policy: &'a Policy,
+    digest: String,
+    engine: &'a Engine,
+    /// Why the model was queued, recorded with each evaluation.
+    trigger: String,
+}
+
 async fn converge(
     app: &App,
     model: &str,
@@ -108,45 +121,28 @@ async fn converge(
         tracing::debug!(model, "no policy matches; nothing to do");
         return Ok(Outcome::Done);
     };
-    let names = &engine.names;
-    let digest = policy.digest();
-    let actor = Actor {
-        client: &engine.client,
-        names,
+    let run = Reconciling {
+        app,
+        model,
+        attempt,
         policy,
+        digest: policy.digest(),
+        engine,
+        trigger: app.scheduler.take_trigger(model),
     };
-    let trigger = app.scheduler.take_trigger(model);
-
     for _ in 0..MAX_STEPS {
         // Requests are re-read every step: one made during an evaluation is served by the
         // next evaluation, never consumed by the one already running.
         let requests = app.store.requests(model).await?;
-        let state = match engine.read(model, policy, Depth::Full, &[]).await {
-            Err(EngineError::NoModel(_)) => {
-                tracing::info!(model, "model no longer exists");
-                app.seen.forget(model);
-                clear_requests(app, model, requests).await?;
-                return Ok(Outcome::Done);
-            }
-            other => other?,
+        let Some(state) = run.read(&requests).await? else {
+            return Ok(Outcome::Done);
         };
-        // Before the glance: once the poll sees the restored champion in it, the rollback is
-        // already in the audit log.
-        record_from_registry(app, &state, policy, names).await?;
-        app.seen.record(&state, policy, names);
-        // Requests for versions that no longer exist can never be served.
-        let gone = requests
-            .iter()
-            .filter(|(v, _)| state.version(v).is_none())
-            .map(|(v, seq)| (v.clone(), *seq))
-            .collect();
-        clear_requests(app, model, gone).await?;
         let requested: BTreeSet<String> = requests.keys().cloned().collect();
         let paused = app.is_paused().await?;
         let input = PlanInput {
             policy,
-            digest: &digest,
-            names,
+            digest: &run.digest,
+            names: &engine.names,
             requested: &requested,
             paused,
             now: SystemTime::now(),
@@ -166,83 +162,171 @@ async fn converge(
                 return Ok(Outcome::After(after));
             }
             Step::Evaluate(version) => {
-                let Some(candidate) = state.version(&version).cloned() else {
+                if !run.evaluate(&state, &requests, version).await? {
                     return Ok(Outcome::Done);
-                };
-                let id = app
-                    .store
-                    .begin_evaluation(model, &version, &policy.name, &digest, &trigger)
-                    .await?;
-                let evaluation = match engine.evaluate_only(policy, &state, &candidate).await {
-                    Ok(e) => e,
-                    Err(e) => {
-                        app.store.fail_evaluation(id, &e.to_string()).await?;
-                        return Err(e.into());
-                    }
-                };
-                app.store.finish_evaluation(id, &evaluation).await?;
-                app.metrics.evaluation(&evaluation);
-                if let Some(seq) = requests.get(&version) {
-                    let served = [(version.clone(), *seq)].into_iter().collect();
-                    clear_requests(app, model, served).await?;
-                }
-                notify::verdict(app, &evaluation);
-                if evaluation.verdict == Verdict::Error && !attempt.last {
-                    // SPEC §5: an error is retried with backoff; the request makes the next
-                    // attempt evaluate again despite the recorded verdict.
-                    app.store.request_evaluation(model, &version).await?;
-                    return Err(ReconcileError::GateError(version));
                 }
             }
-            Step::Act { version, decision } => {
-                let before = state.placement(policy, names, &version);
-                let recorded = state
-                    .version(&version)
-                    .and_then(|v| v.tag(&names.verdict()))
-                    .and_then(Verdict::parse);
-                let verdict = recorded.unwrap_or(Verdict::Error);
-                actor
-                    .carry_out(model, &version, &decision, verdict, &before, false)
-                    .await?;
-                let action = decision.action_tag();
-                let note = format!("policy {}", policy.name);
-                app.store
-                    .set_action(model, &version, recorded.map(Verdict::as_str), &action)
-                    .await?;
-                app.store
-                    .audit(model, Some(&version), &action, &note)
-                    .await?;
-                app.metrics.action(&action);
-                notify::action(app, model, &version, &action);
-            }
-            Step::Finish(version) => {
-                actor.finish(model, &version).await?;
-                audit(
-                    app,
-                    model,
-                    &version,
-                    "promoted",
-                    "finished a promotion interrupted by a restart".into(),
-                )
-                .await?;
-                app.metrics.action("promoted");
-            }
-            Step::Bypass(version) => {
-                let mode_allows = policy.mode == crate::config::Mode::Enforce && !paused;
-                let note = actor.bypass(&state, &version, mode_allows).await?;
-                audit(app, model, &version, "bypass", note.clone()).await?;
-                app.metrics.action("bypass");
-                notify::bypass(app, model, &version, &note);
-            }
+            Step::Act { version, decision } => run.act(&state, &version, &decision).await?,
+            Step::Finish(version) => run.finish(&version).await?,
+            Step::Bypass(version) => run.bypass(&state, &version, paused).await?,
         }
     }
     Err(ReconcileError::TooManySteps)
 }
 
+impl Reconciling<'_> {
+    fn actor(&self) -> Actor<'_> {
+        Actor {
+            client: &self.engine.client,
+            names: &self.engine.names,
+            policy: self.policy,
+        }
+    }
+
+    /// The model as the registry has it now, with what it records that the store may lack
+    /// noted, and requests for versions that are gone dropped; `None` if the model is gone.
+    async fn read(
+        &self,
+        requests: &BTreeMap<String, i64>,
+    ) -> Result<Option<ModelState>, ReconcileError> {
+        let (app, model, names) = (self.app, self.model, &self.engine.names);
+        let state = match self.engine.read(model, self.policy, Depth::Full, &[]).await {
+            Err(EngineError::NoModel(_)) => {
+                tracing::info!(model, "model no longer exists");
+                app.seen.forget(model);
+                clear_requests(app, model, requests.clone()).await?;
+                return Ok(None);
+            }
+            other => other?,
+        };
+        // Before the glance: once the poll sees the restored champion in it, the rollback is
+        // already in the audit log.
+        record_from_registry(app, &state, self.policy, names).await?;
+        app.seen.record(&state, self.policy, names);
+        // Requests for versions that no longer exist can never be served.
+        let gone = requests
+            .iter()
+            .filter(|(v, _)| state.version(v).is_none())
+            .map(|(v, seq)| (v.clone(), *seq))
+            .collect();
+        clear_requests(app, model, gone).await?;
+        Ok(Some(state))
+    }
+
+    /// Evaluate `version` and record the result; `false` if it is no longer there.
+    async fn evaluate(
+        &self,
+        state: &ModelState,
+        requests: &BTreeMap<String, i64>,
+        version: String,
+    ) -> Result<bool, ReconcileError> {
+        let (app, model) = (self.app, self.model);
+        let Some(candidate) = state.version(&version).cloned() else {
+            return Ok(false);
+        };
+        let id = app
+            .store
+            .begin_evaluation(
+                model,
+                &version,
+                &self.policy.name,
+                &self.digest,
+                &self.trigger,
+            )
+            .await?;
+        let evaluation = match self
+            .engine
+            .evaluate_only(self.policy, state, &candidate)
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                app.store.fail_evaluation(id, &e.to_string()).await?;
+                return Err(e.into());
+            }
+        };
+        match evaluation.history() {
+            Ok(row) => app.store.finish_evaluation(id, &row).await?,
+            Err(e) => {
+                let why = format!("the gate results could not be recorded: {e}");
+                tracing::error!(model, version, error = %why, "evaluation not recorded");
+                app.store.fail_evaluation(id, &why).await?;
+            }
+        }
+        app.metrics.evaluation(&evaluation);
+        if let Some(seq) = requests.get(&version) {
+            let served = [(version.clone(), *seq)].into_iter().collect();
+            clear_requests(app, model, served).await?;
+        }
+        notify::verdict(app, &evaluation);
+        if evaluation.verdict == Verdict::Error && !self.attempt.last {
+            // An error verdict is retried with backoff, up to `workers.max_attempts`; the
+            // request makes the next attempt evaluate again despite the recorded verdict.
+            app.store.request_evaluation(model, &version).await?;
+            return Err(ReconcileError::GateError(version));
+        }
+        Ok(true)
+    }
+
+    /// Carry out `decision` on `version`, and record it.
+    async fn act(
+        &self,
+        state: &ModelState,
+        version: &str,
+        decision: &Decision,
+    ) -> Result<(), ReconcileError> {
+        let (app, model, names) = (self.app, self.model, &self.engine.names);
+        let before = state.placement(self.policy, names, version);
+        let recorded = state
+            .version(version)
+            .and_then(|v| v.tag(&names.verdict()))
+            .and_then(Verdict::parse);
+        let verdict = recorded.unwrap_or(Verdict::Error);
+        self.actor()
+            .carry_out(model, version, decision, verdict, &before, false)
+            .await?;
+        let action = decision.action_tag();
+        let note = format!("policy {}", self.policy.name);
+        app.store
+            .set_action(model, version, recorded.map(Verdict::as_str), &action)
+            .await?;
+        app.store
+            .audit(model, Some(version), &action, &note)
+            .await?;
+        app.metrics.action(&action);
+        notify::action(app, model, version, &action);
+        Ok(())
+    }
+
+    /// Finish a promotion a restart interrupted.
+    async fn finish(&self, version: &str) -> Result<(), ReconcileError> {
+        self.actor().finish(self.model, version).await?;
+        let note = "finished a promotion interrupted by a restart".to_string();
+        audit(self.app, self.model, version, "promoted", note).await?;
+        self.app.metrics.action("promoted");
+        Ok(())
+    }
+
+    /// Answer a champion that was moved by hand, as the policy's `on_bypass` says.
+    async fn bypass(
+        &self,
+        state: &ModelState,
+        version: &str,
+        paused: bool,
+    ) -> Result<(), ReconcileError> {
+        let mode_allows = self.policy.mode == Mode::Enforce && !paused;
+        let note = self.actor().bypass(state, version, mode_allows).await?;
+        audit(self.app, self.model, version, "bypass", note.clone()).await?;
+        self.app.metrics.action("bypass");
+        notify::bypass(self.app, self.model, version, &note);
+        Ok(())
+    }
+}
+
 async fn clear_requests(
     app: &App,
     model: &str,
-    served: std::collections::BTreeMap<String, i64>,
+    served: BTreeMap<String, i64>,
 ) -> Result<(), StoreError> {
     if served.is_empty() {
         return Ok(());
@@ -258,9 +342,9 @@ async fn clear_requests(
 /// carries `promoted` with no row (a `kill -9` after the tag, before the store write).
 async fn record_from_registry(
     app: &App,
-    state: &crate::model_state::ModelState,
-    policy: &crate::config::Policy,
-    names: &crate::report::TagNames,
+    state: &ModelState,
+    policy: &Policy,
+    names: &crate::tags::TagNames,
 ) -> Result<(), StoreError> {
     if let Some(champion) = state.champion(policy)
         && champion.tag(&names.action()) == Some(crate::decision::PROMOTED)

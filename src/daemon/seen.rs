@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::config::{Policy, Target};
 use crate::evaluation::now_rfc3339;
 use crate::model_state::ModelState;
-use crate::report::TagNames;
+use crate::tags::TagNames;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Glance {

@@ -1,5 +1,7 @@
 //! `champion`: the candidate does not regress on a metric against the promoted version.
 
+use std::ops::ControlFlow::{self, Break, Continue};
+
 use serde_json::json;
 
 use super::{Facts, Judgement, Outcome, jnum, num};
@@ -13,47 +15,79 @@ pub fn judge(g: &ChampionGate, champion: Option<&ModelVersion>, facts: &Facts) -
     let threshold = json!({
         "max_drop": g.max_drop, "max_drop_ratio": g.max_drop_ratio, "greater_is_better": g.greater_is_better,
     });
+    match values(g, champion, facts, &threshold) {
+        Continue((cand, champ, champ_v)) => compare(g, cand, champ, champ_v, threshold),
+        Break(judged) => judged,
+    }
+}
+
+/// The candidate's and the champion's values of the metric, and the champion; or the
+/// judgement when there is nothing to compare: a fact missing (error), no value for the
+/// candidate (fail), no champion or none with the metric (pass).
+fn values<'a>(
+    g: &ChampionGate,
+    champion: Option<&'a ModelVersion>,
+    facts: &Facts,
+    threshold: &serde_json::Value,
+) -> ControlFlow<Judgement, (f64, f64, &'a ModelVersion)> {
     let cand = match &facts.training {
         Some(Ok(t)) => t.metrics.get(&g.metric).copied(),
-        Some(Err(msg)) => return Judgement::error(msg.clone()),
-        None => return Judgement::error("training facts were not fetched"),
+        Some(Err(msg)) => return Break(Judgement::error(msg.clone())),
+        None => return Break(Judgement::error("training facts were not fetched")),
     };
     let Some(cand) = cand.filter(|c| !c.is_nan()) else {
-        return Judgement::new(
+        return Break(Judgement::new(
             Outcome::Fail,
             serde_json::Value::Null,
-            threshold,
+            threshold.clone(),
             format!("{} was not logged for the candidate", g.metric),
-        );
+        ));
     };
     let Some(champ_v) = champion else {
-        return Judgement::new(
+        return Break(Judgement::new(
             Outcome::Pass,
             json!({"candidate": jnum(cand)}),
-            threshold,
+            threshold.clone(),
             format!(
                 "no champion yet: nothing to compare {}={} with",
                 g.metric,
                 num(cand)
             ),
-        );
+        ));
     };
     let champ = match &facts.champion_training {
         Some(Ok(t)) => t.metrics.get(&g.metric).copied(),
-        Some(Err(msg)) => return Judgement::error(format!("champion v{}: {msg}", champ_v.version)),
-        None => return Judgement::error("champion facts were not fetched"),
+        Some(Err(msg)) => {
+            return Break(Judgement::error(format!(
+                "champion v{}: {msg}",
+                champ_v.version
+            )));
+        }
+        None => return Break(Judgement::error("champion facts were not fetched")),
     };
     let Some(champ) = champ.filter(|c| !c.is_nan()) else {
-        return Judgement::new(
+        return Break(Judgement::new(
             Outcome::Pass,
             json!({"candidate": jnum(cand)}),
-            threshold,
+            threshold.clone(),
             format!(
                 "champion v{} has no {}: nothing to compare with",
                 champ_v.version, g.metric
             ),
-        );
+        ));
     };
+    Continue((cand, champ, champ_v))
+}
+
+/// The drop from `champ` to `cand` against `max_drop` (0 when no bound is set) and
+/// `max_drop_ratio`.
+fn compare(
+    g: &ChampionGate,
+    cand: f64,
+    champ: f64,
+    champ_v: &ModelVersion,
+    threshold: serde_json::Value,
+) -> Judgement {
     // Positive drop = the candidate is worse.
     let drop = if g.greater_is_better {
         champ - cand

@@ -4,12 +4,13 @@
 //! and if stagegate itself dies the group's guard kills it (see `crate::process`).
 
 use std::collections::VecDeque;
-use std::process::Stdio;
-use std::time::Instant;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+use tokio::time::error::Elapsed;
 
 use super::{Judgement, Outcome};
 use crate::config::CommandGate;
@@ -45,12 +46,14 @@ fn last_lines(s: &str, n: usize) -> String {
 pub async fn judge(g: &CommandGate, s: &Session, tracking_uri: &str) -> Judgement {
     let v = s.candidate();
     let workdir = s.env().workdir.clone();
+    // The model's URI; a served model's guard is labelled with it too.
+    let uri = format!("models:/{}/{}", v.name, v.version);
     let mut cmd = Command::new(&g.run[0]);
     cmd.args(&g.run[1..])
         .current_dir(&workdir)
         .env("MODEL_NAME", &v.name)
         .env("MODEL_VERSION", &v.version)
-        .env("MODEL_URI", format!("models:/{}/{}", v.name, v.version))
+        .env("MODEL_URI", &uri)
         .env("RUN_ID", v.run_id().unwrap_or(""))
         .env("MLFLOW_TRACKING_URI", tracking_uri)
         .envs(&g.env)
@@ -59,14 +62,26 @@ pub async fn judge(g: &CommandGate, s: &Session, tracking_uri: &str) -> Judgemen
         .stderr(Stdio::piped());
     let argv = g.run.join(" ");
     let started = Instant::now();
-    // Guards are labelled with the model's URI, as a served model's is.
-    let label = format!("models:/{}/{}", v.name, v.version);
-    let mut group = match Group::spawn(cmd, &label).await {
+    let group = match Group::spawn(cmd, &uri).await {
         Ok(p) => p,
         Err(e) => {
             return Judgement::error(format!("cannot run `{argv}` in {}: {e}", workdir.display()));
         }
     };
+    let ran = run(group, g.timeout).await;
+    verdict(g, &argv, ran, started.elapsed().as_secs_f64())
+}
+
+/// What a command did: how it ended (`Err`: it ran out of time), and its output's tails.
+struct Ran {
+    status: Result<std::io::Result<ExitStatus>, Elapsed>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Wait for the command up to `timeout`, keeping the tails of its output; then kill whatever
+/// it started.
+async fn run(mut group: Group, timeout: Duration) -> Ran {
     let out = group
         .child()
         .stdout
@@ -77,12 +92,12 @@ pub async fn judge(g: &CommandGate, s: &Session, tracking_uri: &str) -> Judgemen
         .stderr
         .take()
         .map(|e| tokio::spawn(tail_of(e)));
-    let status = tokio::time::timeout(g.timeout, group.wait()).await;
+    let status = tokio::time::timeout(timeout, group.wait()).await;
     // Whatever happened, nothing the command started may live on.
     group.kill();
     let collect = |h: Option<tokio::task::JoinHandle<String>>| async move {
         match h {
-            Some(h) => tokio::time::timeout(std::time::Duration::from_secs(5), h)
+            Some(h) => tokio::time::timeout(Duration::from_secs(5), h)
                 .await
                 .ok()
                 .and_then(Result::ok)
@@ -91,7 +106,20 @@ pub async fn judge(g: &CommandGate, s: &Session, tracking_uri: &str) -> Judgemen
         }
     };
     let (stdout, stderr) = (collect(out).await, collect(err).await);
-    let secs = started.elapsed().as_secs_f64();
+    Ran {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Exit 0 passes; another exit, a signal or the timeout fails, quoting the output's last lines.
+fn verdict(g: &CommandGate, argv: &str, ran: Ran, secs: f64) -> Judgement {
+    let Ran {
+        status,
+        stdout,
+        stderr,
+    } = ran;
     let code = match &status {
         Ok(Ok(s)) => s.code(),
         _ => None,

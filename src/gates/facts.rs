@@ -25,53 +25,46 @@ pub struct Facts {
     pub model_files: Option<Result<bool, String>>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Needs {
+/// What a policy's gates read of the registry.
+#[derive(Debug, Default)]
+struct Needs<'a> {
     training: bool,
     champion_training: bool,
     model_files: bool,
+    /// Metric names the gates read, so the logged model is consulted only when the run
+    /// lacks one; likewise params.
+    metrics: Vec<&'a str>,
+    params: Vec<&'a str>,
 }
 
-fn needs(gates: &[Gate], has_champion: bool) -> Needs {
+fn needs(gates: &[Gate], has_champion: bool) -> Needs<'_> {
     let mut n = Needs::default();
     for g in gates {
         match &g.kind {
-            GateKind::Metric(_) => n.training = true,
+            GateKind::Metric(m) => {
+                n.training = true;
+                n.metrics.push(&m.metric);
+            }
             GateKind::Run(r) => {
                 n.training |= !r.metrics.is_empty() || !r.params.is_empty();
                 n.model_files |= r.model_artifact;
+                n.metrics.extend(r.metrics.iter().map(String::as_str));
+                n.params.extend(r.params.iter().map(String::as_str));
             }
-            GateKind::Champion(_) => {
+            GateKind::Champion(c) => {
                 n.training = true;
                 n.champion_training |= has_champion;
+                n.metrics.push(&c.metric);
             }
-            _ => {}
+            // The version's own tags, or the model itself: nothing to fetch up front.
+            GateKind::Tags(_)
+            | GateKind::Latency(_)
+            | GateKind::EdgeCases(_)
+            | GateKind::Dataset(_)
+            | GateKind::Command(_) => {}
         }
     }
     n
-}
-
-/// Metric names the gates read, so the logged model is consulted only when the run lacks one.
-fn wanted_metrics(gates: &[Gate]) -> Vec<&str> {
-    gates
-        .iter()
-        .flat_map(|g| match &g.kind {
-            GateKind::Metric(m) => vec![m.metric.as_str()],
-            GateKind::Champion(c) => vec![c.metric.as_str()],
-            GateKind::Run(r) => r.metrics.iter().map(String::as_str).collect(),
-            _ => vec![],
-        })
-        .collect()
-}
-
-fn wanted_params(gates: &[Gate]) -> Vec<&str> {
-    gates
-        .iter()
-        .flat_map(|g| match &g.kind {
-            GateKind::Run(r) => r.params.iter().map(String::as_str).collect(),
-            _ => vec![],
-        })
-        .collect()
 }
 
 impl Facts {
@@ -84,11 +77,10 @@ impl Facts {
         champion: Option<&ModelVersion>,
     ) -> Result<Facts, MlflowError> {
         let need = needs(gates, champion.is_some());
-        let metrics = wanted_metrics(gates);
-        let params = wanted_params(gates);
+        let (metrics, params) = (&need.metrics, &need.params);
         let own = async {
             if need.training {
-                Some(training(client, candidate, &metrics, &params).await).transpose()
+                Some(training(client, candidate, metrics, params).await).transpose()
             } else {
                 Ok(None)
             }
@@ -96,7 +88,7 @@ impl Facts {
         let champion_training = async {
             match champion {
                 Some(ch) if need.champion_training => {
-                    Some(training(client, ch, &metrics, &[]).await).transpose()
+                    Some(training(client, ch, metrics, &[]).await).transpose()
                 }
                 _ => Ok(None),
             }

@@ -20,25 +20,8 @@ use serde_json::Value;
 use crate::config::{Gate, GateKind};
 use crate::mlflow::ModelVersion;
 use crate::serving::Session;
+pub use crate::verdict::Outcome;
 pub use facts::Facts;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Pass,
-    Fail,
-    Error,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Pass => "pass",
-            Outcome::Fail => "fail",
-            Outcome::Error => "error",
-        }
-    }
-}
 
 /// What a gate concluded, before the engine adds name, timing and attempts.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,39 +106,47 @@ impl GateResult {
         } else {
             self.outcome.as_str().to_string()
         };
-        crate::report::clip(&format!("{head}: {}", self.message), 5_000)
+        crate::tags::clip(&format!("{head}: {}", self.message), 5_000)
     }
 }
 
-/// Judge a registry gate from the prefetched facts. `None` for gates that need the served
-/// model or a command (evaluated elsewhere).
-pub fn judge_registry_gate(
-    kind: &GateKind,
-    candidate: &ModelVersion,
-    champion: Option<&ModelVersion>,
-    facts: &Facts,
-) -> Option<Judgement> {
-    Some(match kind {
-        GateKind::Metric(m) => metric::judge(m, facts),
-        GateKind::Tags(t) => tags::judge(t, candidate),
-        GateKind::Run(r) => run::judge(r, candidate, facts),
-        GateKind::Champion(c) => champion::judge(c, champion, facts),
-        _ => return None,
-    })
+/// What an evaluation judges its gates on.
+pub struct Subject<'a> {
+    pub candidate: &'a ModelVersion,
+    pub champion: Option<&'a ModelVersion>,
+    /// The registry facts the policy's gates need, fetched once up front.
+    pub facts: &'a Facts,
+    /// The candidate (and champion) served on demand, shared by the evaluation's gates.
+    pub session: &'a Session,
+    /// What a command gate's `MLFLOW_TRACKING_URI` says.
+    pub tracking_uri: &'a str,
 }
 
-/// Judge a gate that exercises the model itself (served, or a command), through the
-/// evaluation's serving session.
-pub async fn judge_model_gate(kind: &GateKind, session: &Session, tracking_uri: &str) -> Judgement {
+/// Judge one gate once. Registry gates are pure over the facts; the others exercise the
+/// model itself, served or through a command.
+pub async fn judge(kind: &GateKind, on: &Subject<'_>) -> Judgement {
     match kind {
-        GateKind::Latency(g) => latency::judge(g, session).await,
-        GateKind::EdgeCases(g) => edge_cases::judge(g, session).await,
-        GateKind::Dataset(g) => dataset::judge(g, session).await,
-        GateKind::Command(g) => command::judge(g, session, tracking_uri).await,
-        other => Judgement::error(format!(
-            "gate type {} is judged from registry facts",
-            other.type_name()
-        )),
+        GateKind::Metric(g) => metric::judge(g, on.facts),
+        GateKind::Tags(g) => tags::judge(g, on.candidate),
+        GateKind::Run(g) => run::judge(g, on.candidate, on.facts),
+        GateKind::Champion(g) => champion::judge(g, on.champion, on.facts),
+        GateKind::Latency(g) => latency::judge(g, on.session).await,
+        GateKind::EdgeCases(g) => edge_cases::judge(g, on.session).await,
+        GateKind::Dataset(g) => dataset::judge(g, on.session).await,
+        GateKind::Command(g) => command::judge(g, on.session, on.tracking_uri).await,
+    }
+}
+
+/// Whether a gate's `retries` can change its outcome. A gate that exercises the model may
+/// fail by chance (a server slow to start, a flaky command); a registry gate judges facts
+/// fetched once, which it would read the same way again.
+pub fn retries_apply(kind: &GateKind) -> bool {
+    match kind {
+        GateKind::Metric(_) | GateKind::Tags(_) | GateKind::Run(_) | GateKind::Champion(_) => false,
+        GateKind::Latency(_)
+        | GateKind::EdgeCases(_)
+        | GateKind::Dataset(_)
+        | GateKind::Command(_) => true,
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::{Judgement, Outcome};
 use crate::config::TagsGate;
 use crate::mlflow::ModelVersion;
-use crate::report::clip;
+use crate::tags::clip;
 
 /// Tag values may be 100,000 characters long: messages quote at most this many.
 const QUOTE: usize = 80;

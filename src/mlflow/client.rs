@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::MlflowError;
 use crate::backoff::full_jitter;
-use crate::config::MlflowConfig;
+use crate::config::{DATABRICKS_TRACKING_URI as DATABRICKS, MlflowConfig};
 
 const DEFAULT_TRACKING_URI: &str = "http://127.0.0.1:5000";
 
@@ -112,9 +112,6 @@ impl Settings {
         })
     }
 }
-
-/// The tracking URI that means "the Databricks workspace of `DATABRICKS_HOST`".
-const DATABRICKS: &str = "databricks";
 
 fn databricks_missing(var: &str, what: &str) -> MlflowError {
     MlflowError::Setup(format!(

@@ -1,11 +1,12 @@
-//! The MLflow REST client: the only module that speaks MLflow's protocol (SPEC §1).
+//! The MLflow REST client: the only module that speaks MLflow's protocol (URLs, JSON shapes,
+//! auth, retries); everything else asks it in typed methods.
 //!
 //! [`client`] is the transport (auth, TLS, retries); this file maps each REST endpoint stagegate
 //! uses to one typed method.
 
 mod client;
 mod error;
-mod types;
+pub mod types;
 
 use reqwest::Method;
 use serde::Deserialize;

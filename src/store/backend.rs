@@ -1,17 +1,20 @@
 //! The store seam: every operation the daemon asks of its store, async, with one typed error.
 //! A backend is one module implementing [`Backend`] plus one arm in [`super::Store::open`];
-//! nothing outside `store` knows which one runs.
+//! a SQL database implements the smaller [`super::sql::Sql`] instead and gets every
+//! operation from the statements the SQL backends share. Nothing outside `store` knows which
+//! backend runs.
 //!
-//! Times are unix milliseconds. Lease times are the *store's* clock (the database server's
-//! for PostgreSQL), so that replicas whose clocks disagree still agree on who holds what.
+//! Times are unix milliseconds, by the *store's* clock (the database's), so that replicas
+//! whose clocks disagree still agree on who holds what.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{AuditRow, EvaluationRow, ModelRow, ReplicaRow, StoreError, Totals};
-use crate::evaluation::Evaluation;
+use super::{
+    AuditRow, EvaluationRow, FinishedEvaluation, ModelRow, ReplicaRow, StoreError, Totals,
+};
 
 /// What a lease guards: one model's reconcile, or a cluster-wide singleton (the poll).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +77,8 @@ pub trait Backend: Send + Sync {
         digest: &str,
         trigger: &str,
     ) -> Result<i64, StoreError>;
-    async fn finish_evaluation(&self, id: i64, e: &Evaluation) -> Result<(), StoreError>;
+    async fn finish_evaluation(&self, id: i64, done: &FinishedEvaluation)
+    -> Result<(), StoreError>;
     async fn fail_evaluation(&self, id: i64, error: &str) -> Result<(), StoreError>;
     /// Record the action taken on a version on its latest evaluation, if that evaluation is
     /// the one whose verdict (`verdict`, as recorded in MLflow) was acted on. An evaluation

@@ -4,8 +4,9 @@
 //! that touches disk or a database.
 //!
 //! Two backends sit behind one seam ([`Backend`]): SQLite (embedded, one replica, the
-//! default) and PostgreSQL (several replicas sharing it). [`Store::open`] picks one from the
-//! configuration; nothing else knows which runs.
+//! default) and PostgreSQL (several replicas sharing it). Both run the same statements and
+//! read rows the same way (`sql`); they differ in connections, clocks and schemas.
+//! [`Store::open`] picks one from the configuration; nothing else knows which runs.
 
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -17,17 +18,13 @@ use serde::Serialize;
 mod backend;
 mod error;
 mod postgres;
+mod sql;
 mod sqlite;
 
 pub use backend::{Backend, LeaseId, LeaseKind};
 pub use error::StoreError;
-pub use postgres::redact_url;
 
-/// Whether `url` is a usable `state.url` (its form only; nothing is connected). The message
-/// names what is wrong and never contains the password.
-pub fn check_url(url: &str) -> Result<(), String> {
-    postgres::check_url(url)
-}
+use crate::config::redact_url;
 
 /// Where the store lives.
 #[derive(Debug, Clone)]
@@ -156,12 +153,33 @@ pub struct EvaluationRow {
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
     /// The champion the candidate was judged with. Shown on the status page; not part of the
-    /// SPEC §6 history row, so not serialised.
+    /// history rows the API serves (`/v1/evaluations`), so not serialised.
     #[serde(skip)]
     pub champion: Option<String>,
     /// Serving start-ups and request time (`null` when nothing was served); status page only.
     #[serde(skip)]
     pub serving: serde_json::Value,
+}
+
+/// What the store records when an evaluation finishes, built by the caller from its result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedEvaluation {
+    /// `passed`, `failed` or `error`.
+    pub verdict: String,
+    /// The gate results, as the history shows them.
+    pub gates: serde_json::Value,
+    /// The champion the candidate was judged with.
+    pub champion: Option<String>,
+    /// Serving start-ups and request time; `null` when nothing was served.
+    pub serving: serde_json::Value,
+}
+
+impl FinishedEvaluation {
+    /// The `gates` and `serving` columns as stored (JSON text; no `serving` when `null`).
+    fn columns(&self) -> (String, Option<String>) {
+        let serving = (!self.serving.is_null()).then(|| self.serving.to_string());
+        (self.gates.to_string(), serving)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

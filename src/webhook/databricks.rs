@@ -10,19 +10,20 @@
 //! target stage), so a resent event is recognised whatever its transport.
 
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{
-    Context, Delivery, Rejection, Route, Source, any_secret_signed, check_fresh, hmac_sha256,
+    ApiDoc, Context, Delivery, Rejection, Route, Source, any_secret_signed, api_header,
+    check_fresh, hmac_sha256,
 };
-use crate::config::{Secret, WebhooksConfig};
+use crate::secret::Secret;
 
 pub const SIGNATURE: &str = "x-databricks-signature";
 
 const NO_SECRETS: Rejection = Rejection::NoSecrets {
     sender: "Databricks",
-    key: "databricks_secrets",
+    key: Databricks::SECRETS_KEY,
 };
 
 /// Check `X-Databricks-Signature` (hex or base64) over the raw body.
@@ -211,33 +212,48 @@ pub struct Databricks;
 
 impl Source for Databricks {
     const NAME: &'static str = "databricks";
-
-    fn secrets(webhooks: &WebhooksConfig) -> &[Secret] {
-        &webhooks.databricks_secrets
-    }
+    const SECRETS_KEY: &'static str = "databricks_secrets";
 
     fn accept(
         header: &dyn Fn(&str) -> Option<String>,
         body: &[u8],
         cx: &Context,
     ) -> Result<Delivery, Rejection> {
-        verify(
-            header(SIGNATURE).as_deref(),
-            body,
-            &cx.webhooks.databricks_secrets,
-        )?;
+        verify(header(SIGNATURE).as_deref(), body, cx.secrets)?;
         let event = parse(body)?;
-        check_fresh(
-            event.timestamp_ms / 1000,
-            cx.now_unix,
-            cx.webhooks.tolerance,
-        )?;
+        check_fresh(event.timestamp_ms / 1000, cx.now_unix, cx.tolerance)?;
         Ok(Delivery {
             identity: event.identity(),
             route: route(&event, cx.tag_prefix),
             event: event.event.clone(),
             model: event.model,
         })
+    }
+
+    fn api() -> ApiDoc {
+        ApiDoc {
+            summary: "Databricks Model Registry webhook receiver",
+            description: "Verifies X-Databricks-Signature (HMAC-SHA256 of the raw body, hex or base64, with any of \
+                          webhooks.databricks_secrets), then the payload's event_timestamp against the tolerance; \
+                          de-duplicates by the event's own identity, queues the model and answers at once. Unknown events \
+                          are acknowledged and ignored.",
+            headers: vec![api_header(
+                "X-Databricks-Signature",
+                json!({"type": "string", "minLength": 1}),
+                "hex (or base64) HMAC-SHA256 of the raw body",
+            )],
+            // What the receiver reads; `text` and anything else are passed over.
+            payload: (
+                "DatabricksEvent",
+                json!({"type": "object", "required": ["event", "event_timestamp"], "properties": {
+                    "event": {"type": "string", "minLength": 1, "example": "MODEL_VERSION_TRANSITIONED_STAGE"},
+                    "webhook_id": {"type": "string"},
+                    "event_timestamp": {"type": "integer", "minimum": 0, "description": "unix milliseconds"},
+                    "model_name": {"type": "string", "description": "required for the events stagegate uses"},
+                    "version": {"type": "string"}, "to_stage": {"type": "string"}, "from_stage": {"type": "string"},
+                    "text": {"type": "string"}}}),
+            ),
+        }
     }
 }
 
@@ -262,24 +278,18 @@ mod tests {
     fn accept(
         sig: Option<&str>,
         body: &[u8],
-        webhooks: &WebhooksConfig,
+        secrets: &[Secret],
         now: u64,
     ) -> Result<Delivery, Rejection> {
         let sig = sig.map(str::to_string);
         let header = move |name: &str| (name == SIGNATURE).then(|| sig.clone()).flatten();
         let cx = Context {
-            webhooks,
+            secrets,
+            tolerance: Duration::from_secs(300),
             tag_prefix: "stagegate.",
             now_unix: now,
         };
         Databricks::accept(&header, body, &cx)
-    }
-
-    fn config(s: &[&str]) -> WebhooksConfig {
-        WebhooksConfig {
-            databricks_secrets: secrets(s),
-            ..Default::default()
-        }
     }
 
     #[test]
@@ -334,10 +344,7 @@ mod tests {
 
     #[test]
     fn the_event_timestamp_is_judged_after_the_signature() {
-        let w = WebhooksConfig {
-            tolerance: Duration::from_secs(300),
-            ..config(&["s"])
-        };
+        let w = secrets(&["s"]);
         let b = body("MODEL_VERSION_CREATED", "");
         let sig = signature_header("s", b.as_bytes());
         let now = NOW_MS / 1000;

@@ -1,7 +1,7 @@
 //! MLflow OSS webhook deliveries: signature verification over the raw body (before any
 //! parsing), timestamp tolerance, the typed event inside and where it leads. No IO.
 //!
-//! Signature (SPEC §1): `X-MLflow-Signature: v1,<base64(HMAC-SHA256(secret, "{id}.{ts}.{body}"))>`
+//! Signature: `X-MLflow-Signature: v1,<base64(HMAC-SHA256(secret, "{id}.{ts}.{body}"))>`
 //! with the secret's UTF-8 bytes as key. Every configured secret is tried, so secrets rotate.
 
 use std::time::Duration;
@@ -9,10 +9,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::Deserialize;
 
+use serde_json::json;
+
 use super::{
-    Context, Delivery, Rejection, Route, Source, any_secret_signed, check_fresh, hmac_sha256,
+    ApiDoc, Context, Delivery, Rejection, Route, Source, any_secret_signed, api_header,
+    check_fresh, hmac_sha256,
 };
-use crate::config::{Secret, WebhooksConfig};
+use crate::secret::Secret;
 
 pub const DELIVERY_ID: &str = "x-mlflow-delivery-id";
 pub const TIMESTAMP: &str = "x-mlflow-timestamp";
@@ -146,7 +149,7 @@ pub fn route(e: &Event, tag_prefix: &str) -> Route {
 
 const NO_SECRETS: Rejection = Rejection::NoSecrets {
     sender: "MLflow",
-    key: "secrets",
+    key: Mlflow::SECRETS_KEY,
 };
 
 /// The MLflow OSS sender, as a [`Source`] of the shared receiver.
@@ -154,10 +157,7 @@ pub struct Mlflow;
 
 impl Source for Mlflow {
     const NAME: &'static str = "mlflow";
-
-    fn secrets(webhooks: &WebhooksConfig) -> &[Secret] {
-        &webhooks.secrets
-    }
+    const SECRETS_KEY: &'static str = "secrets";
 
     fn accept(
         header: &dyn Fn(&str) -> Option<String>,
@@ -170,13 +170,7 @@ impl Source for Mlflow {
             timestamp: ts.as_deref(),
             signature: sig.as_deref(),
         };
-        let id = verify(
-            &signed,
-            body,
-            &cx.webhooks.secrets,
-            cx.webhooks.tolerance,
-            cx.now_unix,
-        )?;
+        let id = verify(&signed, body, cx.secrets, cx.tolerance, cx.now_unix)?;
         let event = parse(body)?;
         let route = route(&event, cx.tag_prefix);
         Ok(Delivery {
@@ -185,6 +179,43 @@ impl Source for Mlflow {
             model: event.model,
             route,
         })
+    }
+
+    fn api() -> ApiDoc {
+        ApiDoc {
+            summary: "MLflow OSS webhook receiver",
+            description: "Verifies X-MLflow-Signature (HMAC-SHA256 over `{delivery id}.{timestamp}.{raw body}` \
+                          with any of webhooks.secrets) and the timestamp tolerance, de-duplicates by delivery id, queues \
+                          the model and answers at once.",
+            headers: vec![
+                api_header(
+                    "X-MLflow-Delivery-Id",
+                    json!({"type": "string", "minLength": 1}),
+                    "unique per delivery; retries repeat it",
+                ),
+                api_header(
+                    "X-MLflow-Timestamp",
+                    json!({"type": "string", "pattern": "^[0-9]+$"}),
+                    "unix seconds",
+                ),
+                api_header(
+                    "X-MLflow-Signature",
+                    json!({"type": "string", "pattern": "^v1,"}),
+                    "v1,<base64 HMAC-SHA256>",
+                ),
+            ],
+            // What the receiver reads of MLflow's payload: anything else in it is passed over.
+            payload: (
+                "WebhookEvent",
+                json!({"type": "object", "required": ["entity", "action", "data"], "properties": {
+                    "entity": {"type": "string", "example": "model_version"},
+                    "action": {"type": "string", "example": "created"},
+                    "timestamp": {"type": "string"},
+                    "data": {"type": "object", "required": ["name"], "properties": {
+                        "name": {"type": "string", "minLength": 1}, "version": {"type": "string"},
+                        "key": {"type": "string", "description": "the tag key of tag events"}}}}}),
+            ),
+        }
     }
 }
 

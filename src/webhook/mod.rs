@@ -4,7 +4,9 @@
 //! parsing), checks its timestamp against the tolerance, parses the event and says where it
 //! leads ([`Route`]) and what identifies it for de-duplication. The receiver
 //! (`daemon::http::webhooks`) does the rest the same way for every source: size limit,
-//! de-duplication, enqueueing, metrics. A new source is one module here plus one route.
+//! de-duplication, enqueueing, metrics. A source also names the `[webhooks]` key of its
+//! secrets, which the config then accepts, and describes its route for the OpenAPI document.
+//! A new source is one module here plus one line in [`for_each`].
 //!
 //! The MLflow OSS source's functions stay reachable at this module's root (`webhook::verify`,
 //! `webhook::parse`, …): the fuzz target and the load generator use them by those names.
@@ -18,7 +20,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::config::{Secret, WebhooksConfig};
+use serde_json::Value;
+
+use crate::secret::Secret;
 
 pub use databricks::Databricks;
 pub use mlflow::{
@@ -102,7 +106,10 @@ pub struct Delivery {
 
 /// What a source needs to judge a delivery besides its bytes.
 pub struct Context<'a> {
-    pub webhooks: &'a WebhooksConfig,
+    /// The secrets configured under the source's [`Source::SECRETS_KEY`].
+    pub secrets: &'a [Secret],
+    /// How far a delivery's timestamp may be from now (`webhooks.tolerance`).
+    pub tolerance: Duration,
     /// stagegate's own tag prefix: tag events under it are our own writes echoing back.
     pub tag_prefix: &'a str,
     pub now_unix: u64,
@@ -113,8 +120,9 @@ pub trait Source: Send + Sync + 'static {
     /// `mlflow`, `databricks`: the metrics label, the store's `source` column, `/status`.
     const NAME: &'static str;
 
-    /// The secrets that may sign this source's deliveries (none = the source is disabled).
-    fn secrets(webhooks: &WebhooksConfig) -> &[Secret];
+    /// The `[webhooks]` key that lists the secrets that may sign this source's deliveries
+    /// (none = the source is disabled).
+    const SECRETS_KEY: &'static str;
 
     /// Verify the signature over `body` as received, then the timestamp, then parse and
     /// route. `header` looks a request header up by its lower-case name.
@@ -123,6 +131,53 @@ pub trait Source: Send + Sync + 'static {
         body: &[u8],
         cx: &Context,
     ) -> Result<Delivery, Rejection>;
+
+    /// How the OpenAPI document describes `POST /webhooks/{NAME}`.
+    fn api() -> ApiDoc;
+}
+
+/// A source's receiver as the OpenAPI document describes it; the answers, shared by every
+/// source, are the document's own.
+pub struct ApiDoc {
+    pub summary: &'static str,
+    /// What is verified and how deliveries are told apart.
+    pub description: &'static str,
+    /// The request headers it reads, as OpenAPI parameter objects.
+    pub headers: Vec<Value>,
+    /// The payload's name among the document's schemas, and its schema (what is read of it).
+    pub payload: (&'static str, Value),
+}
+
+/// A header parameter of an [`ApiDoc`].
+pub fn api_header(name: &str, schema: Value, description: &str) -> Value {
+    serde_json::json!({"name": name, "in": "header", "required": true, "schema": schema,
+                       "description": description})
+}
+
+/// Something done with every source type (mount its route, accept its secrets key, describe
+/// it), through [`for_each`].
+pub trait ForEach {
+    fn source<S: Source>(&mut self);
+}
+
+/// Every webhook source stagegate receives, in the order `/status`, the config's messages
+/// and the OpenAPI document list them. A new source is its module plus one line here.
+pub fn for_each(f: &mut impl ForEach) {
+    f.source::<Mlflow>();
+    f.source::<Databricks>();
+}
+
+/// Each source's [`Source::SECRETS_KEY`], in [`for_each`] order.
+pub fn secret_keys() -> Vec<&'static str> {
+    struct Keys(Vec<&'static str>);
+    impl ForEach for Keys {
+        fn source<S: Source>(&mut self) {
+            self.0.push(S::SECRETS_KEY);
+        }
+    }
+    let mut keys = Keys(Vec::new());
+    for_each(&mut keys);
+    keys.0
 }
 
 /// HMAC-SHA256 of the concatenated `parts`, keyed with the secret's UTF-8 bytes.
@@ -189,6 +244,23 @@ mod tests {
         ));
         assert!(!any_secret_signed(&secrets, &[of_b[..16].to_vec()], mac));
         assert!(!any_secret_signed(&[], &[of_b], mac));
+    }
+
+    #[test]
+    fn every_source_has_its_own_name_and_secrets_key() {
+        struct Seen(Vec<(&'static str, &'static str)>);
+        impl ForEach for Seen {
+            fn source<S: Source>(&mut self) {
+                self.0.push((S::NAME, S::SECRETS_KEY));
+            }
+        }
+        let mut seen = Seen(Vec::new());
+        for_each(&mut seen);
+        assert_eq!(
+            seen.0,
+            [("mlflow", "secrets"), ("databricks", "databricks_secrets")]
+        );
+        assert_eq!(secret_keys(), ["secrets", "databricks_secrets"]);
     }
 
     #[test]

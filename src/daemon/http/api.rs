@@ -13,6 +13,7 @@ use serde_json::json;
 use super::error;
 use crate::daemon::App;
 use crate::mlflow::MlflowError;
+use crate::webhook::{Mlflow, Source};
 
 pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
@@ -65,6 +66,8 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
     let host = host_snapshot(&app).await;
     let live = app.live();
     let cfg = &live.loaded.config;
+    // The flat `enabled` and `secrets` are the MLflow source's; `sources` has every one.
+    let mlflow_secrets = cfg.webhooks.secrets_of(Mlflow::SECRETS_KEY);
     let poll = app.poll.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let generation = app.seen.generation();
     // The cluster's view: every replica reads the same store.
@@ -116,7 +119,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
         "queue": {"depth": app.scheduler.depth(), "in_flight": app.scheduler.in_flight(), "delayed": app.scheduler.delayed(), "workers": cfg.workers.count},
         "serving": {"mode": cfg.serving.mode, "host": host},
         // `enabled` and `secrets` are the MLflow source's (as before sources existed).
-        "webhooks": {"enabled": !cfg.webhooks.secrets.is_empty(), "secrets": cfg.webhooks.secrets.len(),
+        "webhooks": {"enabled": !mlflow_secrets.is_empty(), "secrets": mlflow_secrets.len(),
                      "sources": super::webhooks::status(&cfg.webhooks)},
         "totals": totals.unwrap_or_default(),
         "policies": policies,

@@ -1,6 +1,7 @@
-//! The HTTP surface of SPEC §6 (axum). Handlers read state and enqueue model names; they never
-//! write to MLflow. Every API error is a JSON body with the right 4xx/5xx status; the status
-//! page's routes (`pages`) answer HTML.
+//! The HTTP surface (axum): webhooks, the API, health, metrics, the OpenAPI document and the
+//! status page. Handlers read state and enqueue model names; they never write to MLflow.
+//! Every API error is a JSON body with the right 4xx/5xx status; the status page's routes
+//! (`pages`) answer HTML.
 
 mod api;
 mod openapi;

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::api::MAX_LIMIT;
 use super::webhooks::MAX_BODY;
+use crate::webhook::{self, ForEach, Source};
 
 /// An object schema whose `required` fields are all of `props`' keys but `optional`.
 fn object(props: Value, optional: &[&str]) -> Value {
@@ -102,41 +103,12 @@ fn schemas() -> Value {
         }),
         &[],
     );
-    // What the receiver reads of MLflow's payload: anything else in it is passed over.
-    let webhook_event = object(
-        json!({"entity": {"type": "string", "example": "model_version"},
-               "action": {"type": "string", "example": "created"},
-               "timestamp": {"type": "string"},
-               "data": {"type": "object", "required": ["name"], "properties": {
-                   "name": {"type": "string", "minLength": 1}, "version": {"type": "string"},
-                   "key": {"type": "string", "description": "the tag key of tag events"}}}}),
-        &["timestamp"],
-    );
-    // What the Databricks receiver reads; `text` and anything else are passed over.
-    let databricks_event = object(
-        json!({"event": {"type": "string", "minLength": 1, "example": "MODEL_VERSION_TRANSITIONED_STAGE"},
-               "webhook_id": {"type": "string"},
-               "event_timestamp": {"type": "integer", "minimum": 0, "description": "unix milliseconds"},
-               "model_name": {"type": "string", "description": "required for the events stagegate uses"},
-               "version": {"type": "string"}, "to_stage": {"type": "string"}, "from_stage": {"type": "string"},
-               "text": {"type": "string"}}),
-        &[
-            "webhook_id",
-            "model_name",
-            "version",
-            "to_stage",
-            "from_stage",
-            "text",
-        ],
-    );
     json!({
         "Error": object(json!({"error": {"type": "string"}}), &[]),
-        "DatabricksEvent": databricks_event,
         "GateResult": gate,
         "Evaluation": evaluation,
         "Policy": policy,
         "Status": status,
-        "WebhookEvent": webhook_event,
         "EvaluationRequest": {"type": "object", "required": ["model"], "additionalProperties": false,
             "properties": {"model": {"type": "string", "minLength": 1, "pattern": "^[^/:]+$",
                                      "description": "a registered model name (MLflow refuses `/` and `:` in names)"},
@@ -145,19 +117,25 @@ fn schemas() -> Value {
     })
 }
 
-fn webhook() -> Value {
-    let header = |name: &str, schema: Value, what: &str| json!({"name": name, "in": "header", "required": true, "schema": schema, "description": what});
-    json!({"post": {
-        "summary": "MLflow OSS webhook receiver",
-        "description": format!("Verifies X-MLflow-Signature (HMAC-SHA256 over `{{delivery id}}.{{timestamp}}.{{raw body}}` \
-                        with any of webhooks.secrets) and the timestamp tolerance, de-duplicates by delivery id, queues \
-                        the model and answers at once. Bodies over {MAX_BODY} bytes are refused."),
-        "parameters": [
-            header("X-MLflow-Delivery-Id", json!({"type": "string", "minLength": 1}), "unique per delivery; retries repeat it"),
-            header("X-MLflow-Timestamp", json!({"type": "string", "pattern": "^[0-9]+$"}), "unix seconds"),
-            header("X-MLflow-Signature", json!({"type": "string", "pattern": "^v1,"}), "v1,<base64 HMAC-SHA256>")],
-        "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("WebhookEvent")}}},
-        "responses": delivery_responses()}})
+/// Add `POST /webhooks/{name}` of every webhook source to `spec`, as the source describes
+/// itself, with the schema of its payload.
+fn add_webhooks(spec: &mut Value) {
+    struct Add<'a>(&'a mut Value);
+    impl ForEach for Add<'_> {
+        fn source<S: Source>(&mut self) {
+            let doc = S::api();
+            let (payload, schema) = doc.payload;
+            let post = json!({
+                "summary": doc.summary,
+                "description": format!("{} Bodies over {MAX_BODY} bytes are refused.", doc.description),
+                "parameters": doc.headers,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref(payload)}}},
+                "responses": delivery_responses()});
+            self.0["paths"][format!("/webhooks/{}", S::NAME)] = json!({ "post": post });
+            self.0["components"]["schemas"][payload] = schema;
+        }
+    }
+    webhook::for_each(&mut Add(spec));
 }
 
 /// The answers of every webhook receiver.
@@ -197,19 +175,6 @@ fn delivery_responses() -> Value {
             ("413", "body too large"),
         ],
     )
-}
-
-fn databricks_webhook() -> Value {
-    json!({"post": {
-        "summary": "Databricks Model Registry webhook receiver",
-        "description": format!("Verifies X-Databricks-Signature (HMAC-SHA256 of the raw body, hex or base64, with any of \
-                        webhooks.databricks_secrets), then the payload's event_timestamp against the tolerance; \
-                        de-duplicates by the event's own identity, queues the model and answers at once. Unknown events \
-                        are acknowledged and ignored. Bodies over {MAX_BODY} bytes are refused."),
-        "parameters": [{"name": "X-Databricks-Signature", "in": "header", "required": true,
-                        "schema": {"type": "string", "minLength": 1}, "description": "hex (or base64) HMAC-SHA256 of the raw body"}],
-        "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("DatabricksEvent")}}},
-        "responses": delivery_responses()}})
 }
 
 fn evaluations() -> Value {
@@ -310,8 +275,6 @@ pub fn spec() -> Value {
             "schemas": schemas(),
         },
         "paths": {
-            "/webhooks/mlflow": webhook(),
-            "/webhooks/databricks": databricks_webhook(),
             "/healthz": {"get": {"summary": "Process alive",
                 "responses": responses(&[("200", response("alive", object(json!({"status": {"type": "string", "enum": ["ok"]}}), &[])))], &[])}},
             "/readyz": {"get": {"summary": "Config loaded and MLflow reachable",
@@ -339,6 +302,7 @@ pub fn spec() -> Value {
                     "info": {"type": "object"}, "paths": {"type": "object"}}), &[])))], &[])}},
         }
     });
+    add_webhooks(&mut spec);
     for (path, item) in pages() {
         spec["paths"][path] = item;
     }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,9 +14,9 @@ use axum::routing::{MethodRouter, post};
 use serde_json::json;
 
 use super::error;
-use crate::config::WebhooksConfig;
+use crate::config::{Config, WebhooksConfig};
 use crate::daemon::App;
-use crate::webhook::{Context, Databricks, Delivery, Mlflow, Rejection, Route, Source};
+use crate::webhook::{self, Context, Delivery, ForEach, Rejection, Route, Source};
 
 /// Bodies above this are refused with 413 before they are read whole.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -33,35 +33,45 @@ pub const RECHECKS: [Duration; 6] = [
     Duration::from_secs(120),
 ];
 
-/// A webhook source as the daemon mounts it: `POST /webhooks/{name}` and its `/status` entry.
+/// A webhook source as the daemon mounts it: `POST /webhooks/{name}`.
 pub struct Mounted {
     pub name: &'static str,
     pub handler: MethodRouter<Arc<App>>,
-    /// How many secrets may sign its deliveries (0 = disabled); never the secrets.
-    pub secrets: fn(&WebhooksConfig) -> usize,
 }
 
-fn mount<S: Source>() -> Mounted {
-    Mounted {
-        name: S::NAME,
-        handler: post(receive::<S>),
-        secrets: |w| S::secrets(w).len(),
+/// Every webhook source of [`webhook::for_each`], mounted.
+pub fn sources() -> Vec<Mounted> {
+    struct Mount(Vec<Mounted>);
+    impl ForEach for Mount {
+        fn source<S: Source>(&mut self) {
+            self.0.push(Mounted {
+                name: S::NAME,
+                handler: post(receive::<S>),
+            });
+        }
     }
+    let mut mount = Mount(Vec::new());
+    webhook::for_each(&mut mount);
+    mount.0
 }
 
-/// Every webhook source stagegate receives. A new source is its module in `crate::webhook`
-/// plus one entry here.
-pub fn sources() -> [Mounted; 2] {
-    [mount::<Mlflow>(), mount::<Databricks>()]
-}
-
-/// The `/status` entry of every source: enabled, and the number of secrets.
+/// The `/status` entry of every source: enabled, and the number of secrets (never the
+/// secrets).
 pub fn status(w: &WebhooksConfig) -> serde_json::Value {
-    let entries = sources().into_iter().map(|s| {
-        let n = (s.secrets)(w);
-        (s.name.to_string(), json!({"enabled": n > 0, "secrets": n}))
-    });
-    serde_json::Value::Object(entries.collect())
+    struct Status<'a>(
+        &'a WebhooksConfig,
+        serde_json::Map<String, serde_json::Value>,
+    );
+    impl ForEach for Status<'_> {
+        fn source<S: Source>(&mut self) {
+            let n = self.0.secrets_of(S::SECRETS_KEY).len();
+            self.1
+                .insert(S::NAME.into(), json!({"enabled": n > 0, "secrets": n}));
+        }
+    }
+    let mut status = Status(w, serde_json::Map::new());
+    webhook::for_each(&mut status);
+    serde_json::Value::Object(status.1)
 }
 
 /// The receiver of source `S` (`POST /webhooks/{S::NAME}`).
@@ -88,6 +98,15 @@ async fn handle<S: Source>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(&'static str, Response), Rejection> {
+    let raw = read_body(headers, body).await?;
+    let live = app.live();
+    let cfg = &live.loaded.config;
+    let delivery = accept::<S>(cfg, headers, &raw)?;
+    Ok(take::<S>(app, cfg, delivery).await)
+}
+
+/// The body, refused past [`MAX_BODY`] before it is read whole when its length says so.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Rejection> {
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -95,11 +114,13 @@ async fn handle<S: Source>(
     if declared.is_some_and(|n| n > MAX_BODY) {
         return Err(Rejection::TooLarge(MAX_BODY));
     }
-    let raw = axum::body::to_bytes(body, MAX_BODY)
+    axum::body::to_bytes(body, MAX_BODY)
         .await
-        .map_err(|_| Rejection::TooLarge(MAX_BODY))?;
-    let live = app.live();
-    let cfg = &live.loaded.config;
+        .map_err(|_| Rejection::TooLarge(MAX_BODY))
+}
+
+/// Let the source verify and parse the delivery, with its secrets from `cfg`.
+fn accept<S: Source>(cfg: &Config, headers: &HeaderMap, raw: &[u8]) -> Result<Delivery, Rejection> {
     // Header values that are not text are as good as absent.
     let header = |name: &str| {
         headers
@@ -112,11 +133,17 @@ async fn handle<S: Source>(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let cx = Context {
-        webhooks: &cfg.webhooks,
+        secrets: cfg.webhooks.secrets_of(S::SECRETS_KEY),
+        tolerance: cfg.webhooks.tolerance,
         tag_prefix: &cfg.mlflow.tag_prefix,
         now_unix,
     };
-    let delivery = S::accept(&header, &raw, &cx)?;
+    S::accept(&header, raw, &cx)
+}
+
+/// Record the delivery (a repeat is answered as such), then queue its model if a policy
+/// wants it: the metrics outcome and the answer.
+async fn take<S: Source>(app: &App, cfg: &Config, delivery: Delivery) -> (&'static str, Response) {
     let Delivery {
         identity,
         event,
@@ -130,44 +157,25 @@ async fn handle<S: Source>(
     {
         Ok(true) => {}
         Ok(false) => {
-            return Ok((
-                "duplicate",
-                reply(
-                    StatusCode::OK,
-                    json!({"status": "duplicate", "delivery_id": identity}),
-                ),
-            ));
+            let body = json!({"status": "duplicate", "delivery_id": identity});
+            return ("duplicate", reply(StatusCode::OK, body));
         }
         // Without the shared store this replica can neither de-duplicate nor take a lease to
         // act: 503 makes the sender deliver again, to this replica or another.
         Err(e) => {
             tracing::warn!(error = %e, source = S::NAME, "could not record the delivery; answering 503");
-            return Ok((
-                "unavailable",
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"status": "unavailable", "error": e.to_string()}),
-                ),
-            ));
+            let body = json!({"status": "unavailable", "error": e.to_string()});
+            return ("unavailable", reply(StatusCode::SERVICE_UNAVAILABLE, body));
         }
     }
-    if let Route::Ignore(why) = route {
-        return Ok((
-            "ignored",
-            reply(
-                StatusCode::OK,
-                json!({"status": "ignored", "reason": why, "event": event}),
-            ),
-        ));
-    }
-    if cfg.policy_for(&model).is_none() {
-        return Ok((
-            "ignored",
-            reply(
-                StatusCode::OK,
-                json!({"status": "ignored", "reason": "no policy matches the model", "event": event}),
-            ),
-        ));
+    let ignored = match route {
+        Route::Ignore(why) => Some(why),
+        _ if cfg.policy_for(&model).is_none() => Some("no policy matches the model"),
+        _ => None,
+    };
+    if let Some(why) = ignored {
+        let body = json!({"status": "ignored", "reason": why, "event": event});
+        return ("ignored", reply(StatusCode::OK, body));
     }
     match route {
         Route::Created { .. } => {
@@ -184,13 +192,8 @@ async fn handle<S: Source>(
         delivery = identity,
         "webhook queued"
     );
-    Ok((
-        "queued",
-        reply(
-            StatusCode::ACCEPTED,
-            json!({"status": "queued", "model": model, "event": event}),
-        ),
-    ))
+    let body = json!({"status": "queued", "model": model, "event": event});
+    ("queued", reply(StatusCode::ACCEPTED, body))
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response {

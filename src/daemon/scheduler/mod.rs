@@ -49,7 +49,7 @@ pub struct Attempt {
 
 pub type ReconcileFn = Arc<dyn Fn(String, Attempt) -> BoxFuture<'static, Outcome> + Send + Sync>;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     pub base: Duration,
     pub max: Duration,
@@ -75,7 +75,8 @@ struct Inner {
     wake: Notify,
     /// Wakes the timer when an earlier wake-up is scheduled.
     timer: Notify,
-    backoff: Backoff,
+    /// Replaced by a reload; an attempt reads it when it starts, a retry when it is planned.
+    backoff: Mutex<Backoff>,
 }
 
 /// Cheap to clone; every clone is the same queue.
@@ -91,13 +92,23 @@ impl Scheduler {
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
                 timer: Notify::new(),
-                backoff,
+                backoff: Mutex::new(backoff),
             }),
         }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The retry settings in force.
+    pub fn backoff(&self) -> Backoff {
+        *self.inner.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New retry settings (a reload): attempts that start from now on count against them.
+    pub fn set_backoff(&self, backoff: Backoff) {
+        *self.inner.backoff.lock().unwrap_or_else(|p| p.into_inner()) = backoff;
     }
 
     /// Queue `model` to be reconciled as soon as a worker is free, for `trigger`. Returns
@@ -227,7 +238,7 @@ impl Scheduler {
                 let n = s.attempts.get(&model).copied().unwrap_or(0);
                 Attempt {
                     n,
-                    last: n + 1 >= self.inner.backoff.max_attempts,
+                    last: n + 1 >= self.backoff().max_attempts,
                 }
             };
             let outcome = reconcile(model.clone(), attempt).await;
@@ -254,7 +265,7 @@ impl Scheduler {
     }
 
     fn finish(&self, model: &str, attempt: Attempt, outcome: Outcome) {
-        let b = self.inner.backoff;
+        let b = self.backoff();
         let mut s = self.state();
         s.running.remove(model);
         // A model another replica holds runs again at its busy wake-up, not at once.

@@ -450,7 +450,7 @@ enum Compared {
     Unsure,
 }
 
-/// SPEC §3: fail when the interval of (candidate - champion) lies wholly below -max_drop,
+/// Fail when the interval of (candidate - champion) lies wholly below -max_drop,
 /// pass when wholly above, otherwise inconclusive. For lower-is-better metrics the difference
 /// is taken the other way round, so "above" always means "candidate better".
 fn compare(

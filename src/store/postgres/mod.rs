@@ -1,5 +1,6 @@
 //! The shared backend: one PostgreSQL database that several replicas use at once, through a
-//! pool of connections (deadpool-postgres over tokio-postgres, TLS by rustls).
+//! pool of connections (deadpool-postgres over tokio-postgres, TLS by rustls). Its statements
+//! are the ones every SQL backend shares ([`super::sql`]).
 //!
 //! Every time it stores is the database server's clock (`clock_timestamp()`), so replicas
 //! whose clocks disagree still agree on which lease ran out and which queue entry is newer.
@@ -8,17 +9,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 use super::StoreError;
+use super::sql::{Columns, Param, Read, Sql};
 
 mod connect;
-mod queries;
 mod schema;
-
-pub use connect::redact_url;
 
 /// The schema version the database at `url` is at, and this build's; nothing is changed.
 pub(super) async fn schema_versions(url: &str) -> Result<(i64, i64), StoreError> {
@@ -26,14 +26,6 @@ pub(super) async fn schema_versions(url: &str) -> Result<(i64, i64), StoreError>
     let conn = me.conn().await?;
     let at = schema::current(&conn).await.map_err(|e| me.err(e))?;
     Ok((at, schema::MIGRATIONS.len() as i64))
-}
-
-pub(super) fn check_url(url: &str) -> Result<(), String> {
-    match connect::parse(url) {
-        Ok(_) => Ok(()),
-        Err(StoreError::Url(why)) => Err(why),
-        Err(other) => Err(other.to_string()),
-    }
 }
 
 /// The database server's clock in unix ms, as an SQL expression.
@@ -110,40 +102,142 @@ impl Postgres {
             transient: is_transient(&e),
         }
     }
+}
 
-    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        let conn = self.conn().await?;
-        let st = conn.prepare_cached(sql).await.map_err(|e| self.err(e))?;
-        conn.execute(&st, params).await.map_err(|e| self.err(e))
+#[async_trait]
+impl Sql for Postgres {
+    fn describe(&self) -> String {
+        format!("postgres {}", self.shown)
     }
 
-    async fn rows(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, StoreError> {
-        let conn = self.conn().await?;
-        let st = conn.prepare_cached(sql).await.map_err(|e| self.err(e))?;
-        conn.query(&st, params).await.map_err(|e| self.err(e))
+    /// `{now}` as the server's clock; PostgreSQL's parameters are already `$1`.
+    fn render(statement: &str) -> String {
+        statement.replace("{now}", NOW)
     }
 
-    async fn row(
+    async fn execute(
         &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, StoreError> {
+        statement: &'static str,
+        params: Vec<Param>,
+    ) -> Result<u64, StoreError> {
         let conn = self.conn().await?;
-        let st = conn.prepare_cached(sql).await.map_err(|e| self.err(e))?;
-        conn.query_opt(&st, params).await.map_err(|e| self.err(e))
+        let st = conn
+            .prepare_cached(&Self::render(statement))
+            .await
+            .map_err(|e| self.err(e))?;
+        conn.execute(&st, &refs(&params))
+            .await
+            .map_err(|e| self.err(e))
     }
 
-    /// One column of a row; a type mismatch is a bug of ours, reported, never a panic.
-    fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    async fn query<T: Send + 'static>(
         &self,
-        row: &'a Row,
-        i: usize,
-    ) -> Result<T, StoreError> {
-        row.try_get(i).map_err(|e| self.err(e))
+        statement: &'static str,
+        params: Vec<Param>,
+        read: Read<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let conn = self.conn().await?;
+        let st = conn
+            .prepare_cached(&Self::render(statement))
+            .await
+            .map_err(|e| self.err(e))?;
+        let rows = conn
+            .query(&st, &refs(&params))
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| read(&Row { pg: self, row }))
+            .collect()
+    }
+
+    /// An advisory lock on `key` for the transaction makes the second of two callers wait.
+    /// The statement runs after the lock, on its own, so its snapshot sees the first one's
+    /// row (a single statement's would predate the wait).
+    async fn execute_alone(
+        &self,
+        key: String,
+        statement: &'static str,
+        params: Vec<Param>,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(|e| self.err(e))?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key])
+            .await
+            .map_err(|e| self.err(e))?;
+        let n = tx
+            .execute(&Self::render(statement), &refs(&params))
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(n)
+    }
+}
+
+fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+/// Each parameter as the Rust type it holds, checked against the type PostgreSQL inferred.
+impl ToSql for Param {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Param::Int(v) => v.to_sql(ty, out),
+            Param::Text(v) => v.to_sql(ty, out),
+            Param::Bool(v) => v.to_sql(ty, out),
+            Param::OptText(v) => v.to_sql(ty, out),
+            Param::OptInt(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <i64 as ToSql>::accepts(ty)
+            || <String as ToSql>::accepts(ty)
+            || <bool as ToSql>::accepts(ty)
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Param::Int(v) => v.to_sql_checked(ty, out),
+            Param::Text(v) => v.to_sql_checked(ty, out),
+            Param::Bool(v) => v.to_sql_checked(ty, out),
+            Param::OptText(v) => v.to_sql_checked(ty, out),
+            Param::OptInt(v) => v.to_sql_checked(ty, out),
+        }
+    }
+}
+
+struct Row<'a> {
+    pg: &'a Postgres,
+    row: &'a tokio_postgres::Row,
+}
+
+impl Row<'_> {
+    /// One column; a type mismatch is a bug of ours, reported, never a panic.
+    fn get<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T, StoreError> {
+        self.row.try_get(i).map_err(|e| self.pg.err(e))
+    }
+}
+
+impl Columns for Row<'_> {
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.get(i)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        self.get(i)
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.get(i)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        self.get(i)
     }
 }
 

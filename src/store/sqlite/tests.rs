@@ -4,6 +4,7 @@
 
 use super::schema::MIGRATIONS;
 use super::*;
+use crate::store::{Backend, LeaseKind};
 
 #[tokio::test]
 async fn deliveries_are_deduplicated_and_survive_reopening() {
@@ -75,7 +76,7 @@ async fn pending_requests_survive_the_schema_migration() {
 async fn migrations_are_versioned() {
     let s = Sqlite::in_memory().unwrap();
     let v: i64 = s
-        .with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+        .with(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
         .await
         .unwrap();
     assert_eq!(v, MIGRATIONS.len() as i64);

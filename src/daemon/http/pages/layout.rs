@@ -162,8 +162,9 @@ pub fn evaluation_href(id: i64) -> String {
     format!("/evaluations/{id}")
 }
 
-/// Whether a failed verdict failed only because a comparison could not tell (SPEC §3's
-/// inconclusive): every enforced gate that did not pass is an inconclusive one.
+/// Whether a failed verdict failed only because a comparison could not tell (a champion
+/// comparison whose interval straddles the bound, counted as a failure by
+/// `inconclusive = "fail"`): every enforced gate that did not pass is an inconclusive one.
 pub fn inconclusive(row: &EvaluationRow) -> bool {
     let gates = row.gates.as_array().map(Vec::as_slice).unwrap_or_default();
     let blocking: Vec<&Value> = gates

@@ -24,8 +24,10 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use crate::config::GateType;
 use crate::daemon::App;
 use crate::store::{EvaluationRow, Store, StoreError};
+use crate::webhook::{Mlflow, Source};
 use layout::Header;
 
 pub const CSS_PATH: &str = concat!("/assets/status.css?v=", env!("CARGO_PKG_VERSION"));
@@ -37,8 +39,8 @@ const JS: &str = include_str!("assets/status.js");
 pub const HISTORY_PAGE: usize = 50;
 /// Versions a model page charts (the newest).
 const CHART_VERSIONS: usize = 200;
-/// The home page charts the most recently evaluated models, fewer versions each: SPEC's
-/// "per model a chart of each threshold gate", bounded so the page stays light.
+/// The home page charts each threshold gate of the most recently evaluated models, with fewer
+/// versions than a model's own page, so that it stays light.
 const HOME_CHART_MODELS: usize = 10;
 const HOME_CHART_VERSIONS: usize = 30;
 const AUDIT_ROWS: usize = 100;
@@ -209,31 +211,32 @@ pub async fn model(
 }
 
 /// The gates charted for a model, as (name, type): its policy's now, else those of its
-/// newest evaluation (a model no policy matches any more).
+/// newest evaluation (a model no policy matches any more; a type this build does not know is
+/// left out).
 fn charted_gates(
     policy: Option<&crate::config::Policy>,
     rows: &[EvaluationRow],
-) -> Vec<(String, String)> {
+) -> Vec<(String, GateType)> {
     match policy {
         Some(p) => p
             .gates
             .iter()
-            .map(|g| (g.name.clone(), g.kind.type_name().to_string()))
+            .map(|g| (g.name.clone(), g.kind.gate_type()))
             .collect(),
         None => rows
             .last()
             .and_then(|r| r.gates.as_array())
             .into_iter()
             .flatten()
-            .map(|g| (str_of(&g["name"]), str_of(&g["type"])))
+            .filter_map(|g| Some((str_of(&g["name"]), GateType::parse(g["type"].as_str()?)?)))
             .collect(),
     }
 }
 
-fn series_of(names: &[(String, String)], rows: &[EvaluationRow]) -> Vec<series::Series> {
+fn series_of(names: &[(String, GateType)], rows: &[EvaluationRow]) -> Vec<series::Series> {
     let refs: Vec<series::GateRef> = names
         .iter()
-        .map(|(n, k)| series::GateRef { name: n, kind: k })
+        .map(|(name, kind)| series::GateRef { name, kind: *kind })
         .collect();
     series::all(&refs, rows)
 }
@@ -298,7 +301,7 @@ fn header(app: &App, fresh: &layout::Fresh) -> Header {
         mlflow_uri: live.engine.client.shown_uri(),
         poll_last: poll.last_started,
         poll_next: poll.next,
-        webhooks: !cfg.webhooks.secrets.is_empty(),
+        webhooks: !cfg.webhooks.secrets_of(Mlflow::SECRETS_KEY).is_empty(),
         depth: app.scheduler.depth(),
         in_flight: app.scheduler.in_flight(),
         delayed: app.scheduler.delayed(),

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::config::GateType;
 use crate::store::EvaluationRow;
 
 /// What became of a version, as a chart marks it.
@@ -94,10 +95,10 @@ pub struct Series {
 /// A gate of the policy: its name and type.
 pub struct GateRef<'a> {
     pub name: &'a str,
-    pub kind: &'a str,
+    pub kind: GateType,
 }
 
-/// Metrics the dataset gate judges as maximums (SPEC §3).
+/// Metrics the dataset gate judges as maximums (rmse, mae, log_loss); the others are minimums.
 fn lower_is_better(metric: &str) -> bool {
     matches!(metric, "rmse" | "mae" | "log_loss")
 }
@@ -106,75 +107,21 @@ fn lower_is_better(metric: &str) -> bool {
 pub fn all(gates: &[GateRef], rows: &[EvaluationRow]) -> Vec<Series> {
     let mut out = Vec::new();
     for g in gates {
-        let results: Vec<Option<&Value>> = rows.iter().map(|r| result(r, g.name)).collect();
-        let latest = results.iter().rev().flatten().next().copied();
-        let Some(latest) = latest else { continue };
-        let mut add = |title: String, limits: Vec<(&str, Getter)>, value: Getter| {
-            let names = limits.iter().map(|(n, _)| n.to_string()).collect();
-            out.push(build(title, names, rows, &results, &limits, value, None));
+        let results = Results {
+            gate: g.name,
+            rows,
+            each: rows.iter().map(|r| result(r, g.name)).collect(),
+        };
+        let Some(latest) = results.each.iter().rev().flatten().next().copied() else {
+            continue;
         };
         match g.kind {
-            "metric" => {
-                let metric = results
-                    .iter()
-                    .rev()
-                    .flatten()
-                    .find_map(|r| metric_name(r))
-                    .unwrap_or_else(|| "value".into());
-                let mut limits: Vec<(&str, Getter)> = Vec::new();
-                for bound in ["min", "max"] {
-                    if results
-                        .iter()
-                        .flatten()
-                        .any(|r| r["threshold"][bound].is_number())
-                    {
-                        limits.push((bound, Box::new(move |r| r["threshold"][bound].as_f64())));
-                    }
-                }
-                add(
-                    format!("{} — {metric}", g.name),
-                    limits,
-                    Box::new(|r| r["observed"].as_f64()),
-                );
-            }
-            "champion" => {
-                let ratio_only = latest["threshold"]["max_drop"].is_null()
-                    && latest["threshold"]["max_drop_ratio"].is_number();
-                let (key, limit) = if ratio_only {
-                    ("drop_ratio", "max_drop_ratio")
-                } else {
-                    ("drop", "max_drop")
-                };
-                add(
-                    format!("{} — {key} vs the champion", g.name),
-                    vec![(
-                        limit,
-                        Box::new(move |r| {
-                            // No bound at all means "no drop": max_drop 0 (as the gate judges).
-                            let t = &r["threshold"];
-                            t[limit].as_f64().or_else(|| {
-                                (t["max_drop"].is_null() && t["max_drop_ratio"].is_null())
-                                    .then_some(0.0)
-                            })
-                        }),
-                    )],
-                    Box::new(move |r| r["observed"][key].as_f64()),
-                );
-            }
-            "latency" => {
-                let s = build(
-                    format!("{} — p99 ms", g.name),
-                    vec!["p99_ms".into()],
-                    rows,
-                    &results,
-                    &[("p99_ms", Box::new(|r| r["threshold"]["p99_ms"].as_f64()))],
-                    Box::new(|r| r["observed"]["p99_ms"].as_f64()),
-                    Some(Box::new(|r| r["observed"]["champion_p99_ms"].as_f64())),
-                );
-                out.push(s);
-            }
-            "dataset" => dataset(g.name, latest, rows, &results, &mut out),
-            _ => {}
+            GateType::Metric => out.push(metric(&results)),
+            GateType::Champion => out.push(champion(&results, latest)),
+            GateType::Latency => out.push(latency(&results)),
+            GateType::Dataset => out.extend(dataset(&results, latest)),
+            // Nothing measured against a threshold to chart.
+            GateType::Tags | GateType::Run | GateType::EdgeCases | GateType::Command => {}
         }
     }
     out
@@ -182,11 +129,76 @@ pub fn all(gates: &[GateRef], rows: &[EvaluationRow]) -> Vec<Series> {
 
 type Getter = Box<dyn Fn(&Value) -> Option<f64>>;
 
+/// One gate's recorded results, one per row (`None` where a row has none).
+struct Results<'a> {
+    gate: &'a str,
+    rows: &'a [EvaluationRow],
+    each: Vec<Option<&'a Value>>,
+}
+
 fn result<'a>(row: &'a EvaluationRow, gate: &str) -> Option<&'a Value> {
     row.gates
         .as_array()?
         .iter()
         .find(|g| g["name"].as_str() == Some(gate))
+}
+
+/// `metric`: the observed value between `min` and `max`, as each evaluation recorded them.
+fn metric(results: &Results) -> Series {
+    let metric = results
+        .each
+        .iter()
+        .rev()
+        .flatten()
+        .find_map(|r| metric_name(r))
+        .unwrap_or_else(|| "value".into());
+    let mut limits: Vec<(&str, Getter)> = Vec::new();
+    for bound in ["min", "max"] {
+        let recorded = |r: &&Value| r["threshold"][bound].is_number();
+        if results.each.iter().flatten().any(recorded) {
+            limits.push((bound, Box::new(move |r| r["threshold"][bound].as_f64())));
+        }
+    }
+    results.chart(
+        format!("{} — {metric}", results.gate),
+        limits,
+        Box::new(|r| r["observed"].as_f64()),
+        None,
+    )
+}
+
+/// `champion`: the drop against the champion, absolute unless only a ratio is allowed.
+fn champion(results: &Results, latest: &Value) -> Series {
+    let ratio_only = latest["threshold"]["max_drop"].is_null()
+        && latest["threshold"]["max_drop_ratio"].is_number();
+    let (key, limit) = if ratio_only {
+        ("drop_ratio", "max_drop_ratio")
+    } else {
+        ("drop", "max_drop")
+    };
+    let bound: Getter = Box::new(move |r| {
+        // No bound at all means "no drop": max_drop 0 (as the gate judges).
+        let t = &r["threshold"];
+        t[limit]
+            .as_f64()
+            .or_else(|| (t["max_drop"].is_null() && t["max_drop_ratio"].is_null()).then_some(0.0))
+    });
+    results.chart(
+        format!("{} — {key} vs the champion", results.gate),
+        vec![(limit, bound)],
+        Box::new(move |r| r["observed"][key].as_f64()),
+        None,
+    )
+}
+
+/// `latency`: p99 against its bound, beside the champion's p99 where it was measured.
+fn latency(results: &Results) -> Series {
+    results.chart(
+        format!("{} — p99 ms", results.gate),
+        vec![("p99_ms", Box::new(|r| r["threshold"]["p99_ms"].as_f64()))],
+        Box::new(|r| r["observed"]["p99_ms"].as_f64()),
+        Some(Box::new(|r| r["observed"]["champion_p99_ms"].as_f64())),
+    )
 }
 
 /// The metric a `metric` gate reads, from its message (`val_accuracy=0.9 …`).
@@ -198,24 +210,18 @@ fn metric_name(r: &Value) -> Option<String> {
         .filter(|n| !n.contains(' '))
 }
 
-fn dataset(
-    name: &str,
-    latest: &Value,
-    rows: &[EvaluationRow],
-    results: &[Option<&Value>],
-    out: &mut Vec<Series>,
-) {
+/// `dataset`: each metric against its bound, and each metric's widest gap across slices.
+fn dataset(results: &Results, latest: &Value) -> Vec<Series> {
+    let name = results.gate;
     let empty = serde_json::Map::new();
+    let mut out = Vec::new();
     let metrics = latest["threshold"]["metrics"].as_object().unwrap_or(&empty);
     for m in metrics.keys() {
         let bound = if lower_is_better(m) { "max" } else { "min" };
         let (m1, m2) = (m.clone(), m.clone());
-        out.push(build(
+        out.push(results.chart(
             format!("{name} — {m}"),
-            vec![bound.into()],
-            rows,
-            results,
-            &[(
+            vec![(
                 bound,
                 Box::new(move |r| r["threshold"]["metrics"][&m1].as_f64()),
             )],
@@ -228,12 +234,9 @@ fn dataset(
         .unwrap_or(&empty);
     for m in gaps.keys() {
         let (m1, m2) = (m.clone(), m.clone());
-        out.push(build(
+        out.push(results.chart(
             format!("{name} — {m} gap across slices"),
-            vec!["max_gap".into()],
-            rows,
-            results,
-            &[(
+            vec![(
                 "max_gap",
                 Box::new(move |r| r["threshold"]["slices"]["max_gap"][&m1].as_f64()),
             )],
@@ -241,6 +244,7 @@ fn dataset(
             None,
         ));
     }
+    out
 }
 
 /// The widest gap of `metric` between judged slices (as the gate computes it).
@@ -259,42 +263,45 @@ pub fn slice_gap(slices: &Value, metric: &str) -> Option<f64> {
     Some(hi - lo)
 }
 
-fn build(
-    title: String,
-    limit_names: Vec<String>,
-    rows: &[EvaluationRow],
-    results: &[Option<&Value>],
-    limits: &[(&str, Getter)],
-    value: Getter,
-    other: Option<Getter>,
-) -> Series {
-    let points: Vec<Point> = rows
-        .iter()
-        .zip(results)
-        .filter_map(|(row, r)| {
-            let r = (*r)?;
-            Some(Point {
-                id: row.id,
-                version: row.version.clone(),
-                value: value(r),
-                limits: limits.iter().map(|(_, get)| get(r)).collect(),
-                other: other.as_ref().and_then(|o| o(r)),
-                state: PointState::of(row),
-                verdict: row.verdict.clone().unwrap_or_else(|| row.status.clone()),
-                action: row.action.clone().unwrap_or_else(|| "none".into()),
-                at: row.started_at.clone(),
+impl Results<'_> {
+    /// A chart of `value`, with each of `limits` drawn as a line, and `other` (the champion's
+    /// value) beside each point that has one.
+    fn chart(
+        &self,
+        title: String,
+        limits: Vec<(&str, Getter)>,
+        value: Getter,
+        other: Option<Getter>,
+    ) -> Series {
+        let points: Vec<Point> = self
+            .rows
+            .iter()
+            .zip(&self.each)
+            .filter_map(|(row, r)| {
+                let r = (*r)?;
+                Some(Point {
+                    id: row.id,
+                    version: row.version.clone(),
+                    value: value(r),
+                    limits: limits.iter().map(|(_, get)| get(r)).collect(),
+                    other: other.as_ref().and_then(|o| o(r)),
+                    state: PointState::of(row),
+                    verdict: row.verdict.clone().unwrap_or_else(|| row.status.clone()),
+                    action: row.action.clone().unwrap_or_else(|| "none".into()),
+                    at: row.started_at.clone(),
+                })
             })
-        })
-        .collect();
-    let other = points
-        .iter()
-        .any(|p| p.other.is_some())
-        .then(|| "champion".to_string());
-    Series {
-        title,
-        limits: limit_names,
-        other,
-        points,
+            .collect();
+        let other = points
+            .iter()
+            .any(|p| p.other.is_some())
+            .then(|| "champion".to_string());
+        Series {
+            title,
+            limits: limits.iter().map(|(n, _)| n.to_string()).collect(),
+            other,
+            points,
+        }
     }
 }
 
@@ -352,7 +359,7 @@ mod tests {
         let s = all(
             &[GateRef {
                 name: "acc",
-                kind: "metric",
+                kind: GateType::Metric,
             }],
             &rows,
         );
@@ -381,7 +388,7 @@ mod tests {
         let s = all(
             &[GateRef {
                 name: "holdout",
-                kind: "dataset",
+                kind: GateType::Dataset,
             }],
             &rows,
         );

@@ -10,8 +10,9 @@ use tower::ServiceExt;
 
 use crate::config::{Gate, GateKind, MetricGate};
 use crate::daemon::{App, test_app};
-use crate::evaluation::{Evaluation, Verdict};
+use crate::evaluation::Evaluation;
 use crate::gates::{GateResult, Judgement, Outcome};
+use crate::verdict::Verdict;
 
 const CONFIG: &str = r#"
 [mlflow]
@@ -102,14 +103,17 @@ async fn record(
     gates: Vec<GateResult>,
     action: Option<&str>,
 ) -> i64 {
-    let verdict = Verdict::of(&gates);
+    let verdict = Verdict::of(gates.iter().map(|g| (g.enforced, g.outcome)));
     let id = app
         .store
         .begin_evaluation(model, version, "p", "d", "poll")
         .await
         .unwrap();
     let e = Evaluation::for_test(model, version, verdict, gates);
-    app.store.finish_evaluation(id, &e).await.unwrap();
+    app.store
+        .finish_evaluation(id, &e.history().unwrap())
+        .await
+        .unwrap();
     if let Some(a) = action {
         app.store
             .set_action(model, version, Some(verdict.as_str()), a)
@@ -247,8 +251,8 @@ async fn the_evaluation_page_shows_gates_and_links_mlflow_without_credentials() 
     assert!(p.body.contains("No gate served the model."));
 }
 
-/// SPEC §6: the home page charts each model's threshold gates across versions (the most
-/// recently evaluated models), one point per version, against the threshold line.
+/// The home page charts each model's threshold gates across versions (the most recently
+/// evaluated models), one point per version, against the threshold line.
 #[tokio::test]
 async fn the_home_page_charts_each_models_thresholds() {
     let (app, _dir) = test_app(CONFIG).await;
@@ -455,7 +459,7 @@ async fn the_stamp_follows_audit_rows_and_champion_moves() {
             Target::Alias("challenger".into()),
             Target::Alias("champion".into()),
         ),
-        crate::report::TagNames::new("stagegate."),
+        crate::tags::TagNames::new("stagegate."),
     );
     app.seen.record(
         &state(vec![version(1, "None")], &[("champion", "1")]),
