@@ -9,7 +9,7 @@
 //! (unset options as `null`); the enum values come from the error each enum gives for an
 //! unknown value; the routes from the OpenAPI document the daemon's own router serves (which
 //! the daemon's unit tests keep complete); the tags from the `TagNames` methods in
-//! `src/report.rs`.
+//! `src/tags.rs`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -555,13 +555,13 @@ async fn every_route_the_daemon_serves_is_documented() {
     );
 }
 
-/// The tag names stagegate writes: the literal each `TagNames` method of `src/report.rs` puts
+/// The tag names stagegate writes: the literal each `TagNames` method of `src/tags.rs` puts
 /// after the prefix, up to a placeholder (`gate.{gate}` gives `gate.`).
 fn tag_names() -> BTreeSet<String> {
-    let source = read("src/report.rs");
+    let source = read("src/tags.rs");
     let start = source
         .find("impl TagNames {")
-        .expect("src/report.rs has `impl TagNames`");
+        .expect("src/tags.rs has `impl TagNames`");
     let body = &source[start..];
     let body = &body[..body.find("\n}").expect("the impl block ends")];
     body.split("self.key(")
@@ -581,7 +581,7 @@ fn every_tag_stagegate_writes_is_documented() {
     let names = tag_names();
     assert!(
         names.len() >= 10 && names.contains("verdict") && names.contains("gate."),
-        "the tag names were not found in src/report.rs: {names:?}"
+        "the tag names were not found in src/tags.rs: {names:?}"
     );
     let prefix = load(POLICY)
         .expect("the minimal policy loads")
