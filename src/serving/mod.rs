@@ -80,7 +80,7 @@ struct Used {
     endpoints: Vec<Arc<Endpoint>>,
     /// Hosted models, with their request figures when this session first used them (a warm
     /// model serves many sessions).
-    hosted: Vec<(Arc<HostModel>, (u64, Duration))>,
+    hosted: Vec<(Arc<HostModel>, (u64, Duration, Duration))>,
 }
 
 impl Session {
@@ -255,6 +255,11 @@ impl Session {
                 (now.0 - before.0, now.1.saturating_sub(before.1))
             }))
             .fold((0, Duration::ZERO), |a, b| (a.0 + b.0, a.1 + b.1));
+        let python: Duration = used
+            .hosted
+            .iter()
+            .map(|(m, before)| m.usage().2.saturating_sub(before.2))
+            .sum();
         let mut v = serde_json::json!({
             "servers_started": local.len(),
             "startup_ms": startup.as_millis() as u64,
@@ -264,6 +269,9 @@ impl Session {
         if !used.hosted.is_empty() {
             v["host_models_loaded"] = loaded.len().into();
             v["host_models_warm"] = (used.hosted.len() - loaded.len()).into();
+            // Of `requests_ms`, the time the models' processes spent (the rest is stagegate
+            // and the socket).
+            v["host_python_ms"] = (python.as_millis() as u64).into();
         }
         v
     }

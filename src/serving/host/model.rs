@@ -43,6 +43,8 @@ pub struct HostModel {
     /// Requests answered and the wall time spent in them (the report's serving figures).
     requests: AtomicU64,
     busy_us: AtomicU64,
+    /// Of that, the time the model's process spent on them (decode, predict, encode).
+    python_us: AtomicU64,
 }
 
 impl HostModel {
@@ -82,6 +84,7 @@ impl HostModel {
             timeout,
             requests: AtomicU64::new(0),
             busy_us: AtomicU64::new(0),
+            python_us: AtomicU64::new(0),
         };
         let hello = {
             let mut conn = model.conn.lock().await;
@@ -120,11 +123,13 @@ impl HostModel {
         rss_of(self.pid)
     }
 
-    /// `(requests answered, total time in them)` over its life.
-    pub fn usage(&self) -> (u64, Duration) {
+    /// `(requests answered, total time in them, of which in the model's process)` over its
+    /// life.
+    pub fn usage(&self) -> (u64, Duration, Duration) {
         (
             self.requests.load(Ordering::Relaxed),
             Duration::from_micros(self.busy_us.load(Ordering::Relaxed)),
+            Duration::from_micros(self.python_us.load(Ordering::Relaxed)),
         )
     }
 
@@ -212,6 +217,10 @@ impl HostModel {
                 self.requests.fetch_add(1, Ordering::Relaxed);
                 self.busy_us
                     .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                self.python_us.fetch_add(
+                    f.header["python_us"].as_u64().unwrap_or(0),
+                    Ordering::Relaxed,
+                );
                 Ok(f)
             }
             Ok(_) => Err(self.failure("scoring").await),
