@@ -497,3 +497,201 @@ fn check_says_whether_the_environment_can_run_the_host() {
         r.stderr
     );
 }
+
+/// The versions the daemon's host has loaded, with their processes.
+fn loaded(d: &common::daemon::Daemon) -> Vec<(String, i64)> {
+    d.status()["serving"]["host"]["models"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            (
+                m["version"].as_str().unwrap_or("").to_string(),
+                m["pid"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+fn champion(m: &str) -> Option<String> {
+    block(async {
+        let rm = client().registered_model(m).await.ok()?;
+        rm.aliases
+            .iter()
+            .find(|a| a.alias == "champion")
+            .map(|a| a.version.clone())
+    })
+}
+
+fn report(m: &str, v: &str) -> Value {
+    let mv = block(version(m, v));
+    serde_json::from_str(mv.tag("stagegate.report").expect("a report")).unwrap()
+}
+
+/// A poll-driven daemon whose policy serves the candidate and the champion (a latency gate
+/// that compares the two).
+fn serving_daemon(prefix: &str, serving_extra: &str) -> common::daemon::Daemon {
+    common::daemon::Daemon::start(
+        &mlflow_uri(),
+        &format!(
+            "[poll]\nschedule = \"*/2 * * * * *\"\n\n[[policies]]\nname = \"warm\"\nmodels = [\"{prefix}*\"]\n{ALIAS_TARGETS}\n\n  [[policies.gates]]\n  name = \"latency\"\n  type = \"latency\"\n  p99_ms = 5000.0\n  warmup = 2\n  requests = 10\n  max_ratio_to_champion = 100.0\n\n{}",
+            serving_section(serving_extra)
+        ),
+    )
+}
+
+#[test]
+fn the_daemon_keeps_the_champion_warm_and_lets_go_of_a_replaced_one() {
+    let prefix = unique("warm");
+    let m = format!("{prefix}-m");
+    let d = serving_daemon(&prefix, "");
+    d.wait_for(
+        "the host to start with the daemon",
+        Duration::from_secs(120),
+        || d.status()["serving"]["host"]["running"] == json!(true),
+    );
+    let host_pid = d.status()["serving"]["host"]["pid"].clone();
+    register(
+        &m,
+        &[json!({"alias": "champion"}), json!({"alias": "challenger"})],
+    );
+    d.wait_for("v2 promoted", Duration::from_secs(120), || {
+        champion(&m).as_deref() == Some("2")
+    });
+    // Both served for v2's evaluation (v1 may have been loaded before, when the daemon judged
+    // the champion nobody had promoted through it).
+    let first = &report(&m, "2")["serving"];
+    let served =
+        first["host_models_loaded"].as_u64().unwrap() + first["host_models_warm"].as_u64().unwrap();
+    assert_eq!(served, 2, "{first}");
+    assert!(
+        first["requests"].as_u64().is_some_and(|n| n >= 24),
+        "warm-ups and requests, for both: {first}"
+    );
+    let warm = loaded(&d);
+    let v2_pid = warm
+        .iter()
+        .find(|(v, _)| v == "2")
+        .map(|(_, p)| *p)
+        .expect("v2 stays loaded");
+    assert!(warm.iter().any(|(v, _)| v == "1"), "{warm:?}");
+
+    // The next candidate is compared with v2, still loaded from its own evaluation; v1, the
+    // replaced champion, is let go of when an evaluation of the model begins.
+    register(&m, &[json!({"alias": "challenger"})]);
+    d.wait_for("v3 promoted", Duration::from_secs(120), || {
+        champion(&m).as_deref() == Some("3")
+    });
+    let next = report(&m, "3");
+    assert_eq!(
+        next["serving"]["host_models_warm"],
+        json!(1),
+        "{}",
+        next["serving"]
+    );
+    assert_eq!(
+        next["serving"]["host_models_loaded"],
+        json!(1),
+        "{}",
+        next["serving"]
+    );
+    let warm = loaded(&d);
+    assert!(
+        !warm.iter().any(|(v, _)| v == "1"),
+        "the replaced champion was let go: {warm:?}"
+    );
+    assert!(
+        warm.contains(&("2".to_string(), v2_pid)),
+        "v2 kept its process: {warm:?}"
+    );
+    assert_eq!(
+        d.status()["serving"]["host"]["pid"],
+        host_pid,
+        "one host all along"
+    );
+    assert!(
+        d.status()["serving"]["host"]["rss_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 10 << 20)
+    );
+
+    let text = reqwest::blocking::get(format!("{}/metrics", d.url()))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(text.contains("stagegate_host_up 1"), "{text}");
+    assert!(
+        text.contains(&format!("stagegate_host_models {}", warm.len())),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("stagegate_host_model_memory_bytes{")
+                && l.contains(&format!("model=\"{m}\",version=\"3\""))),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_reload_that_changes_serving_restarts_the_host_between_evaluations_never_during_one() {
+    let prefix = unique("reload-host");
+    let m = format!("{prefix}-m");
+    let mut d = common::daemon::Daemon::start(
+        &mlflow_uri(),
+        &format!(
+            "[poll]\nschedule = \"*/2 * * * * *\"\n\n[[policies]]\nname = \"long\"\nmodels = [\"{prefix}*\"]\n{ALIAS_TARGETS}\n\n  [[policies.gates]]\n  name = \"latency\"\n  type = \"latency\"\n  p99_ms = 5000.0\n  requests = 1000\n\n{}",
+            serving_section("")
+        ),
+    );
+    d.wait_for("the host", Duration::from_secs(120), || {
+        d.status()["serving"]["host"]["running"] == json!(true)
+    });
+    let old = d.status()["serving"]["host"]["pid"].as_i64().unwrap();
+    register(&m, &[json!({"alias": "challenger"})]);
+    d.wait_for(
+        "the evaluation to use the host",
+        Duration::from_secs(120),
+        || {
+            d.status()["serving"]["host"]["models"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(|x| x["in_use"] == json!(true)))
+        },
+    );
+    // Mid-evaluation: a new [serving].
+    let body = std::fs::read_to_string(d.config())
+        .unwrap()
+        .replace("startup_timeout = \"120s\"", "startup_timeout = \"121s\"");
+    std::fs::write(d.config(), body).unwrap();
+    d.signal("HUP");
+    d.wait_for("the reload", Duration::from_secs(30), || {
+        d.log()
+            .contains("the scoring host restarts once the evaluations using it end")
+    });
+    d.wait_for("v1 promoted", Duration::from_secs(300), || {
+        champion(&m).as_deref() == Some("1")
+    });
+    let r = report(&m, "1");
+    let g = gate(&r, "latency");
+    assert_eq!(
+        g["outcome"],
+        json!("pass"),
+        "the evaluation ran to its end on its host: {g}"
+    );
+    assert_eq!(g["observed"]["errors"], json!(0), "{g}");
+    d.wait_for(
+        "the old host to end after its evaluation",
+        Duration::from_secs(30),
+        || !std::path::Path::new(&format!("/proc/{old}")).exists(),
+    );
+    d.wait_for("the new host", Duration::from_secs(120), || {
+        d.status()["serving"]["host"]["running"] == json!(true)
+            && d.status()["serving"]["host"]["pid"]
+                .as_i64()
+                .is_some_and(|p| p != old)
+    });
+    let pid = d.pid();
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(40)), Some(0), "{}", d.log());
+    assert_no_host_left(pid);
+}

@@ -196,6 +196,7 @@ impl Session {
                 let base = m.http_base().await?;
                 let e = Arc::new(Endpoint::hosted(base, m, self.env.serving.request_timeout));
                 self.endpoints.lock().await[which as usize] = Some(e.clone());
+                self.used().endpoints.push(e.clone());
                 return Ok(e);
             }
             _ => {

@@ -345,6 +345,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id (what it starts is labelled with it: the scoring host).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
