@@ -4,7 +4,8 @@
 //! `STAGEGATE_MLFLOW2_VENV`. Models are registered in the MLflow 2 form (`runs:/` sources).
 //!
 //! One test, one server, run in order: stage and alias promotion with `evaluate --promote`
-//! (the alias one through served latency and edge-case gates), `check` and `webhook register`
+//! (the alias one through latency and edge-case gates served by the scoring host, which runs
+//! the MLflow 2 venv's Python, then by its `mlflow models serve`), `check` and `webhook register`
 //! saying the server has no webhooks, `rollback`, and the daemon promoting by its poll alone.
 
 mod common;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use common::block;
 use common::daemon::Daemon;
-use common::served::{assert_no_serving_left, gate};
+use common::served::{assert_no_host_left, assert_no_serving_left, gate, served_models};
 use common::*;
 use serde_json::{Value, json};
 
@@ -198,15 +199,40 @@ fn mlflow_2_22_runs_everything_but_webhooks() {
     );
     assert!(v2.tag("stagegate.rolled_back").is_some());
 
-    // Alias promotion through gates served by MLflow 2.22's `mlflow models serve`.
-    let r = w.run_at(&uri, &["evaluate", &alias_m, "--promote", "--json"]);
-    let doc = r.json();
-    assert_eq!(doc["verdict"], json!("passed"), "{doc}\n{}", r.stderr);
-    r.expect_code(0);
-    let latency = gate(&doc, "latency");
-    assert_eq!(latency["outcome"], json!("pass"), "{latency}");
-    assert!(latency["observed"]["p99_ms"].as_f64().unwrap() > 0.0);
-    assert_eq!(gate(&doc, "edge-cases")["outcome"], json!("pass"));
+    // The served gates through MLflow 2.22's Python: the scoring host (the default), then
+    // `mlflow models serve` (local mode). Both judge alike; the first promotes.
+    let local = w.dir.path().join("local.toml");
+    std::fs::write(
+        &local,
+        std::fs::read_to_string(w.config())
+            .unwrap()
+            .replace("[serving]\n", "[serving]\nmode = \"local\"\n"),
+    )
+    .unwrap();
+    let local = local.display().to_string();
+    for (mode, args) in [
+        ("host", vec!["evaluate", &alias_m, "--promote", "--json"]),
+        (
+            "local",
+            vec!["evaluate", &alias_m, &v[2], "--json", "--config", &local],
+        ),
+    ] {
+        let r = w.run_at(&uri, &args);
+        let doc = r.json();
+        assert_eq!(
+            doc["verdict"],
+            json!("passed"),
+            "{mode}: {doc}\n{}",
+            r.stderr
+        );
+        r.expect_code(0);
+        let latency = gate(&doc, "latency");
+        assert_eq!(latency["outcome"], json!("pass"), "{mode}: {latency}");
+        assert!(latency["observed"]["p99_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(gate(&doc, "edge-cases")["outcome"], json!("pass"), "{mode}");
+        assert_eq!(served_models(&doc), 1, "{mode}: {}", doc["serving"]);
+        assert_no_host_left(r.pid);
+    }
     let alias_model = block(mlflow_client.registered_model(&alias_m)).unwrap();
     assert_eq!(alias_model.alias("champion"), Some(v[2]));
     assert_no_serving_left(&alias_m);

@@ -1,5 +1,6 @@
 //! The `dataset` gate: a labelled CSV or Parquet holdout scored through the really served
-//! model, with slices and a paired-bootstrap comparison against the champion.
+//! model (the warm scoring host's bulk path), with slices and a paired-bootstrap comparison
+//! against the champion.
 
 mod common;
 
@@ -58,6 +59,7 @@ fn dataset_gates_score_csv_and_parquet_slices_and_compare_with_the_champion() {
 
     // The degraded model fails its thresholds and loses to the champion.
     let r = w.run(&["evaluate", &m, bad, "--json"]);
+    assert_no_host_left(r.pid);
     r.expect_code(1);
     let doc = r.json();
     let csv = gate(&doc, "holdout-csv");
@@ -85,6 +87,7 @@ fn dataset_gates_score_csv_and_parquet_slices_and_compare_with_the_champion() {
 
     // A twin of the champion: the thresholds pass, the comparison cannot tell: inconclusive, exit 2.
     let r = w.run(&["evaluate", &m, twin, "--json"]);
+    assert_no_host_left(r.pid);
     r.expect_code(2);
     let doc = r.json();
     assert_eq!(gate(&doc, "holdout-csv")["outcome"], json!("pass"), "{doc}");
@@ -105,11 +108,11 @@ fn dataset_gates_score_csv_and_parquet_slices_and_compare_with_the_champion() {
     // The other way round: against a degraded champion the good model wins.
     fixtures(json!([{"op": "alias", "name": m, "alias": "champion", "version": bad}]));
     let r = w.run(&["evaluate", &m, good, "--json"]);
+    assert_no_host_left(r.pid);
     r.expect_code(0);
     let vs = gate(&r.json(), "vs-champion").clone();
     assert_eq!(vs["outcome"], json!("pass"), "{vs}");
     assert!(vs["observed"]["vs_champion"]["low"].as_f64().unwrap() > 0.0);
-    assert_no_serving_left(&m);
 }
 
 #[test]
@@ -147,6 +150,7 @@ fn dataset_errors_name_what_is_wrong() {
     ]));
     let v = register(&m, &[json!({})]);
     let r = w.run(&["evaluate", &m, &v[0], "--json"]);
+    assert_no_host_left(r.pid);
     r.expect_code(2);
     let doc = r.json();
     let msg = |name: &str| {
@@ -203,6 +207,7 @@ fn an_external_url_endpoint_is_used_as_is() {
         &format!("url = \"{}/invocations\"", server.base),
     );
     let r = w.run(&["evaluate", &m, &v[0], "--json"]);
+    assert_no_host_left(r.pid);
     r.expect_code(0);
     let doc = r.json();
     assert!(

@@ -1,5 +1,6 @@
 //! Gates that exercise the served model — latency and edge_cases — against scikit-learn
-//! models really served by `mlflow models serve`; serving failures; cancellation.
+//! models really served, by the warm scoring host (the default) and, where the test is about
+//! it, by `mlflow models serve` (`mode = "local"`); serving failures; cancellation.
 
 mod common;
 
@@ -64,16 +65,16 @@ fn latency_gates_pass_and_fail_on_one_served_model_that_does_not_outlive_the_eva
             .map(|t| t.starts_with("fail: p99")),
         Some(true)
     );
-    // One server for the candidate's three gates (and one for the champion the ratio needs),
-    // stopped with the evaluation. Every answered request is counted, warm-ups (20 by default,
-    // 2 for tiny-p99) included: 2 x (20 + 20) + (20 + 40) + (2 + 20).
+    // One model loaded for the candidate's three gates (and one for the champion the ratio
+    // needs), stopped with the evaluation. Every answered request is counted, warm-ups (20 by
+    // default, 2 for tiny-p99) included: 2 x (20 + 20) + (20 + 40) + (2 + 20).
     let serving = &doc["serving"];
-    assert_eq!(serving["servers_started"], json!(2), "{serving}");
+    assert_eq!(served_models(&doc), 2, "{serving}");
     assert_eq!(serving["requests"], json!(162), "{serving}");
     for key in ["startup_ms", "requests_ms"] {
         assert!(serving[key].as_u64().is_some_and(|ms| ms > 0), "{serving}");
     }
-    assert_no_serving_left(&m);
+    assert_no_host_left(r.pid);
 }
 
 /// The cases the edge-case gate `name` reported, as (case, outcome, error).
@@ -118,11 +119,12 @@ fn edge_cases_default_set_sends_nan_to_required_float_columns_and_names_the_fail
     let edges = |version: &str, code: i32| {
         let r = w.run(&["evaluate", &m, version, "--json"]);
         r.expect_code(code);
+        assert_no_host_left(r.pid);
         let doc = r.json();
         if code != 2 {
             assert_eq!(
-                doc["serving"]["servers_started"],
-                json!(1),
+                served_models(&doc),
+                1,
                 "no champion is served without a comparison"
             );
         }
@@ -207,7 +209,6 @@ fn edge_cases_default_set_sends_nan_to_required_float_columns_and_names_the_fail
             .contains("has no signature"),
         "{none}"
     );
-    assert_no_serving_left(&m);
 }
 
 #[test]
@@ -230,8 +231,9 @@ fn edge_cases_default_set_passes_nan_tolerant_models_and_dtype_limits_are_opt_in
     // fails the opt-in dtype limits, both gates on one served model.
     let r = workdir(&limits, "").run(&["evaluate", &m, &v[0], "--json"]);
     r.expect_code(1);
+    assert_no_host_left(r.pid);
     let doc = r.json();
-    assert_eq!(doc["serving"]["servers_started"], json!(1));
+    assert_eq!(served_models(&doc), 1);
     let g = gate(&doc, "edges");
     assert_eq!(g["outcome"], json!("pass"), "{g}");
     assert!(
@@ -306,14 +308,21 @@ fn edge_cases_default_set_passes_nan_tolerant_models_and_dtype_limits_are_opt_in
         ],
         "{g}"
     );
-    assert_no_serving_left(&m);
 }
 
 #[test]
 fn serving_that_cannot_start_or_crashes_mid_gate_is_reported_with_its_log() {
     let m = unique("serving-fail");
-    let v = register(&m, &[json!({}), json!({"kind": "crashy"})]);
+    let v = register(
+        &m,
+        &[
+            json!({}),
+            json!({"kind": "crashy"}),
+            json!({"form": "mlflow2", "no_model_files": true}),
+        ],
+    );
     let edges = "\n  [[policies.gates]]\n  name = \"edges\"\n  type = \"edge_cases\"\n";
+    let local = "mode = \"local\"";
     // The gate's message when serving v1 fails: the evaluation ends in `error`.
     let error_message = |w: &Workdir| {
         let r = w.run(&["evaluate", &m, &v[0], "--json"]);
@@ -322,15 +331,49 @@ fn serving_that_cannot_start_or_crashes_mid_gate_is_reported_with_its_log() {
         assert_eq!(g["outcome"], json!("error"));
         g["message"].as_str().unwrap().to_string()
     };
-    // A start-up timeout shorter than any start-up.
-    let w =
-        workdir(edges, "").config_replace("startup_timeout = \"120s\"", "startup_timeout = \"1s\"");
+    // A start-up timeout shorter than any start-up, in both modes.
+    let w = workdir(edges, local)
+        .config_replace("startup_timeout = \"120s\"", "startup_timeout = \"1s\"");
     let msg = error_message(&w);
     assert!(
         msg.contains("did not answer /ping within 1s") && msg.contains("log:"),
         "{msg}"
     );
     assert_no_serving_left(&m);
+    let w =
+        workdir(edges, "").config_replace("startup_timeout = \"120s\"", "startup_timeout = \"1s\"");
+    let msg = error_message(&w);
+    assert!(
+        msg.contains(
+            "the scoring host did not finish its imports within 1s (serving.startup_timeout)"
+        ),
+        "{msg}"
+    );
+
+    // The host: a model that cannot be loaded is named, with why.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(
+        &input,
+        r#"{"dataframe_split": {"columns": ["f0"], "data": [[1.0]]}}"#,
+    )
+    .unwrap();
+    let latency = format!(
+        "\n  [[policies.gates]]\n  name = \"latency\"\n  type = \"latency\"\n  p99_ms = 1000.0\n  input = \"{}\"\n",
+        input.display()
+    );
+    let r = workdir(&latency, "").run(&["evaluate", &m, &v[2], "--json"]);
+    r.expect_code(2);
+    let msg = gate(&r.json(), "latency")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.starts_with(&format!("loading models:/{m}/{} failed: ", v[2]))
+            && msg.contains("root cause:"),
+        "{msg}"
+    );
+    assert_no_host_left(r.pid);
 
     // uvicorn fails to import the scoring app (a library raises on import, as an incompatible
     // starlette does): the message leads with that exception, not MLflow's wrapper, which
@@ -359,7 +402,7 @@ fn serving_that_cannot_start_or_crashes_mid_gate_is_reported_with_its_log() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let w = workdir(edges, "").config_replace(
+    let w = workdir(edges, local).config_replace(
         &format!("command = \"{}\"", bin.join("mlflow").display()),
         &format!("command = \"{}\"", wrapper.display()),
     );
@@ -373,28 +416,32 @@ fn serving_that_cannot_start_or_crashes_mid_gate_is_reported_with_its_log() {
     assert!(msg.contains("returned non zero return code"), "{msg}");
     assert_no_serving_left(&m);
 
-    // A model whose serving process dies on large values: the +1e6 case kills it.
-    let w = workdir(edges, "");
-    let r = w.run(&["evaluate", &m, &v[1], "--json"]);
-    r.expect_code(1);
-    let g = gate(&r.json(), "edges").clone();
-    let msg = g["message"].as_str().unwrap();
-    assert!(
-        msg.contains("+1e6") && msg.contains("the serving process died"),
-        "{msg}"
-    );
+    // A model whose serving process dies on large values: the +1e6 case kills it, in both
+    // modes; in the host, only that model's process.
+    for (mode, died) in [
+        (local, "the serving process died"),
+        ("", "its process exited with code 3"),
+    ] {
+        let r = workdir(edges, mode).run(&["evaluate", &m, &v[1], "--json"]);
+        r.expect_code(1);
+        let g = gate(&r.json(), "edges").clone();
+        let msg = g["message"].as_str().unwrap();
+        assert!(msg.contains("+1e6") && msg.contains(died), "{mode}: {msg}");
+        assert_no_host_left(r.pid);
+    }
     assert_no_serving_left(&m);
 }
 
 /// `stagegate evaluate` of a latency gate that does not end on its own (a million requests),
-/// returned once the server answered /ping (stagegate logs its base URL): requests are flowing.
-fn long_served_evaluation(prefix: &str) -> (String, Workdir, std::process::Child) {
+/// served as `mode` says, returned once the server answered /ping (stagegate logs its base
+/// URL): requests are flowing.
+fn long_served_evaluation(prefix: &str, mode: &str) -> (String, Workdir, std::process::Child) {
     use std::io::BufRead;
     let m = unique(prefix);
     let v = register(&m, &[json!({})]);
     let w = workdir(
         "\n  [[policies.gates]]\n  name = \"long\"\n  type = \"latency\"\n  p99_ms = 1000.0\n  requests = 1000000\n",
-        "",
+        &format!("mode = \"{mode}\""),
     );
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
         .args(["evaluate", &m, &v[0], "--json"])
@@ -422,10 +469,13 @@ fn long_served_evaluation(prefix: &str) -> (String, Workdir, std::process::Child
         let _ = child.kill();
         panic!("serving never answered");
     }
+    let running = match mode {
+        "local" => serving_processes(&m),
+        _ => host_processes(child.id()),
+    };
     assert!(
-        serving_processes(&m).len() >= 2,
-        "mlflow and uvicorn run: {:?}",
-        serving_processes(&m)
+        running.len() >= 2,
+        "{mode}: the server and what it runs: {running:?}"
     );
     (m, w, child)
 }
@@ -440,10 +490,10 @@ fn strip_colour(line: &str) -> String {
 }
 
 /// `kill -9` runs no destructor: the process guards alone must stop the served model's whole
-/// process tree (mlflow, the shell it runs, uvicorn).
+/// process tree (mlflow, the shell it runs, uvicorn). The host's: tests/host.rs.
 #[test]
 fn kill_9_of_evaluate_during_a_served_gate_leaves_no_serving_process() {
-    let (m, _w, mut child) = long_served_evaluation("kill9-serving");
+    let (m, _w, mut child) = long_served_evaluation("kill9-serving", "local");
     assert!(!guard_processes(&m).is_empty(), "a guard watches them");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -452,10 +502,11 @@ fn kill_9_of_evaluate_during_a_served_gate_leaves_no_serving_process() {
 
 #[test]
 fn sigterm_during_an_evaluation_stops_its_serving() {
-    let (m, _w, mut child) = long_served_evaluation("sigterm");
+    let (_m, _w, mut child) = long_served_evaluation("sigterm", "host");
+    let owner = child.id();
     assert!(
         std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &owner.to_string()])
             .status()
             .unwrap()
             .success()
@@ -465,7 +516,7 @@ fn sigterm_during_an_evaluation_stops_its_serving() {
     let mut out = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(out.contains("interrupted by SIGTERM"), "{out}");
-    assert_no_serving_left(&m);
+    assert_no_host_left(owner);
 }
 
 #[test]
@@ -478,15 +529,16 @@ fn daemon_shutdown_abandons_an_evaluation_and_stops_its_serving() {
         serving_section("")
     );
     let mut d = Daemon::start(&mlflow_uri(), &body);
+    let owner = d.pid();
     register(&m, &[json!({"alias": "challenger"})]);
     d.wait_for(
         "the daemon to serve the candidate",
         Duration::from_secs(120),
-        || serving_processes(&m).len() >= 2,
+        || d.log().contains("serving over HTTP from the scoring host"),
     );
     d.signal("TERM");
     // The grace period (10 s) runs out; the evaluation is abandoned and the process exits 0.
     assert_eq!(d.wait_exit(Duration::from_secs(40)), Some(0), "{}", d.log());
     assert!(d.log().contains("abandoning"), "{}", d.log());
-    assert_no_serving_left(&m);
+    assert_no_host_left(owner);
 }

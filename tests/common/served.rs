@@ -32,6 +32,16 @@ pub fn workdir(gates: &str, serving_extra: &str) -> Workdir {
     ))
 }
 
+/// Models served for an evaluation (its report's `serving`): servers started, or models the
+/// scoring host loaded or found loaded.
+pub fn served_models(doc: &Value) -> u64 {
+    let s = &doc["serving"];
+    ["servers_started", "host_models_loaded", "host_models_warm"]
+        .iter()
+        .filter_map(|k| s[*k].as_u64())
+        .sum()
+}
+
 pub fn gate<'a>(doc: &'a Value, name: &str) -> &'a Value {
     doc["gates"]
         .as_array()

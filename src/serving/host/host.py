@@ -392,10 +392,11 @@ def start_http(model, http):
     import uvicorn
     from mlflow.pyfunc import scoring_server
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(scoring_server.init(model)))
+    # uvicorn binds the socket as it does for `mlflow models serve` (a TCP socket, which
+    # asyncio then gives TCP_NODELAY: without it, Nagle's algorithm adds tens of ms).
+    config = uvicorn.Config(scoring_server.init(model), host="127.0.0.1", port=0)
+    sock = config.bind_socket()
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -146,14 +146,14 @@ impl HostModel {
     ) -> Result<Answer, String> {
         let body = arrow_io::encode(batch)?;
         tracing::debug!(model = %self.uri, rows = batch.num_rows(), bytes = body.len(), "scoring in bulk");
-        let f = self.request(json!({"op": "predict"}), &body).await?;
+        let f = self.request(json!({"op": "predict"}), &body, true).await?;
         self.answer(f)
     }
 
     /// Score a JSON request, as `POST /invocations` takes it.
     pub async fn invoke(&self, body: &str) -> Result<Answer, String> {
         let f = self
-            .request(json!({"op": "invoke"}), body.as_bytes())
+            .request(json!({"op": "invoke"}), body.as_bytes(), true)
             .await?;
         self.answer(f)
     }
@@ -164,7 +164,7 @@ impl HostModel {
         if let Some(base) = http.as_ref() {
             return Ok(base.clone());
         }
-        let f = self.request(json!({"op": "http"}), &[]).await?;
+        let f = self.request(json!({"op": "http"}), &[], false).await?;
         let port = f.header["port"].as_u64().ok_or_else(|| {
             format!(
                 "{} could not start its HTTP server: {}",
@@ -173,6 +173,7 @@ impl HostModel {
             )
         })?;
         let base = format!("http://127.0.0.1:{port}");
+        tracing::debug!(model = %self.uri, base = %base, "serving over HTTP from the scoring host");
         *http = Some(base.clone());
         Ok(base)
     }
@@ -202,7 +203,13 @@ impl HostModel {
         }
     }
 
-    async fn request(&self, header: Value, body: &[u8]) -> Result<frame::Frame, String> {
+    /// One exchange on the socket; `scoring` ones count in the figures.
+    async fn request(
+        &self,
+        header: Value,
+        body: &[u8],
+        scoring: bool,
+    ) -> Result<frame::Frame, String> {
         let mut conn = self.conn.lock().await;
         if !self.alive() {
             return Err(self.failure("scoring").await);
@@ -213,6 +220,7 @@ impl HostModel {
             frame::read(&mut *conn).await
         };
         match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(Some(f))) if !scoring => Ok(f),
             Ok(Ok(Some(f))) => {
                 self.requests.fetch_add(1, Ordering::Relaxed);
                 self.busy_us
