@@ -6,21 +6,19 @@
 //! bootstrap of candidate minus champion on the same rows.
 
 mod footer;
+mod judge;
 mod predictions;
 pub mod read;
 pub mod score;
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
-use super::{Judgement, Outcome, jnum, num};
-use crate::config::{DatasetGate, Inconclusive, VsChampion};
+use super::Judgement;
+use crate::config::DatasetGate;
 use crate::model_files::Signature;
 use crate::serving::host::project;
 use crate::serving::{Payload, Scorer, Session, Which, batch_cells, dataframe_split};
-use predictions::build;
-use score::{Scored, is_regression, lower_is_better, paired_bootstrap};
+use judge::{Collected, judge_scores};
 
 pub async fn judge(g: &DatasetGate, s: &Session) -> Judgement {
     match run(g, s).await {
@@ -97,13 +95,6 @@ async fn predict(
         ));
     }
     Ok(p)
-}
-
-struct Collected {
-    labels: Vec<Option<String>>,
-    slices: Vec<Option<String>>,
-    candidate: Vec<Value>,
-    champion: Option<Vec<Value>>,
 }
 
 async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
@@ -273,224 +264,6 @@ fn encode(
             None => vec![],
         },
     })
-}
-
-/// Turn the collected predictions into verdicts (pure, given the data).
-fn judge_scores(
-    g: &DatasetGate,
-    data: &Collected,
-    champion_version: Option<&str>,
-) -> Result<Judgement, String> {
-    let regression = g
-        .metrics
-        .keys()
-        .chain(g.slices.iter().flat_map(|s| s.max_gap.keys()))
-        .chain(g.vs_champion.iter().map(|v| &v.metric))
-        .any(|m| is_regression(m));
-    let (cand, champ) = build(
-        regression,
-        g.positive_label.as_deref(),
-        &data.labels,
-        &data.candidate,
-        data.champion.as_deref(),
-    )?;
-    let rows = cand.rows();
-    let mut fails = Vec::new();
-    let mut passes = Vec::new();
-    let mut notes = Vec::new();
-    let mut observed = json!({"rows": rows});
-
-    let mut values = serde_json::Map::new();
-    for (m, limit) in &g.metrics {
-        let v = cand.metric(m, None)?;
-        values.insert(m.clone(), jnum(v));
-        let (ok, op) = if lower_is_better(m) {
-            (v <= *limit, "<=")
-        } else {
-            (v >= *limit, ">=")
-        };
-        let text = format!(
-            "{m} {} {} {}",
-            num(v),
-            if ok {
-                op
-            } else if op == ">=" {
-                "<"
-            } else {
-                ">"
-            },
-            num(*limit)
-        );
-        if ok {
-            passes.push(text)
-        } else {
-            fails.push(text)
-        }
-    }
-    observed["metrics"] = Value::Object(values);
-
-    if let Some(sl) = &g.slices {
-        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, v) in data.slices.iter().enumerate() {
-            groups
-                .entry(v.clone().unwrap_or_else(|| "(null)".into()))
-                .or_default()
-                .push(i);
-        }
-        let mut report = serde_json::Map::new();
-        let small: Vec<String> = groups
-            .iter()
-            .filter(|(_, r)| r.len() < sl.min_rows)
-            .map(|(k, r)| format!("{k} ({} rows)", r.len()))
-            .collect();
-        for (m, max_gap) in &sl.max_gap {
-            let mut per = Vec::new();
-            for (k, r) in &groups {
-                let v = cand.metric(m, Some(r)).ok();
-                report.entry(k.clone()).or_insert_with(
-                    || json!({"rows": r.len(), "judged": r.len() >= sl.min_rows}),
-                )[m] = v.map(jnum).unwrap_or(Value::Null);
-                if let (Some(v), true) = (v, r.len() >= sl.min_rows) {
-                    per.push((k.clone(), v));
-                }
-            }
-            if per.len() < 2 {
-                notes.push(format!(
-                    "{m}: fewer than two slices of {} rows or more, gap not judged",
-                    sl.min_rows
-                ));
-                continue;
-            }
-            let (lo, hi) = (
-                per.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap(),
-                per.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap(),
-            );
-            let gap = hi.1 - lo.1;
-            let text = format!(
-                "{m} gap across {} {} ({} {} .. {} {})",
-                sl.column,
-                num(gap),
-                lo.0,
-                num(lo.1),
-                hi.0,
-                num(hi.1)
-            );
-            if gap > *max_gap {
-                fails.push(format!("{text} > {}", num(*max_gap)))
-            } else {
-                passes.push(format!("{text} <= {}", num(*max_gap)))
-            }
-        }
-        if !small.is_empty() {
-            notes.push(format!(
-                "not judged (under {} rows): {}",
-                sl.min_rows,
-                small.join(", ")
-            ));
-        }
-        observed["slices"] = Value::Object(report);
-    }
-
-    let mut inconclusive = false;
-    if let Some(vs) = &g.vs_champion {
-        match (&champ, champion_version) {
-            (Some(ch), Some(version)) => {
-                let (verdict, text, value) = compare(vs, &cand, ch, version)?;
-                observed["vs_champion"] = value;
-                match verdict {
-                    Compared::Better => passes.push(text),
-                    Compared::Worse => fails.push(text),
-                    Compared::Unsure => {
-                        let counts = vs
-                            .inconclusive
-                            .or(g.inconclusive)
-                            .unwrap_or(Inconclusive::Fail);
-                        if counts == Inconclusive::Pass {
-                            passes.push(format!("{text} (counts as pass)"));
-                        } else {
-                            inconclusive = true;
-                            fails.push(text);
-                        }
-                    }
-                }
-            }
-            _ => notes.push("no champion yet: vs_champion not compared".into()),
-        }
-    }
-
-    let threshold = json!({"metrics": g.metrics, "slices": g.slices, "vs_champion": g.vs_champion});
-    let tail = if notes.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", notes.join("; "))
-    };
-    let mut j = if fails.is_empty() {
-        Judgement::new(
-            Outcome::Pass,
-            observed,
-            threshold,
-            format!("{} on {rows} rows{tail}", passes.join(", ")),
-        )
-    } else {
-        Judgement::new(
-            Outcome::Fail,
-            observed,
-            threshold,
-            format!("{} on {rows} rows{tail}", fails.join("; ")),
-        )
-    };
-    // Inconclusive only when nothing failed outright.
-    j.inconclusive = inconclusive && fails.len() == 1;
-    Ok(j)
-}
-
-enum Compared {
-    Better,
-    Worse,
-    Unsure,
-}
-
-/// Fail when the interval of (candidate - champion) lies wholly below -max_drop,
-/// pass when wholly above, otherwise inconclusive. For lower-is-better metrics the difference
-/// is taken the other way round, so "above" always means "candidate better".
-fn compare(
-    vs: &VsChampion,
-    cand: &Scored,
-    champ: &Scored,
-    version: &str,
-) -> Result<(Compared, String, Value), String> {
-    let m = vs.metric.as_str();
-    let sign = if lower_is_better(m) { -1.0 } else { 1.0 };
-    let iv = paired_bootstrap(cand.rows(), vs.resamples, vs.confidence, vs.seed, |idx| {
-        Ok(sign * (cand.metric(m, Some(idx))? - champ.metric(m, Some(idx))?))
-    })?;
-    let floor = -vs.max_drop;
-    let pct = (vs.confidence * 100.0).round();
-    let text = format!(
-        "{m} vs champion v{version}: difference {} ({pct}% interval {} .. {}, resamples {})",
-        num(iv.observed),
-        num(iv.low),
-        num(iv.high),
-        vs.resamples
-    );
-    let verdict = if iv.high < floor {
-        Compared::Worse
-    } else if iv.low > floor {
-        Compared::Better
-    } else {
-        Compared::Unsure
-    };
-    let word = match verdict {
-        Compared::Worse => format!("{text} wholly below -max_drop {}", num(vs.max_drop)),
-        Compared::Better => format!("{text} wholly above -max_drop {}", num(vs.max_drop)),
-        Compared::Unsure => format!(
-            "inconclusive: {text} straddles -max_drop {}",
-            num(vs.max_drop)
-        ),
-    };
-    let value = json!({"metric": m, "difference": jnum(iv.observed), "low": jnum(iv.low), "high": jnum(iv.high),
-                       "champion": version, "candidate_value": jnum(cand.metric(m, None)?), "champion_value": jnum(champ.metric(m, None)?)});
-    Ok((verdict, word, value))
 }
 
 #[cfg(test)]

@@ -74,78 +74,124 @@ pub(super) fn build(
     }
     let labels: Vec<&str> = labels.iter().map(|l| l.as_deref().unwrap_or("")).collect();
     if regression {
-        let truth: Vec<f64> = labels
+        regression_scores(&labels, cand, champ)
+    } else {
+        classification_scores(positive, &labels, cand, champ)
+    }
+}
+
+fn regression_scores(
+    labels: &[&str],
+    cand: &[Value],
+    champ: Option<&[Value]>,
+) -> Result<(Scored, Option<Scored>), String> {
+    let truth: Vec<f64> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("label {l:?} on row {i} is not a number"))
+        })
+        .collect::<Result<_, _>>()?;
+    let preds = |p: &[Value]| -> Result<Vec<f64>, String> {
+        p.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                scalar(v).ok_or_else(|| format!("prediction {v} on row {i} is not a number"))
+            })
+            .collect()
+    };
+    let c = Scored::Regression {
+        truth: truth.clone(),
+        pred: preds(cand)?,
+    };
+    let ch = champ
+        .map(|p| preds(p).map(|pred| Scored::Regression { truth, pred }))
+        .transpose()?;
+    Ok((c, ch))
+}
+
+/// One model's answers as class keys, with the probabilities behind them when it returns
+/// them (indexed by `label_classes`, the dataset's labels in sorted order).
+fn decode(p: &[Value], label_classes: &[String]) -> Result<Decoded, String> {
+    if p.first().and_then(probabilities).is_none() {
+        let keys = p
             .iter()
             .enumerate()
-            .map(|(i, l)| {
-                l.trim()
-                    .parse::<f64>()
-                    .map_err(|_| format!("label {l:?} on row {i} is not a number"))
+            .map(|(i, v)| {
+                class_key(v)
+                    .ok_or_else(|| format!("prediction {v} on row {i} is not a class label"))
             })
             .collect::<Result<_, _>>()?;
-        let preds = |p: &[Value]| -> Result<Vec<f64>, String> {
-            p.iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    scalar(v).ok_or_else(|| format!("prediction {v} on row {i} is not a number"))
-                })
-                .collect()
-        };
-        let c = Scored::Regression {
-            truth: truth.clone(),
-            pred: preds(cand)?,
-        };
-        let ch = champ
-            .map(|p| preds(p).map(|pred| Scored::Regression { truth, pred }))
-            .transpose()?;
-        return Ok((c, ch));
+        return Ok((keys, None));
     }
+    let proba: Vec<Vec<f64>> = p
+        .iter()
+        .map(|v| {
+            probabilities(v).ok_or_else(|| format!("prediction {v} is not a probability vector"))
+        })
+        .collect::<Result<_, _>>()?;
+    if proba[0].len() != label_classes.len() {
+        return Err(format!(
+            "the model returns {} probabilities per row but the labels have {} classes",
+            proba[0].len(),
+            label_classes.len()
+        ));
+    }
+    let keys = proba
+        .iter()
+        .map(|r| {
+            let best = r
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|x| x.0)
+                .unwrap_or(0);
+            label_classes[best].clone()
+        })
+        .collect();
+    Ok((keys, Some(proba)))
+}
+
+/// The index of the positive class: `positive_label` if given, else 1 of a 0/1, -1/1 or
+/// false/true pair, else none (macro averages only).
+fn positive_index(positive: Option<&str>, classes: &[String]) -> Result<Option<usize>, String> {
+    match positive {
+        Some(p) => classes
+            .iter()
+            .position(|c| *c == norm_text(p))
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "positive_label {p:?} is not among the classes {}",
+                    classes.join(", ")
+                )
+            }),
+        None => Ok(
+            match classes
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                ["0", "1"] | ["-1", "1"] | ["false", "true"] => Some(1),
+                _ => None,
+            },
+        ),
+    }
+}
+
+fn classification_scores(
+    positive: Option<&str>,
+    labels: &[&str],
+    cand: &[Value],
+    champ: Option<&[Value]>,
+) -> Result<(Scored, Option<Scored>), String> {
     let truth_keys: Vec<String> = labels.iter().map(|l| norm_text(l)).collect();
     let label_classes = sorted_classes(truth_keys.iter().cloned().collect());
-    // Per model: probabilities (classes = the dataset's labels, in sorted order) or labels.
-    let decode = |p: &[Value]| -> Result<Decoded, String> {
-        if p.first().and_then(probabilities).is_some() {
-            let proba: Vec<Vec<f64>> = p
-                .iter()
-                .map(|v| {
-                    probabilities(v)
-                        .ok_or_else(|| format!("prediction {v} is not a probability vector"))
-                })
-                .collect::<Result<_, _>>()?;
-            if proba[0].len() != label_classes.len() {
-                return Err(format!(
-                    "the model returns {} probabilities per row but the labels have {} classes",
-                    proba[0].len(),
-                    label_classes.len()
-                ));
-            }
-            let keys = proba
-                .iter()
-                .map(|r| {
-                    label_classes[r
-                        .iter()
-                        .enumerate()
-                        .max_by(|a, b| a.1.total_cmp(b.1))
-                        .map(|x| x.0)
-                        .unwrap_or(0)]
-                    .clone()
-                })
-                .collect();
-            Ok((keys, Some(proba)))
-        } else {
-            let keys = p
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    class_key(v)
-                        .ok_or_else(|| format!("prediction {v} on row {i} is not a class label"))
-                })
-                .collect::<Result<_, _>>()?;
-            Ok((keys, None))
-        }
-    };
-    let (cand_keys, cand_proba) = decode(cand)?;
-    let champ_dec = champ.map(decode).transpose()?;
+    let (cand_keys, cand_proba) = decode(cand, &label_classes)?;
+    let champ_dec = champ.map(|p| decode(p, &label_classes)).transpose()?;
     let mut all: BTreeSet<String> = label_classes.iter().cloned().collect();
     all.extend(cand_keys.iter().cloned());
     if let Some((k, _)) = &champ_dec {
@@ -153,28 +199,7 @@ pub(super) fn build(
     }
     let classes = sorted_classes(all);
     let id = |k: &String| classes.iter().position(|c| c == k).unwrap_or(0);
-    let positive = match positive {
-        Some(p) => Some(
-            classes
-                .iter()
-                .position(|c| *c == norm_text(p))
-                .ok_or_else(|| {
-                    format!(
-                        "positive_label {p:?} is not among the classes {}",
-                        classes.join(", ")
-                    )
-                })?,
-        ),
-        None => match classes
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
-            ["0", "1"] | ["-1", "1"] | ["false", "true"] => Some(1),
-            _ => None,
-        },
-    };
+    let positive = positive_index(positive, &classes)?;
     // Probabilities are indexed by the label classes; re-index them onto the shared classes.
     let reindex = |proba: Option<Vec<Vec<f64>>>| {
         proba.map(|rows| {

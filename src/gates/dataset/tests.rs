@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::*;
-use crate::config::{Slices, VsChampion};
+use crate::config::{Inconclusive, Slices, VsChampion};
+use crate::gates::Outcome;
 
 fn gate(metrics: &[(&str, f64)]) -> DatasetGate {
     DatasetGate {
