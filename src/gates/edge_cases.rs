@@ -23,7 +23,7 @@ use super::{Judgement, Outcome};
 use crate::config::{CaseFamily, EdgeCasesGate};
 use crate::model_files::{ColType, Column, Signature, Tensor};
 use crate::serving::host::cells_to_batch;
-use crate::serving::{Cell, Payload, Session, Which, dataframe_split};
+use crate::serving::{Cell, Payload, Scorer, Session, Which, dataframe_split};
 
 /// One request of the gate.
 #[derive(Debug, Clone, PartialEq)]
@@ -429,81 +429,104 @@ pub fn tensor_cases(tensors: &[Tensor], families: &[CaseFamily], batch_rows: usi
 }
 
 pub async fn judge(g: &EdgeCasesGate, s: &Session) -> Judgement {
-    let files = match s.files().await {
-        Ok(f) => f,
-        Err(e) => return Judgement::error(e),
-    };
-    if let Some(sig) = &files.signature
-        && let Err(e) = check_size(sig, &g.cases, g.batch_rows)
-    {
-        return Judgement::error(e);
+    match run(g, s).await {
+        Ok(j) => j,
+        Err(e) => Judgement::error(e),
     }
-    let (cases, described) = match &files.signature {
-        None => {
-            return Judgement::error(format!(
-                "v{} has no signature in its MLmodel: edge cases cannot be built (log the model with a signature or input_example)",
-                s.candidate().version
-            ));
-        }
-        Some(sig @ Signature::Columns(cols)) => {
-            let example = s.serving_example().await.ok().flatten();
-            let base = base_row(cols, example.as_deref());
-            let cases = column_cases(cols, &base, &g.cases, g.batch_rows);
-            (cases, sig.describe())
-        }
-        Some(sig @ Signature::Tensors(t)) => {
-            (tensor_cases(t, &g.cases, g.batch_rows), sig.describe())
-        }
-    };
-    let sent: Vec<&str> = in_order(&g.cases)
-        .filter(|f| cases.iter().any(|c| c.family == *f))
-        .map(CaseFamily::name)
-        .collect();
+}
+
+/// The signature's column names and types, for the columnar path.
+type Columns = Option<(Vec<String>, Vec<ColType>)>;
+
+async fn run(g: &EdgeCasesGate, s: &Session) -> Result<Judgement, String> {
+    let (cases, described, columns) = cases_for(g, s).await?;
     let not_applicable: Vec<&str> = in_order(&g.cases)
         .filter(|f| !cases.iter().any(|c| c.family == *f))
         .map(CaseFamily::name)
         .collect();
     if cases.is_empty() {
         // Passing on nothing sent would be a verdict without evidence.
-        return Judgement::error(format!(
+        return Err(format!(
             "none of the case families in `cases` ({}) applies to this signature ({described}): nothing to send",
             not_applicable.join(", ")
         ));
     }
-    let scorer = match s.scorer(Which::Candidate).await {
-        Ok(e) => e,
-        Err(e) => return Judgement::error(e),
+    let scorer = s.scorer(Which::Candidate).await?;
+    let mut outcomes = Vec::with_capacity(cases.len());
+    for case in &cases {
+        outcomes.push(score_case(&scorer, case, &columns).await);
+    }
+    Ok(verdict(g, &cases, &outcomes, &described, &not_applicable))
+}
+
+/// The cases of the candidate's signature, its description, and its columns.
+async fn cases_for(g: &EdgeCasesGate, s: &Session) -> Result<(Vec<Case>, String, Columns), String> {
+    let files = s.files().await?;
+    let Some(sig) = &files.signature else {
+        return Err(format!(
+            "v{} has no signature in its MLmodel: edge cases cannot be built (log the model with a signature or input_example)",
+            s.candidate().version
+        ));
     };
-    let columns = match &files.signature {
-        Some(Signature::Columns(cols)) => Some((
-            column_names(cols),
-            cols.iter().map(|c| c.ty).collect::<Vec<_>>(),
-        )),
+    check_size(sig, &g.cases, g.batch_rows)?;
+    Ok(match sig {
+        Signature::Columns(cols) => {
+            let example = s.serving_example().await.ok().flatten();
+            let base = base_row(cols, example.as_deref());
+            let columns = (column_names(cols), cols.iter().map(|c| c.ty).collect());
+            (
+                column_cases(cols, &base, &g.cases, g.batch_rows),
+                sig.describe(),
+                Some(columns),
+            )
+        }
+        Signature::Tensors(t) => (
+            tensor_cases(t, &g.cases, g.batch_rows),
+            sig.describe(),
+            None,
+        ),
+    })
+}
+
+/// Score one case: `Ok` when answered with one prediction per row. A case whose cells have
+/// no columnar form (an example value of another type) goes as JSON, as it would to a served
+/// model.
+async fn score_case(scorer: &Scorer, case: &Case, columns: &Columns) -> Result<(), String> {
+    let table = match (&case.cells, columns) {
+        (Some(rows), Some((names, types))) if scorer.columnar() => {
+            cells_to_batch(names, types, rows)
+        }
         _ => None,
     };
+    let payload = match &table {
+        Some(t) => Payload::Table(t),
+        None => Payload::Json(&case.body),
+    };
+    match scorer.score(payload).await {
+        Err(e) => Err(e.to_string()),
+        Ok(p) if p.len() == case.rows => Ok(()),
+        Ok(p) => Err(format!("{} predictions for {} rows", p.len(), case.rows)),
+    }
+}
+
+/// The gate's judgement from each case's outcome.
+fn verdict(
+    g: &EdgeCasesGate,
+    cases: &[Case],
+    outcomes: &[Result<(), String>],
+    described: &str,
+    not_applicable: &[&str],
+) -> Judgement {
+    let sent: Vec<&str> = in_order(&g.cases)
+        .filter(|f| cases.iter().any(|c| c.family == *f))
+        .map(CaseFamily::name)
+        .collect();
     let mut results = Vec::new();
     let mut failures = Vec::new();
     let mut failing = Vec::new();
-    for case in &cases {
-        // A case whose cells have no columnar form (an example value of another type) goes
-        // as JSON, as it would to a served model.
-        let table = match (&case.cells, &columns) {
-            (Some(rows), Some((names, types))) if scorer.columnar() => {
-                cells_to_batch(names, types, rows)
-            }
-            _ => None,
-        };
-        let payload = match &table {
-            Some(t) => Payload::Table(t),
-            None => Payload::Json(&case.body),
-        };
-        let verdict = match scorer.score(payload).await {
-            Err(e) => Err(e.to_string()),
-            Ok(p) if p.len() == case.rows => Ok(()),
-            Ok(p) => Err(format!("{} predictions for {} rows", p.len(), case.rows)),
-        };
+    for (case, outcome) in cases.iter().zip(outcomes) {
         let mut r = json!({"case": case.name, "family": case.family.name(), "rows": case.rows});
-        match verdict {
+        match outcome {
             Ok(()) => r["outcome"] = json!("pass"),
             Err(e) => {
                 r["outcome"] = json!("fail");
@@ -523,28 +546,20 @@ pub async fn judge(g: &EdgeCasesGate, s: &Session) -> Judgement {
         } else {
             format!("; not applicable: {}", not_applicable.join(", "))
         };
-        Judgement::new(
-            Outcome::Pass,
-            observed,
-            threshold,
-            format!(
-                "all {} cases answered with one prediction per row ({described}; families: {}{skipped})",
-                cases.len(),
-                sent.join(", ")
-            ),
-        )
+        let msg = format!(
+            "all {} cases answered with one prediction per row ({described}; families: {}{skipped})",
+            cases.len(),
+            sent.join(", ")
+        );
+        Judgement::new(Outcome::Pass, observed, threshold, msg)
     } else {
-        Judgement::new(
-            Outcome::Fail,
-            observed,
-            threshold,
-            format!(
-                "{} of {} cases failed: {}",
-                failures.len(),
-                cases.len(),
-                failures.join("; ")
-            ),
-        )
+        let msg = format!(
+            "{} of {} cases failed: {}",
+            failures.len(),
+            cases.len(),
+            failures.join("; ")
+        );
+        Judgement::new(Outcome::Fail, observed, threshold, msg)
     };
     j.details = Some(json!({"cases": results, "families": sent, "not_applicable": not_applicable}));
     j

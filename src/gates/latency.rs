@@ -164,14 +164,15 @@ pub async fn input_body(input: Option<&std::path::Path>, s: &Session) -> Result<
 }
 
 pub async fn judge(g: &LatencyGate, s: &Session) -> Judgement {
-    let body = match input_body(g.input.as_deref(), s).await {
-        Ok(b) => b,
-        Err(e) => return Judgement::error(e),
-    };
-    let cand = match s.endpoint(Which::Candidate).await {
-        Ok(e) => e,
-        Err(e) => return Judgement::error(e),
-    };
+    match run(g, s).await {
+        Ok(j) => j,
+        Err(e) => Judgement::error(e),
+    }
+}
+
+async fn run(g: &LatencyGate, s: &Session) -> Result<Judgement, String> {
+    let body = input_body(g.input.as_deref(), s).await?;
+    let cand = s.endpoint(Which::Candidate).await?;
     let m = measure(&cand, &body, g.warmup, g.requests, g.concurrency).await;
     let mut observed = json!({
         "p50_ms": jnum(m.ms(0.5)), "p95_ms": jnum(m.ms(0.95)), "p99_ms": jnum(m.ms(0.99)), "max_ms": jnum(m.max_ms()),
@@ -189,15 +190,11 @@ pub async fn judge(g: &LatencyGate, s: &Session) -> Judgement {
     );
     if m.errors > 0 {
         let first = m.first_error.unwrap_or_default();
-        return Judgement::new(
-            Outcome::Fail,
-            observed,
-            threshold,
-            format!(
-                "{} of {} requests failed (first: {first})",
-                m.errors, g.requests
-            ),
+        let msg = format!(
+            "{} of {} requests failed (first: {first})",
+            m.errors, g.requests
         );
+        return Ok(Judgement::new(Outcome::Fail, observed, threshold, msg));
     }
     let mut failures = Vec::new();
     let mut within = Vec::new();
@@ -216,42 +213,9 @@ pub async fn judge(g: &LatencyGate, s: &Session) -> Judgement {
     }
     let mut notes = Vec::new();
     if let Some(max_ratio) = g.max_ratio_to_champion {
-        match s.champion() {
-            None => notes.push("no champion: ratio not checked".to_string()),
-            Some(ch) => {
-                let champ = match s.endpoint(Which::Champion).await {
-                    Ok(e) => e,
-                    Err(e) => {
-                        return Judgement::error(format!(
-                            "serving the champion v{}: {e}",
-                            ch.version
-                        ));
-                    }
-                };
-                let c = measure(&champ, &body, g.warmup, g.requests, g.concurrency).await;
-                if c.errors > 0 {
-                    return Judgement::error(format!(
-                        "the champion v{} failed {} requests (first: {})",
-                        ch.version,
-                        c.errors,
-                        c.first_error.unwrap_or_default()
-                    ));
-                }
-                let ratio = m.ms(0.99) / c.ms(0.99).max(0.001);
-                observed["champion_p99_ms"] = jnum(c.ms(0.99));
-                observed["ratio_to_champion"] = jnum(ratio);
-                let text = format!(
-                    "p99 {}x the champion v{}'s {} ms",
-                    num(ratio),
-                    ch.version,
-                    num(c.ms(0.99))
-                );
-                if ratio > max_ratio {
-                    failures.push(format!("{text} > max {}x", num(max_ratio)));
-                } else {
-                    notes.push(format!("{text} <= max {}x", num(max_ratio)));
-                }
-            }
+        match versus_champion(g, s, &body, &m, max_ratio, &mut observed).await? {
+            Ok(note) => notes.push(note),
+            Err(failure) => failures.push(failure),
         }
     }
     let tail = if notes.is_empty() {
@@ -259,23 +223,58 @@ pub async fn judge(g: &LatencyGate, s: &Session) -> Judgement {
     } else {
         format!("; {}", notes.join("; "))
     };
-    if failures.is_empty() {
-        Judgement::new(
-            Outcome::Pass,
-            observed,
-            threshold,
-            if within.is_empty() {
-                format!("{summary}{tail}")
-            } else {
-                format!("{} ({summary}){tail}", within.join(", "))
-            },
-        )
+    Ok(if failures.is_empty() {
+        let msg = if within.is_empty() {
+            format!("{summary}{tail}")
+        } else {
+            format!("{} ({summary}){tail}", within.join(", "))
+        };
+        Judgement::new(Outcome::Pass, observed, threshold, msg)
     } else {
-        Judgement::new(
-            Outcome::Fail,
-            observed,
-            threshold,
-            format!("{} ({summary}){tail}", failures.join("; ")),
-        )
+        let msg = format!("{} ({summary}){tail}", failures.join("; "));
+        Judgement::new(Outcome::Fail, observed, threshold, msg)
+    })
+}
+
+/// The candidate's p99 against the champion's, measured the same way in the same run:
+/// `Ok(Ok(note))` within `max_ratio` (or no champion), `Ok(Err(failure))` over it. The
+/// figures go into `observed`.
+async fn versus_champion(
+    g: &LatencyGate,
+    s: &Session,
+    body: &str,
+    m: &Measured,
+    max_ratio: f64,
+    observed: &mut Value,
+) -> Result<Result<String, String>, String> {
+    let Some(ch) = s.champion() else {
+        return Ok(Ok("no champion: ratio not checked".to_string()));
+    };
+    let champ = s
+        .endpoint(Which::Champion)
+        .await
+        .map_err(|e| format!("serving the champion v{}: {e}", ch.version))?;
+    let c = measure(&champ, body, g.warmup, g.requests, g.concurrency).await;
+    if c.errors > 0 {
+        return Err(format!(
+            "the champion v{} failed {} requests (first: {})",
+            ch.version,
+            c.errors,
+            c.first_error.unwrap_or_default()
+        ));
     }
+    let ratio = m.ms(0.99) / c.ms(0.99).max(0.001);
+    observed["champion_p99_ms"] = jnum(c.ms(0.99));
+    observed["ratio_to_champion"] = jnum(ratio);
+    let text = format!(
+        "p99 {}x the champion v{}'s {} ms",
+        num(ratio),
+        ch.version,
+        num(c.ms(0.99))
+    );
+    Ok(if ratio > max_ratio {
+        Err(format!("{text} > max {}x", num(max_ratio)))
+    } else {
+        Ok(format!("{text} <= max {}x", num(max_ratio)))
+    })
 }

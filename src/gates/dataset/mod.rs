@@ -102,20 +102,59 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
     if !path.is_file() {
         return Err(format!("dataset {} does not exist", path.display()));
     }
-    // Hashing, reading and decoding the file block (a large file for seconds): all of it
-    // runs on blocking threads, never on the async workers that serve webhooks.
     let cand = s.scorer(Which::Candidate).await?;
-    let columnar = cand.columnar();
-    let (sha, reader) = {
-        let batch = if columnar {
-            s.rows_per_request(g.batch_size)
-        } else {
-            g.batch_size
-        };
-        let p = path.clone();
-        blocking(move || Ok((read::sha256(&p)?, read::Reader::open(&p, batch)?))).await?
+    let rows_per_batch = if cand.columnar() {
+        s.rows_per_request(g.batch_size)
+    } else {
+        g.batch_size
     };
-    let columns = reader.columns();
+    // Hashing, reading and decoding the file block (a large file for seconds): all of it runs
+    // on blocking threads, never on the async workers that serve webhooks; the hash beside
+    // the scoring, since both only read the file.
+    let sha = {
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || read::sha256(&p))
+    };
+    let reader = {
+        let p = path.clone();
+        blocking(move || read::Reader::open(&p, rows_per_batch)).await?
+    };
+    let (features, slice_col) = columns_to_send(g, s, &reader.columns(), &path).await?;
+    let champ = match (&g.vs_champion, s.champion()) {
+        (Some(_), Some(ch)) => Some(
+            s.scorer(Which::Champion)
+                .await
+                .map_err(|e| format!("serving the champion v{}: {e}", ch.version))?,
+        ),
+        _ => None,
+    };
+    // Both models get the same rows in the same form: a table only if both take one.
+    let columnar = cand.columnar() && champ.as_ref().is_none_or(Scorer::columnar);
+    let batches = encode_batches(reader, features, g.label.clone(), slice_col, columnar);
+    let data = collect(batches, &cand, champ.as_ref()).await?;
+    if data.labels.is_empty() {
+        return Err(format!("dataset {} has no rows", path.display()));
+    }
+    let rows = data.labels.len();
+    let sha = sha
+        .await
+        .map_err(|e| format!("dataset worker ended abnormally: {e}"))??;
+    // Scoring includes the paired bootstrap (up to 100,000 resamples): CPU-bound.
+    let (gate, champion) = (g.clone(), s.champion().map(|c| c.version.clone()));
+    let mut j = blocking(move || judge_scores(&gate, &data, champion.as_deref())).await?;
+    let record = json!({"path": g.path.display().to_string(), "sha256": sha, "rows": rows});
+    j.observed["dataset"] = record.clone();
+    j.details = Some(json!({"dataset": record}));
+    Ok(j)
+}
+
+/// The feature columns to send and the slice column, checked against the dataset's columns.
+async fn columns_to_send(
+    g: &DatasetGate,
+    s: &Session,
+    columns: &[String],
+    path: &std::path::Path,
+) -> Result<(Vec<String>, Option<String>), String> {
     if !columns.contains(&g.label) {
         return Err(format!(
             "label column {:?} is not in dataset {} (columns: {})",
@@ -134,37 +173,33 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
     let files = s.files().await?;
     let features = feature_columns(
         files.signature.as_ref(),
-        &columns,
+        columns,
         &g.label,
         slice_col.as_deref(),
     )?;
-    let vs = g.vs_champion.as_ref();
-    let champ = match (vs, s.champion()) {
-        (Some(_), Some(ch)) => Some(
-            s.scorer(Which::Champion)
-                .await
-                .map_err(|e| format!("serving the champion v{}: {e}", ch.version))?,
-        ),
-        _ => None,
-    };
-    // Both models get the same rows in the same form: a table only if both take one.
-    let columnar = columnar && champ.as_ref().is_none_or(Scorer::columnar);
+    Ok((features, slice_col))
+}
 
+/// Score every batch with the candidate (and the champion: two processes, so the same rows
+/// at once), keeping labels and slice groups in step.
+async fn collect(
+    mut batches: tokio::sync::mpsc::Receiver<Result<Encoded, String>>,
+    cand: &Scorer,
+    champ: Option<&Scorer>,
+) -> Result<Collected, String> {
     let mut data = Collected {
         labels: vec![],
         slices: vec![],
         candidate: vec![],
-        champion: champ.as_ref().map(|_| vec![]),
+        champion: champ.map(|_| vec![]),
     };
-    let mut batches = encode_batches(reader, features, g.label.clone(), slice_col, columnar);
     while let Some(batch) = batches.recv().await {
         let b = batch?;
         let first = data.labels.len();
-        // The two models are two processes: score the same rows at once.
         let (c, ch) = tokio::join!(
-            predict(&cand, &b.body, first, b.rows, "the candidate"),
+            predict(cand, &b.body, first, b.rows, "the candidate"),
             async {
-                match &champ {
+                match champ {
                     Some(e) => Some(predict(e, &b.body, first, b.rows, "the champion").await),
                     None => None,
                 }
@@ -177,17 +212,7 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
         data.labels.extend(b.labels);
         data.slices.extend(b.slices);
     }
-    if data.labels.is_empty() {
-        return Err(format!("dataset {} has no rows", path.display()));
-    }
-    let rows = data.labels.len();
-    // Scoring includes the paired bootstrap (up to 100,000 resamples): CPU-bound.
-    let (gate, champion) = (g.clone(), s.champion().map(|c| c.version.clone()));
-    let mut j = blocking(move || judge_scores(&gate, &data, champion.as_deref())).await?;
-    let record = json!({"path": g.path.display().to_string(), "sha256": sha, "rows": rows});
-    j.observed["dataset"] = record.clone();
-    j.details = Some(json!({"dataset": record}));
-    Ok(j)
+    Ok(data)
 }
 
 async fn blocking<T: Send + 'static>(
