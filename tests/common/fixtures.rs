@@ -74,6 +74,25 @@ pub fn fixtures(ops: Value) -> Vec<Value> {
     fixtures_at(&mlflow_uri(), ops)
 }
 
+/// [`fixtures`] for independent batches of operations, sent at once (the server runs requests
+/// side by side: most of a registration is waiting on MLflow); each batch's results. A batch
+/// keeps its order; batches have none among them.
+pub fn fixtures_concurrently(batches: Vec<Value>) -> Vec<Vec<Value>> {
+    std::thread::scope(|s| {
+        let running: Vec<_> = batches
+            .into_iter()
+            .map(|ops| s.spawn(move || fixtures(ops)))
+            .collect();
+        running
+            .into_iter()
+            .map(|r| {
+                r.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
 /// The `FIXTURE <json>` lines of a run that succeeded; a failed one fails the test with both
 /// streams.
 fn results(ops: &Value, success: bool, stdout: &str, stderr: &str) -> Vec<Value> {

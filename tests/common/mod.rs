@@ -20,7 +20,7 @@ use serde_json::Value;
 use stagegate::mlflow::{Client, ModelVersion, Settings};
 
 #[allow(unused_imports)] // each test binary uses a different part of the harness
-pub use fixtures::{fixtures, fixtures_at, fixtures_with};
+pub use fixtures::{fixtures, fixtures_at, fixtures_concurrently, fixtures_with};
 
 /// The shared MLflow server of this test run (started by scripts/test.sh).
 pub fn mlflow_uri() -> String {
