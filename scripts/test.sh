@@ -67,9 +67,18 @@ cleanup() {
     tail -n 15 "$work/mlflow/server.log" | cut -c1-300 >&2
   fi
   scripts/mlflow-server.sh stop "$work/mlflow" || true
+  if [ -n "${fixtures_pid:-}" ]; then kill -TERM -- "-$fixtures_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
+# The fixture server (tests/fixtures/server.py), which the tests ask to train and register
+# models: it imports mlflow and scikit-learn once and forks per call, where a Python started per
+# call spent seconds of CPU importing them, hundreds of times a run. Its own process group,
+# stopped by PID at the end; its imports overlap MLflow's start.
+export STAGEGATE_TEST_FIXTURES=$work/fixtures.sock
+setsid "$STAGEGATE_VENV/bin/python" tests/fixtures/server.py "$STAGEGATE_TEST_FIXTURES" \
+  >"$work/fixtures.log" 2>&1 </dev/null &
+fixtures_pid=$!
 echo "== starting MLflow $("$STAGEGATE_VENV/bin/python" -c 'import mlflow; print(mlflow.__version__)')" >&2
 # A 1 s webhook cache: each test registers its own webhook and expects events at once.
 # 64 delivery threads instead of MLflow's 10: every event goes to every test's webhook, and a
@@ -80,6 +89,13 @@ export STAGEGATE_TEST_MLFLOW_URI=$(MLFLOW_WEBHOOK_CACHE_TTL=1 MLFLOW_WEBHOOK_DEL
   scripts/mlflow-server.sh start "$work/mlflow")
 export STAGEGATE_TEST_TMP=$work
 echo "   at $STAGEGATE_TEST_MLFLOW_URI" >&2
+for _ in $(seq 1200); do
+  [ -S "$STAGEGATE_TEST_FIXTURES" ] && break
+  kill -0 "$fixtures_pid" 2>/dev/null || { echo "the fixture server exited; its log:" >&2; cat "$work/fixtures.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -S "$STAGEGATE_TEST_FIXTURES" ] || { echo "the fixture server did not listen within 120 s; its log:" >&2; cat "$work/fixtures.log" >&2; exit 1; }
+echo "== fixture server at $STAGEGATE_TEST_FIXTURES" >&2
 
 run_tests() {
   if cargo nextest --version >/dev/null 2>&1; then

@@ -256,7 +256,8 @@ fn twenty_models_of_three_versions_each_end_with_their_newest_passing_version_pr
             ops.push(op(m, acc, json!({"light": true})));
         }
     }
-    fixtures(json!(ops));
+    // Each model's versions in order, five models a request, the requests side by side.
+    fixtures_concurrently(ops.chunks(15).map(|five| json!(five)).collect());
     // All become candidates at once, newest first (no instant shows an older candidate alone).
     let moves: Vec<Value> = models
         .iter()

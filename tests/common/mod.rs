@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod daemon;
+mod fixtures;
 pub mod postgres;
 pub mod proxy;
 pub mod replicas;
@@ -17,6 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use stagegate::mlflow::{Client, ModelVersion, Settings};
+
+#[allow(unused_imports)] // each test binary uses a different part of the harness
+pub use fixtures::{fixtures, fixtures_at, fixtures_concurrently, fixtures_with};
 
 /// The shared MLflow server of this test run (started by scripts/test.sh).
 pub fn mlflow_uri() -> String {
@@ -48,37 +52,6 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// Run fixture operations (see tests/fixtures/registry.py) against `uri`; one result per op.
-pub fn fixtures_at(uri: &str, ops: Value) -> Vec<Value> {
-    fixtures_with(&venv(), uri, ops)
-}
-
-/// [`fixtures_at`] with another venv's Python (e.g. the MLflow 2 one of tests/compat_mlflow2.rs).
-pub fn fixtures_with(venv: &Path, uri: &str, ops: Value) -> Vec<Value> {
-    let out = Command::new(venv.join("bin/python"))
-        .arg(root().join("tests/fixtures/registry.py"))
-        .arg(ops.to_string())
-        .env("MLFLOW_TRACKING_URI", uri)
-        .env("MLFLOW_DISABLE_TELEMETRY", "true")
-        .output()
-        .expect("run python fixtures");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "fixtures failed: {ops}\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("FIXTURE "))
-        .map(|l| serde_json::from_str(l).expect("fixture result JSON"))
-        .collect()
-}
-
-pub fn fixtures(ops: Value) -> Vec<Value> {
-    fixtures_at(&mlflow_uri(), ops)
 }
 
 /// A scratch directory holding a `stagegate.toml`.
