@@ -36,7 +36,7 @@ CONFIGS = [
 ]
 assert not any(a != b and f"soak-{b}-".startswith(f"soak-{a}-") for a, *_ in CONFIGS for b, *_ in CONFIGS)
 
-# The policy's gates, shared with tests/churn.rs and the oracle in tests/fixtures/churn.py.
+# The policy's gates, shared with tests/suite/churn.rs and the oracle in tests/fixtures/churn.py.
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "churn_gates.toml")) as f:
     GATES = f.read()
 
@@ -50,7 +50,7 @@ def free_port():
 
 
 class Daemon:
-    """A release `stagegate run` for one configuration, as tests/churn.rs configures it."""
+    """A release `stagegate run` for one configuration, as tests/suite/churn.rs configures it."""
 
     def __init__(self, a, name, mode, webhooks, on_fail):
         self.dir = os.path.join(a.work, name)
@@ -100,7 +100,7 @@ on_fail = "{on_fail}"
             out = subprocess.run([a.stagegate, "webhook", "register", "--url", self.url + "/webhooks/mlflow",
                                   "--name", f"soak-{name}", "--config", self.config], check=True, capture_output=True,
                                  text=True, env=dict(os.environ, MLFLOW_TRACKING_URI=a.uri)).stdout
-            self.webhook = out.split("(")[1].split(")")[0]  # "… (ID)", as tests/common/daemon.rs reads it
+            self.webhook = out.split("(")[1].split(")")[0]  # "… (ID)", as tests/suite/common/daemon.rs reads it
             time.sleep(2)  # the server's webhook cache (MLFLOW_WEBHOOK_CACHE_TTL=1)
 
     def stop(self):

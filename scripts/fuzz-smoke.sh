@@ -2,7 +2,7 @@
 # The libFuzzer smoke test: each cargo-fuzz target for a few seconds (default 3) over the seed
 # corpus, with coverage guidance. cargo-fuzz is installed into the cache (~/.cache/stagegate)
 # when absent; a cold instrumented build takes about ten minutes, so CI runs the same targets
-# as an ordinary test instead (tests/fuzz_smoke.rs). The campaign is bench/fuzz.sh.
+# as an ordinary test instead (tests/suite/fuzz_smoke.rs). The campaign is bench/fuzz.sh.
 # Usage: scripts/fuzz-smoke.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."

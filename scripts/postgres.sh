@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for benchmarks (the tests make their own in
-# tests/common/postgres.rs): initdb and pg_ctl as an unprivileged user (`postgres`, else
+# tests/suite/common/postgres.rs): initdb and pg_ctl as an unprivileged user (`postgres`, else
 # `nobody`, when run as root), a free loopback port, the data in DIR, stopped by its PID file.
 #
 #   scripts/postgres.sh bindir            # prints the directory of initdb/pg_ctl/postgres

@@ -8,7 +8,7 @@ set -euo pipefail
 
 # Root, checked before anything is set up. The suite needs it twice: to install Debian's
 # chromium and postgresql with apt-get when they are missing, and, whatever is installed, for
-# tests/hardening.rs to mount a small tmpfs (the disk that fills up), which only root may do.
+# tests/suite/hardening.rs to mount a small tmpfs (the disk that fills up), which only root may do.
 # So a user without root stops here, with the reason, rather than at that test much later.
 if [ "$(id -u)" != 0 ]; then
   missing=""
@@ -17,7 +17,7 @@ if [ "$(id -u)" != 0 ]; then
   done
   {
     echo "test.sh: run the test suite as root (as CI does), e.g. sudo bash scripts/test.sh, or in"
-    echo "  a Debian container. It mounts a tmpfs (tests/hardening.rs fills a small disk), which"
+    echo "  a Debian container. It mounts a tmpfs (tests/suite/hardening.rs fills a small disk), which"
     echo "  needs root even with everything installed."
     if [ -n "$missing" ]; then
       echo "  It also installs the Debian packages${missing} with apt-get (missing here: the browser"
@@ -30,17 +30,17 @@ fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-# Debian's Chromium for the status page's browser test (tests/status_page), and PostgreSQL's
-# server for the throwaway clusters of tests/common/postgres.rs, when missing.
+# Debian's Chromium for the status page's browser test (tests/suite/status_page), and PostgreSQL's
+# server for the throwaway clusters of tests/suite/common/postgres.rs, when missing.
 export STAGEGATE_APT_PACKAGES="chromium postgresql ${STAGEGATE_APT_PACKAGES:-}"
 # (Assigned, then exported: `export X=$(…)` would hide a failed setup from `set -e`.)
 STAGEGATE_VENV=$(scripts/setup.sh)
-# MLflow 2.22's own venv for tests/compat_mlflow2.rs (which fails without it). A clean machine
+# MLflow 2.22's own venv for tests/suite/compat_mlflow2.rs (which fails without it). A clean machine
 # spends about two minutes installing it once; afterwards it is cached like the first.
 STAGEGATE_MLFLOW2_VENV=$(scripts/setup.sh requirements-mlflow2.txt)
 export STAGEGATE_VENV STAGEGATE_MLFLOW2_VENV
 # Debian keeps initdb and pg_ctl off PATH: point the tests at them (scripts/postgres.sh looks
-# where tests/common/postgres.rs would). If none is found the PostgreSQL tests say so.
+# where tests/suite/common/postgres.rs would). If none is found the PostgreSQL tests say so.
 if STAGEGATE_PG_BIN=$(scripts/postgres.sh bindir); then export STAGEGATE_PG_BIN; fi
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # MLflow 3's usage telemetry: nothing may leave the machine, and its thread rewrites os.environ
@@ -106,25 +106,26 @@ run_tests() {
 }
 
 # The daemon's tests once more with every daemon's state in its own PostgreSQL database
-# (tests/common/daemon.rs): the store is a seam, and both backends must pass them. Only for a
+# (tests/suite/common/daemon.rs): the store is a seam, and both backends must pass them. Only for a
 # whole run (arguments select tests of the first pass). The two passes run side by side: the
 # tests mostly wait on MLflow, fixtures and daemons, so two cores carry both; the second
 # pass's output follows the first's.
 pg_pass() {
-  local daemon_binaries="daemon approval churn operations races databricks hardening compat_mlflow2 status_page"
+  # The integration tests are one binary (tests/suite); a test's name starts with its module.
+  local daemon_modules="daemon approval churn operations races databricks hardening compat_mlflow2 status_page"
   # The full-disk test's subject is the SQLite file: it runs on SQLite whatever the pass, so
   # here it would only repeat itself.
-  local sqlite_only="a_full_disk_gives_a_clear_error_corrupts_nothing_and_work_resumes_with_space"
+  local sqlite_only="hardening::a_full_disk_gives_a_clear_error_corrupts_nothing_and_work_resumes_with_space"
   if cargo nextest --version >/dev/null 2>&1; then
-    # Whole binaries of daemon tests, and the daemon tests of the others.
+    # Whole modules of daemon tests, and the daemon tests of the others.
     local filter
-    filter=$(printf 'binary(=%s) | ' $daemon_binaries)
-    filter+="(binary(=served) & test(=daemon_shutdown_abandons_an_evaluation_and_stops_its_serving))"
-    filter+=" | (binary(=deploy) & test(=manifests_use_the_configs_port_and_health_routes))"
-    filter="($filter) - (binary(=hardening) & test(=$sqlite_only))"
+    filter=$(printf 'test(/^%s::/) | ' $daemon_modules)
+    filter+="test(=served::daemon_shutdown_abandons_an_evaluation_and_stops_its_serving)"
+    filter+=" | test(=deploy::manifests_use_the_configs_port_and_health_routes)"
+    filter="(binary(=suite) & ($filter)) - test(=$sqlite_only)"
     STAGEGATE_TEST_STORE=postgres run_tests --all-targets -E "$filter"
   else
-    STAGEGATE_TEST_STORE=postgres run_tests $(printf -- '--test %s ' $daemon_binaries) -- --skip "$sqlite_only"
+    STAGEGATE_TEST_STORE=postgres run_tests --test suite -- $(printf -- '%s:: ' $daemon_modules) --skip "$sqlite_only"
   fi
 }
 pg_pid=

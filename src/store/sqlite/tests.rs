@@ -1,6 +1,6 @@
 //! SQLite's own tests: its file survives a reopen, its old schemas migrate, and a restart
 //! frees the leases its previous run held. What every backend must do is in
-//! tests/store_contract.rs, run on SQLite and PostgreSQL alike.
+//! tests/suite/store_contract.rs, run on SQLite and PostgreSQL alike.
 
 use super::schema::MIGRATIONS;
 use super::*;

@@ -2,7 +2,7 @@
 //! daemon (poll only, no webhooks) holds the candidate until someone sets the tag, then
 //! promotes it; a rejection keeps it held.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

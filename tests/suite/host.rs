@@ -3,7 +3,7 @@
 //! crash, abort, hang or eat memory are errors naming the cause while the host serves on,
 //! and nothing it starts outlives stagegate.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

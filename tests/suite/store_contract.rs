@@ -3,7 +3,7 @@
 //! shared queue and requests, the cluster's mode, leases with fencing tokens, and heartbeats.
 //! Two stores opened on one PostgreSQL database play two replicas.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Hardening: hostile reloads, secrets that must never leak, receivers that hang, a full
 //! disk. Each runs the real daemon against the real MLflow server.
 
-mod common;
+use crate::common;
 
 use common::daemon::{Daemon, SECRET, free_port, now_unix};
 use common::*;
@@ -363,7 +363,7 @@ fn a_full_disk_gives_a_clear_error_corrupts_nothing_and_work_resumes_with_space(
     // The SQLite file on a full disk is this test's subject, so the daemon keeps its state in
     // SQLite on every pass (scripts/test.sh leaves the test out of the PostgreSQL pass, which
     // would only repeat it): a database server's disk is not the daemon's to fill, and a
-    // database that stops answering is tests/replicas.rs's outage.
+    // database that stops answering is tests/suite/replicas.rs's outage.
     let prefix = unique("diskfull");
     let disk = SmallDisk::mount("4m");
     let state = disk.dir.path().join("state.db");

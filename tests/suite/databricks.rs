@@ -2,7 +2,7 @@
 //! the documented JSON payload) to a daemon against the real MLflow server, and
 //! `MLFLOW_TRACKING_URI=databricks` pointed at that server (it speaks the same REST API).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The `command` gate: any test suite as a gate, the repository's example pytest suite
 //! (examples/pytest-gates) included.
 
-mod common;
+use crate::common;
 
 use common::served::*;
 use common::*;

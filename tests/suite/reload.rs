@@ -1,7 +1,7 @@
 //! A reload (SIGHUP) of a running daemon: the retry settings take effect at once, and the
 //! settings only a restart applies are named in a warning.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Bad configuration is refused with exit 2 and one message naming the file, the key path and
 //! the reason — before anything talks to MLflow.
 
-mod common;
+use crate::common;
 
 use common::Workdir;
 

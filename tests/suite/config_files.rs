@@ -3,7 +3,7 @@
 //! refused with exit 2 naming the key; `--offline` never contacts MLflow and warns, without
 //! failing, about what only the server can have (a dataset file, an API token).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

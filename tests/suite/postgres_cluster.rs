@@ -1,8 +1,8 @@
-//! The throwaway PostgreSQL cluster of tests/common/postgres.rs, which the PostgreSQL store's
+//! The throwaway PostgreSQL cluster of tests/suite/common/postgres.rs, which the PostgreSQL store's
 //! tests stand on: a database made in it keeps its rows across a clean stop and a start on
 //! the same port, and while it is stopped nothing answers there.
 
-mod common;
+use crate::common;
 
 use common::postgres::PgCluster;
 

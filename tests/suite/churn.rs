@@ -10,7 +10,7 @@
 //! overrides them (the soak, bench/churn.sh, runs hundreds). No timing is asserted: the
 //! writers' waits on the daemon are bounded, and a bound that expires is a violation.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -50,7 +50,7 @@ const CASE: Case = Case {
 };
 
 /// The policy's gates; the oracle in churn.py judges expected verdicts from the same file.
-const GATES: &str = include_str!("fixtures/churn_gates.toml");
+const GATES: &str = include_str!("../fixtures/churn_gates.toml");
 
 /// Daemon config for models `{prefix}-*` (Daemon::start adds [mlflow], [server], [state]).
 fn body(prefix: &str, case: &Case) -> String {

@@ -8,7 +8,7 @@
 //! daemon's. Webhooks are off unless a test says otherwise, so nothing but the registry
 //! itself tells the daemon what changed.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! the MLflow 2 venv's Python, then by its `mlflow models serve`), `check` and `webhook register`
 //! saying the server has no webhooks, `rollback`, and the daemon promoting by its poll alone.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -21,15 +21,15 @@ macro_rules! fuzz_target {
     };
 }
 
-#[path = "../fuzz/fuzz_targets/config.rs"]
+#[path = "../../fuzz/fuzz_targets/config.rs"]
 mod config;
-#[path = "../fuzz/fuzz_targets/dataset.rs"]
+#[path = "../../fuzz/fuzz_targets/dataset.rs"]
 mod dataset;
-#[path = "../fuzz/fuzz_targets/edge_cases.rs"]
+#[path = "../../fuzz/fuzz_targets/edge_cases.rs"]
 mod edge_cases;
-#[path = "../fuzz/fuzz_targets/mlmodel.rs"]
+#[path = "../../fuzz/fuzz_targets/mlmodel.rs"]
 mod mlmodel;
-#[path = "../fuzz/fuzz_targets/webhook.rs"]
+#[path = "../../fuzz/fuzz_targets/webhook.rs"]
 mod webhook;
 
 /// A small xorshift generator: seeded, so a failure names an input that can be made again.

@@ -1,7 +1,7 @@
 //! Running the daemon in production conditions: MLflow going away and coming back, `kill -9`
 //! and restart, signals, a refused start, the status command.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -126,7 +126,7 @@ fn kill_9_mid_queue_then_restart_loses_no_candidate_and_promotes_nothing_twice()
 
 /// `kill -9` of the daemon mid-evaluation runs no destructor: the process guard alone must stop
 /// the command gate's whole tree. Served models share the guard's code (`process::Group`);
-/// tests/served.rs kills `stagegate evaluate` during a served gate.
+/// tests/suite/served.rs kills `stagegate evaluate` during a served gate.
 #[test]
 fn kill_9_of_the_daemon_mid_evaluation_leaves_no_command_running() {
     let prefix = unique("kill9-command");

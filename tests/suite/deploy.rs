@@ -5,7 +5,7 @@
 //! MLflow, the config each manifest mounts (it passes `stagegate check --offline`), and the
 //! port and health routes that config makes the daemon serve.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,7 +1,7 @@
 //! `stagegate evaluate` against a real MLflow server, with models really trained and registered
 //! by the Python fixtures in both MLflow 3 (logged model) and MLflow 2 (`runs:/`) form.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

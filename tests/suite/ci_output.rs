@@ -2,7 +2,7 @@
 //! as XML, `--summary` read as markdown rows; and the CI examples in `examples/ci/` validated
 //! against the GitHub Actions and GitLab CI schemas.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

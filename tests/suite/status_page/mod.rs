@@ -8,8 +8,7 @@
 //! phone widths (`STAGEGATE_SCREENSHOTS=docs` also writes the desktop ones to `docs/`).
 
 mod browser;
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! models really served, by the warm scoring host (the default) and, where the test is about
 //! it, by `mlflow models serve` (`mode = "local"`); serving failures; cancellation.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -490,7 +490,7 @@ fn strip_colour(line: &str) -> String {
 }
 
 /// `kill -9` runs no destructor: the process guards alone must stop the served model's whole
-/// process tree (mlflow, the shell it runs, uvicorn). The host's: tests/host.rs.
+/// process tree (mlflow, the shell it runs, uvicorn). The host's: tests/suite/host.rs.
 #[test]
 fn kill_9_of_evaluate_during_a_served_gate_leaves_no_serving_process() {
     let (m, _w, mut child) = long_served_evaluation("kill9-serving", "local");

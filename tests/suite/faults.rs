@@ -2,7 +2,7 @@
 //! connections, a registry that changes at an exact moment — injected by a proxy in front of
 //! the real server. The models, tags and promotions are still the real server's.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

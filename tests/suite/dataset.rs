@@ -2,7 +2,7 @@
 //! model (the warm scoring host's bulk path), with slices and a paired-bootstrap comparison
 //! against the champion.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Several `stagegate run` replicas sharing one throwaway PostgreSQL database, for
-//! tests/replicas.rs: start them, read the shared tables with `psql` (the oracle reads what
+//! tests/suite/replicas.rs: start them, read the shared tables with `psql` (the oracle reads what
 //! the replicas wrote, not what they say), tell which replica holds a model, and find the
 //! command-gate processes of one replica.
 //!

@@ -1,14 +1,14 @@
 //! Several `stagegate run` replicas sharing one PostgreSQL store, against the real MLflow server
 //! and real trained models: webhooks sent to every replica, a replica killed or frozen in the
 //! middle of a gate, the database going away, a pause made on one replica. Each test has its
-//! own throwaway PostgreSQL cluster (tests/common/postgres.rs) and reads the outcome from the
+//! own throwaway PostgreSQL cluster (tests/suite/common/postgres.rs) and reads the outcome from the
 //! shared tables with `psql` and from the registry: exactly one promotion per good candidate,
 //! one evaluation per change, never two replicas judging one model at once.
 //!
 //! Leases are short (2–3 s) so that takeovers happen within a test; no test asserts on time,
 //! only waits (generously) for conditions.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! `stagegate run` against a real MLflow server that delivers real signed webhooks.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
