@@ -398,6 +398,33 @@ fn misbehaving_models_are_errors_naming_the_cause_and_the_host_serves_on() {
             good(h.clone()).await;
             assert_eq!(h.snapshot().pid, Some(host_pid), "{kind}: the host went on");
         }
+        // The host itself killed while a model hangs: that request fails naming it, its models
+        // go with it, and the next request gets a new host.
+        let s = session(&config, Some(&h), &m, &v[3]).await;
+        let scorer = s.scorer(Which::Candidate).await.unwrap();
+        let model_pid = h
+            .snapshot()
+            .models
+            .iter()
+            .find(|x| x.version == v[3])
+            .map(|x| x.pid)
+            .unwrap();
+        let (err, killed) = tokio::join!(scorer.score(Payload::Table(&table)), async {
+            std::process::Command::new("kill")
+                .args(["-KILL", &host_pid.to_string()])
+                .status()
+        });
+        assert!(killed.unwrap().success());
+        let text = err.unwrap_err().to_string();
+        assert!(text.contains("the scoring host ended"), "{text}");
+        let gone = || !std::path::Path::new(&format!("/proc/{model_pid}")).exists();
+        assert!(
+            common::eventually(Duration::from_secs(10), gone),
+            "the model's process went with its host"
+        );
+        good(h.clone()).await;
+        let new_pid = h.snapshot().pid.expect("a new host");
+        assert_ne!(new_pid, host_pid);
     });
     // As a gate: an `error` whose message leads with the model's exception.
     let w = workdir(

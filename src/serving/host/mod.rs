@@ -145,6 +145,11 @@ impl Host {
         if let Some(live) = z.as_ref().filter(|z| !z.gone()) {
             return Ok(live.clone());
         }
+        if z.is_some() {
+            // The host died: its models went with it. Let go of their slots now, rather than
+            // when each is next asked for.
+            lock(&self.slots).retain(|_, slot| !evict(slot));
+        }
         let python = zygote::python_of(&self.settings.command)?;
         let started = Instant::now();
         let fresh =

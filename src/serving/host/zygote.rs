@@ -64,7 +64,7 @@ pub struct Zygote {
     next_id: AtomicU64,
     gone: AtomicBool,
     log: tempfile::NamedTempFile,
-    _group: Mutex<Group>,
+    group: Mutex<Group>,
 }
 
 impl Zygote {
@@ -144,7 +144,7 @@ impl Zygote {
             next_id: AtomicU64::new(1),
             gone: AtomicBool::new(false),
             log,
-            _group: Mutex::new(group),
+            group: Mutex::new(group),
         });
         tokio::spawn(write_lines(stdin, rx));
         tokio::spawn(read_events(std::sync::Arc::downgrade(&zygote), events));
@@ -237,6 +237,8 @@ impl Zygote {
 
     fn ended(&self) {
         self.gone.store(true, Ordering::Release);
+        // Its model processes would be orphans: they go with it, at once.
+        lock(&self.group).kill();
         lock(&self.spawned).clear();
         for (_, tx) in lock(&self.exits).drain() {
             let _ = tx.send(Some(Exit::HostGone));
