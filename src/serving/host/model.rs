@@ -144,10 +144,13 @@ impl HostModel {
         &self,
         batch: &arrow::record_batch::RecordBatch,
     ) -> Result<Answer, String> {
-        let body = arrow_io::encode(batch)?;
+        // Encoding and decoding a bulk batch takes milliseconds of CPU: off the async threads,
+        // which serve webhooks meanwhile.
+        let owned = batch.clone();
+        let body = off_thread(move || arrow_io::encode(&owned)).await?;
         tracing::debug!(model = %self.uri, rows = batch.num_rows(), bytes = body.len(), "scoring in bulk");
         let f = self.request(json!({"op": "predict"}), &body, true).await?;
-        self.answer(f)
+        self.answer(f).await
     }
 
     /// Score a JSON request, as `POST /invocations` takes it.
@@ -155,7 +158,7 @@ impl HostModel {
         let f = self
             .request(json!({"op": "invoke"}), body.as_bytes(), true)
             .await?;
-        self.answer(f)
+        self.answer(f).await
     }
 
     /// The address of MLflow's scoring server app for this model (started on first use).
@@ -178,7 +181,7 @@ impl HostModel {
         Ok(base)
     }
 
-    fn answer(&self, f: frame::Frame) -> Result<Answer, String> {
+    async fn answer(&self, f: frame::Frame) -> Result<Answer, String> {
         let status = f.header["status"].as_u64().unwrap_or(500) as u16;
         if f.header["host_error"] == true {
             return Err(format!(
@@ -190,17 +193,19 @@ impl HostModel {
         if status != 200 {
             return Ok(Answer::Refused(status, f.body));
         }
-        match f.header["format"].as_str() {
+        let body = f.body;
+        let decoded = match f.header["format"].as_str() {
             Some("arrow") => {
                 let shape = if f.header["shape"] == "records" {
                     Shape::Records
                 } else {
                     Shape::List
                 };
-                arrow_io::predictions(&f.body, shape).map(Answer::Predictions)
+                off_thread(move || arrow_io::predictions(&body, shape)).await
             }
-            _ => crate::serving::predictions(&f.body).map(Answer::Predictions),
-        }
+            _ => off_thread(move || crate::serving::predictions(&body)).await,
+        };
+        decoded.map(Answer::Predictions)
     }
 
     /// One exchange on the socket; `scoring` ones count in the figures.
@@ -281,6 +286,15 @@ impl Drop for HostModel {
     fn drop(&mut self) {
         self.zygote.kill(self.id);
     }
+}
+
+/// Run CPU-bound work on tokio's blocking pool.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("a scoring worker ended abnormally: {e}"))?
 }
 
 fn body_text(b: &[u8]) -> String {
