@@ -83,6 +83,21 @@ struct Used {
     hosted: Vec<(Arc<HostModel>, (u64, Duration, Duration))>,
 }
 
+impl Drop for Session {
+    /// The models this evaluation held are idle now: the warm set may evict them, and is
+    /// brought within its bounds at once rather than at the next load.
+    fn drop(&mut self) {
+        if let Some(host) = &self.env.host {
+            self.hosted.get_mut().iter_mut().for_each(|m| *m = None);
+            self.endpoints.get_mut().iter_mut().for_each(|e| *e = None);
+            let used = self.used.get_mut().unwrap_or_else(|p| p.into_inner());
+            used.hosted.clear();
+            used.endpoints.clear();
+            host.trim();
+        }
+    }
+}
+
 impl Session {
     pub fn new(
         client: Client,
