@@ -61,9 +61,10 @@ def get_json(url):
 class Daemon:
     """A release daemon in its own directory. `policy` replaces the default alias policy
     (models `models`, the gates equivalent to the practice's) with a `[[policies]]` text of
-    the caller's."""
+    the caller's (which may end with other tables, `[serving]`). Its stderr is daemon.log;
+    with `log` (a RUST_LOG other than the default), in JSON lines."""
 
-    def __init__(self, sg, uri, workdir, models, schedule, policy=None):
+    def __init__(self, sg, uri, workdir, models, schedule, policy=None, log=None):
         self.port = free_port()
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
@@ -92,8 +93,10 @@ path = "state.db"
 {policy}
 """)
         self.log = open(os.path.join(workdir, "daemon.log"), "w")
-        env = dict(os.environ, MLFLOW_TRACKING_URI=uri, RUST_LOG="stagegate=warn")
-        self.proc = subprocess.Popen([sg, "run", "--config", os.path.join(workdir, "stagegate.toml")], stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+        env = dict(os.environ, MLFLOW_TRACKING_URI=uri, RUST_LOG=log or "stagegate=warn")
+        fmt = ["--log-format", "json"] if log else []
+        self.proc = subprocess.Popen([sg, *fmt, "run", "--config", os.path.join(workdir, "stagegate.toml")],
+                                     stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
         for _ in range(200):
             try:
@@ -140,15 +143,15 @@ def practice_wall(py, uri, rounds):
     return statistics.median(walls)
 
 
-def latency(a, d, n):
-    ops = [{"op": "register", "name": f"lat-{i:03d}", "alias": "challenger", "tags": TAGS, "light": True,
+def latency(a, d, n, prefix="lat-"):
+    ops = [{"op": "register", "name": f"{prefix}{i:03d}", "alias": "challenger", "tags": TAGS, "light": True,
             "metrics": {"val_accuracy": 0.9, "val_f1": 0.9}, "pause_after": 1.0} for i in range(n)]
     done = fixture(a.python, a.uri, ops)
     set_at = {r["name"]: r["at"] for r in done}
     deadline = time.time() + 120
     while time.time() < deadline:
         with d.db() as db:
-            n_promoted = db.execute("SELECT COUNT(DISTINCT model) FROM audit WHERE action = 'promoted' AND model LIKE 'lat-%'").fetchone()[0]
+            n_promoted = db.execute("SELECT COUNT(DISTINCT model) FROM audit WHERE action = 'promoted' AND model LIKE ?", (prefix + "%",)).fetchone()[0]
         if n_promoted >= n:
             break
         time.sleep(0.2)

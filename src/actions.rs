@@ -55,6 +55,16 @@ pub struct Actor<'a> {
     pub policy: &'a Policy,
 }
 
+/// A move made whose bookkeeping tags are not yet written ([`Actor::complete`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub version: String,
+    /// The `action` tag the version gets: `promoted` or `archived`.
+    pub action: String,
+    /// For a promotion, the champion it replaced (`None`: there was none).
+    pub replaced: Option<String>,
+}
+
 impl Actor<'_> {
     /// Carry out `decision`, made from `verdict`, on `model` v`version`. `before` is the
     /// registry as it was when the evaluation began; a move is refused if the candidate, the
@@ -66,7 +76,6 @@ impl Actor<'_> {
         decision: &Decision,
         verdict: Verdict,
         before: &Placement,
-        intent_written: bool,
     ) -> Result<(), ActError> {
         if !decision.moves() {
             return self
@@ -75,11 +84,43 @@ impl Actor<'_> {
         }
         let now =
             ModelState::read(self.client, model, self.policy, Depth::Summary, &[version]).await?;
+        let moved = self
+            .move_on(&now, version, decision, verdict, before)
+            .await?;
+        self.complete(model, &moved).await
+    }
+
+    /// The move of a decision that moves (promote, archive), on `now`: the registry as read
+    /// after the evaluation, immediately before this call. Refused, with the reason recorded
+    /// on the version, if the candidate, the champion or the candidate's inputs differ from
+    /// `before`, or if its verdict is no longer current. The bookkeeping tags are left to
+    /// [`Actor::complete`], so a caller can record the move elsewhere meanwhile.
+    pub async fn move_on(
+        &self,
+        now: &ModelState,
+        version: &str,
+        decision: &Decision,
+        verdict: Verdict,
+        before: &Placement,
+    ) -> Result<Moved, ActError> {
+        let model = now.name.as_str();
         let placed = now.placement(self.policy, self.names, version);
         let why = before
             .change_to(&placed)
-            .or_else(|| self.not_current(&now, version, verdict, &placed));
+            .or_else(|| self.not_current(now, version, verdict, &placed));
         if let Some(why) = why {
+            // An intent written with the evaluation announces a move that is not made: left
+            // there, it would make a later move by hand read as our promotion cut short
+            // (finished instead of judged as a bypass). It goes before the note.
+            let intent = self.names.replaced_version();
+            let carried = now.version(version);
+            if carried.is_some_and(|v| {
+                v.tag(&intent).is_some() && v.tag(&self.names.action()) != Some(PROMOTED)
+            }) {
+                self.client
+                    .delete_version_tag(model, version, &intent)
+                    .await?;
+            }
             let note = format!("skipped: {why} during evaluation; re-evaluating");
             self.set_action(model, version, &note).await?;
             return Err(ActError::Changed {
@@ -88,11 +129,16 @@ impl Actor<'_> {
                 why,
             });
         }
-        match decision {
-            Decision::Promote { .. } => self.promote(&now, version, intent_written).await,
-            Decision::Archive => self.archive(&now, version).await,
+        let replaced = match decision {
+            Decision::Promote { .. } => self.promote(now, version).await?,
+            Decision::Archive => self.archive(now, version).await?,
             _ => unreachable!("only promote and archive move"),
-        }
+        };
+        Ok(Moved {
+            version: version.into(),
+            action: decision.action_tag(),
+            replaced,
+        })
     }
 
     /// Why the verdict on the freshly read version is not the current `verdict` (`None`: it is).
@@ -127,20 +173,16 @@ impl Actor<'_> {
         vec![(self.names.replaced_version(), value)]
     }
 
-    async fn promote(
-        &self,
-        state: &ModelState,
-        version: &str,
-        intent_written: bool,
-    ) -> Result<(), ActError> {
+    /// The intent, then the move; returns the champion it replaced.
+    async fn promote(&self, state: &ModelState, version: &str) -> Result<Option<String>, ActError> {
         let (client, model) = (self.client, state.name.as_str());
         let replaced = state.champion(self.policy).map(|c| c.version.clone());
-        let intent = self.intent_tags(replaced.as_deref());
-        // The intent written with the evaluation named the champion seen then; the re-read
-        // proved it unchanged, so it still holds.
-        if !intent_written {
-            for (k, v) in &intent {
-                client.set_version_tag(model, version, k, v).await?;
+        // An intent already on the version as read now (written with the evaluation, which
+        // named the champion seen then, proved unchanged since) is not written again.
+        let carried = state.version(version);
+        for (k, v) in self.intent_tags(replaced.as_deref()) {
+            if carried.and_then(|c| c.tag(&k)) != Some(v.as_str()) {
+                client.set_version_tag(model, version, &k, &v).await?;
             }
         }
         match self.policy.promote.target() {
@@ -157,32 +199,35 @@ impl Actor<'_> {
             Target::Alias(alias) => client.set_alias(model, &alias, version).await?,
         }
         tracing::info!(model, version, replaced = ?replaced, target = %self.policy.promote.target(), "promoted");
-        self.complete(model, version, replaced.as_deref()).await
+        Ok(replaced)
     }
 
     /// Finish a promotion that was interrupted after the move (the version is champion and
     /// carries `replaced_version`, but not yet `promoted`).
     pub async fn finish(&self, model: &str, version: &str) -> Result<(), ActError> {
         let v = self.client.model_version(model, version).await?;
-        self.complete(model, version, v.tag(&self.names.replaced_version()))
-            .await
+        let moved = Moved {
+            version: version.into(),
+            action: PROMOTED.into(),
+            replaced: v
+                .tag(&self.names.replaced_version())
+                .filter(|r| *r != REPLACED_NOTHING)
+                .map(str::to_string),
+        };
+        self.complete(model, &moved).await
     }
 
-    /// The bookkeeping after a move: mark the replaced version, record `promoted`. Safe to
-    /// repeat. The candidate alias is left where it is (see the module doc).
-    async fn complete(
-        &self,
-        model: &str,
-        version: &str,
-        replaced: Option<&str>,
-    ) -> Result<(), ActError> {
+    /// The bookkeeping after a move: mark the replaced version, then record the action
+    /// (`promoted`, `archived`). Safe to repeat. The candidate alias is left where it is
+    /// (see the module doc).
+    pub async fn complete(&self, model: &str, moved: &Moved) -> Result<(), ActError> {
         // The replaced version is marked before `promoted` is written: `promoted` is what
         // tells the next reconcile the bookkeeping is done, so if marking fails, `finish`
         // redoes all of it instead of leaving the old champion unmarked for good.
-        if let Some(old) = replaced.filter(|r| *r != REPLACED_NOTHING) {
-            self.mark_replaced(model, old, version).await?;
+        if let Some(old) = &moved.replaced {
+            self.mark_replaced(model, old, &moved.version).await?;
         }
-        self.set_action(model, version, PROMOTED).await
+        self.set_action(model, &moved.version, &moved.action).await
     }
 
     async fn mark_replaced(&self, model: &str, old: &str, by: &str) -> Result<(), ActError> {
@@ -200,7 +245,7 @@ impl Actor<'_> {
 
     /// A failed candidate moves to the Archived stage. An alias candidate keeps its alias
     /// (see the module doc): the stage and the `archived` action say it is out.
-    async fn archive(&self, state: &ModelState, version: &str) -> Result<(), ActError> {
+    async fn archive(&self, state: &ModelState, version: &str) -> Result<Option<String>, ActError> {
         let model = state.name.as_str();
         if state
             .version(version)
@@ -211,7 +256,7 @@ impl Actor<'_> {
                 .await?;
         }
         tracing::info!(model, version, "archived failed candidate");
-        self.set_action(model, version, "archived").await
+        Ok(None)
     }
 
     pub async fn set_action(

@@ -195,27 +195,17 @@ impl Engine {
         opts: Options,
     ) -> Result<Outcome, EngineError> {
         let before = state.placement(policy, &self.names, &candidate.version);
-        let evaluation = self.run_gates(policy, state, candidate).await?;
-        let decision = decision::decide(policy, state, candidate, evaluation.verdict, opts);
-        let actor = Actor {
-            client: &self.client,
-            names: &self.names,
-            policy,
-        };
-        // A promotion's intent tags ride along with the evaluation's: one round trip fewer.
-        let intent = match &decision {
-            Decision::Promote { replaces } => actor.intent_tags(replaces.as_deref()),
-            _ => Vec::new(),
-        };
-        self.record(&evaluation, candidate, &intent).await?;
-        let act_error = actor
+        let (evaluation, decision) = self
+            .evaluate_recorded(policy, state, candidate, opts)
+            .await?;
+        let act_error = self
+            .actor(policy)
             .carry_out(
                 &state.name,
                 &candidate.version,
                 &decision,
                 evaluation.verdict,
                 &before,
-                !intent.is_empty(),
             )
             .await
             .err();
@@ -226,16 +216,35 @@ impl Engine {
         })
     }
 
-    /// Run the gates and record the evaluation tags; no action.
-    pub async fn evaluate_only(
+    /// Run the gates and record the evaluation tags (with the intent of a promotion it leads
+    /// to under `opts`); no action. Returns the evaluation and the decision it leads to.
+    pub async fn evaluate_recorded(
         &self,
         policy: &Policy,
         state: &ModelState,
         candidate: &ModelVersion,
-    ) -> Result<Evaluation, EngineError> {
+        opts: Options,
+    ) -> Result<(Evaluation, Decision), EngineError> {
         let evaluation = self.run_gates(policy, state, candidate).await?;
-        self.record(&evaluation, candidate, &[]).await?;
-        Ok(evaluation)
+        let decision = decision::decide(policy, state, candidate, evaluation.verdict, opts);
+        // A promotion's intent goes with the evaluation's tags, beside the fingerprint: one
+        // round trip fewer before the move, which re-reads the version and does not write it
+        // again. Anything that stops the move (a change, a pause) is seen by that re-read.
+        let intent = match &decision {
+            Decision::Promote { replaces } => self.actor(policy).intent_tags(replaces.as_deref()),
+            _ => Vec::new(),
+        };
+        self.record(&evaluation, candidate, &intent).await?;
+        Ok((evaluation, decision))
+    }
+
+    /// Acts on the registry under `policy`, through this engine's client.
+    pub fn actor<'a>(&'a self, policy: &'a Policy) -> Actor<'a> {
+        Actor {
+            client: &self.client,
+            names: &self.names,
+            policy,
+        }
     }
 
     /// Run the gates on `candidate` as `state` shows it, against the champion `state` shows.
@@ -272,9 +281,9 @@ impl Engine {
         &self,
         evaluation: &Evaluation,
         candidate: &ModelVersion,
-        extra: &[(String, String)],
+        beside: &[(String, String)],
     ) -> Result<(), EngineError> {
-        report::write_evaluation(&self.client, &self.names, evaluation, candidate, extra).await?;
+        report::write_evaluation(&self.client, &self.names, evaluation, candidate, beside).await?;
         tracing::info!(
             model = %evaluation.model, version = %evaluation.version, verdict = evaluation.verdict.as_str(),
             policy = %evaluation.policy, "evaluated"

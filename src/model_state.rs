@@ -52,15 +52,19 @@ impl ModelState {
         depth: Depth,
         extra: &[&str],
     ) -> Result<ModelState, MlflowError> {
-        let rm = client.registered_model(name).await?;
+        // The alias map and the version list are two requests either way, never one snapshot,
+        // so they are sent together: an alias naming a version the list lacks (created in
+        // between) is fetched below like any other holder.
+        let all = async {
+            match depth {
+                Depth::Full => client.all_versions(name).await.map(Some),
+                Depth::Summary => Ok(None),
+            }
+        };
+        let (rm, all) = tokio::try_join!(client.registered_model(name), all)?;
         let mut state = ModelState::from_registered(rm);
-        if depth == Depth::Full {
-            state.versions = client
-                .all_versions(name)
-                .await?
-                .into_iter()
-                .map(|v| (v.number(), v))
-                .collect();
+        if let Some(all) = all {
+            state.versions = all.into_iter().map(|v| (v.number(), v)).collect();
         }
         let mut wanted: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for target in [policy.candidate(), &policy.promote.target()] {
@@ -70,12 +74,16 @@ impl ModelState {
                 wanted.push(v.clone());
             }
         }
-        for v in wanted {
-            let n: u64 = v.parse().unwrap_or(0);
-            if !state.versions.contains_key(&n) {
-                let mv = client.model_version(name, &v).await?;
-                state.versions.insert(mv.number(), mv);
-            }
+        wanted.retain(|v| !state.versions.contains_key(&v.parse().unwrap_or(0)));
+        wanted.sort();
+        wanted.dedup();
+        // Independent reads (the candidate, the champion): sent together.
+        let mut reads = Vec::with_capacity(wanted.len());
+        for v in &wanted {
+            reads.push(client.model_version(name, v));
+        }
+        for mv in futures::future::try_join_all(reads).await? {
+            state.versions.insert(mv.number(), mv);
         }
         state.apply_aliases();
         Ok(state)

@@ -11,7 +11,7 @@ use crate::config::{Mode, Policy};
 use crate::daemon::App;
 use crate::daemon::notify;
 use crate::daemon::scheduler::{Attempt, Outcome};
-use crate::decision::{Decision, PlanInput, Step, plan};
+use crate::decision::{Decision, Options, PROMOTED, PlanInput, Step, plan};
 use crate::engine::{Engine, EngineError};
 use crate::mlflow::WriteGuard;
 use crate::model_state::{Depth, ModelState};
@@ -134,11 +134,14 @@ async fn converge(
         // Requests are re-read every step: one made during an evaluation is served by the
         // next evaluation, never consumed by the one already running.
         let requests = app.store.requests(model).await?;
-        let Some(state) = run.read(&requests).await? else {
+        // The pause is read beside the registry, not after it: a pause is honoured from the
+        // next step either way.
+        let (state, paused) = tokio::join!(run.read(&requests), app.is_paused());
+        let Some(state) = state? else {
             return Ok(Outcome::Done);
         };
         let requested: BTreeSet<String> = requests.keys().cloned().collect();
-        let paused = app.is_paused().await?;
+        let paused = paused?;
         let input = PlanInput {
             policy,
             digest: &run.digest,
@@ -162,7 +165,7 @@ async fn converge(
                 return Ok(Outcome::After(after));
             }
             Step::Evaluate(version) => {
-                if !run.evaluate(&state, &requests, version).await? {
+                if !run.evaluate(&state, &requests, version, paused).await? {
                     return Ok(Outcome::Done);
                 }
             }
@@ -176,11 +179,7 @@ async fn converge(
 
 impl Reconciling<'_> {
     fn actor(&self) -> Actor<'_> {
-        Actor {
-            client: &self.engine.client,
-            names: &self.engine.names,
-            policy: self.policy,
-        }
+        self.engine.actor(self.policy)
     }
 
     /// The model as the registry has it now, with what it records that the store may lack
@@ -219,6 +218,7 @@ impl Reconciling<'_> {
         state: &ModelState,
         requests: &BTreeMap<String, i64>,
         version: String,
+        paused: bool,
     ) -> Result<bool, ReconcileError> {
         let (app, model) = (self.app, self.model);
         let Some(candidate) = state.version(&version).cloned() else {
@@ -234,12 +234,13 @@ impl Reconciling<'_> {
                 &self.trigger,
             )
             .await?;
+        let opts = Options { act: true, paused };
         let evaluation = match self
             .engine
-            .evaluate_only(self.policy, state, &candidate)
+            .evaluate_recorded(self.policy, state, &candidate, opts)
             .await
         {
-            Ok(e) => e,
+            Ok((e, _)) => e,
             Err(e) => {
                 app.store.fail_evaluation(id, &e.to_string()).await?;
                 return Err(e.into());
@@ -268,7 +269,9 @@ impl Reconciling<'_> {
         Ok(true)
     }
 
-    /// Carry out `decision` on `version`, and record it.
+    /// Carry out `decision` on `version`, and record it. The step's read is the re-read a
+    /// move needs: it follows the evaluation (an earlier step), and nothing was written to
+    /// MLflow between it and this call, so it is not read a third time.
     async fn act(
         &self,
         state: &ModelState,
@@ -276,34 +279,54 @@ impl Reconciling<'_> {
         decision: &Decision,
     ) -> Result<(), ReconcileError> {
         let (app, model, names) = (self.app, self.model, &self.engine.names);
-        let before = state.placement(self.policy, names, version);
         let recorded = state
             .version(version)
             .and_then(|v| v.tag(&names.verdict()))
             .and_then(Verdict::parse);
-        let verdict = recorded.unwrap_or(Verdict::Error);
-        self.actor()
-            .carry_out(model, version, decision, verdict, &before, false)
-            .await?;
+        let actor = self.actor();
         let action = decision.action_tag();
-        let note = format!("policy {}", self.policy.name);
-        app.store
-            .set_action(model, version, recorded.map(Verdict::as_str), &action)
-            .await?;
-        app.store
-            .audit(model, Some(version), &action, &note)
-            .await?;
+        let rows = async {
+            let note = format!("policy {}", self.policy.name);
+            app.store
+                .set_action(model, version, recorded.map(Verdict::as_str), &action)
+                .await?;
+            app.store.audit(model, Some(version), &action, &note).await
+        };
+        if decision.moves() {
+            let before = state.placement(self.policy, names, version);
+            let verdict = recorded.unwrap_or(Verdict::Error);
+            let moved = actor
+                .move_on(state, version, decision, verdict, &before)
+                .await?;
+            if matches!(decision, Decision::Promote { .. }) {
+                // The promotion is made: the store records it beside the bookkeeping tags,
+                // not after them. If we die in between, `finish` completes the tags and
+                // records the promotion unless it is recorded already.
+                let (tags, rows) = tokio::join!(actor.complete(model, &moved), rows);
+                tags?;
+                rows?;
+            } else {
+                actor.complete(model, &moved).await?;
+                rows.await?;
+            }
+        } else {
+            actor.set_action(model, version, &action).await?;
+            rows.await?;
+        }
         app.metrics.action(&action);
         notify::action(app, model, version, &action);
         Ok(())
     }
 
-    /// Finish a promotion a restart interrupted.
+    /// Finish a promotion a restart interrupted, and record it unless its row made it.
     async fn finish(&self, version: &str) -> Result<(), ReconcileError> {
         self.actor().finish(self.model, version).await?;
-        let note = "finished a promotion interrupted by a restart".to_string();
-        audit(self.app, self.model, version, "promoted", note).await?;
-        self.app.metrics.action("promoted");
+        let note = "finished a promotion interrupted by a restart";
+        self.app
+            .store
+            .audit_unless_recorded(self.model, version, PROMOTED, note)
+            .await?;
+        self.app.metrics.action(PROMOTED);
         Ok(())
     }
 
@@ -347,7 +370,7 @@ async fn record_from_registry(
     names: &crate::tags::TagNames,
 ) -> Result<(), StoreError> {
     if let Some(champion) = state.champion(policy)
-        && champion.tag(&names.action()) == Some(crate::decision::PROMOTED)
+        && champion.tag(&names.action()) == Some(PROMOTED)
     {
         let note = format!(
             "policy {} (read back from the registry's tags)",
@@ -355,12 +378,7 @@ async fn record_from_registry(
         );
         let added = app
             .store
-            .audit_unless_recorded(
-                &state.name,
-                &champion.version,
-                crate::decision::PROMOTED,
-                &note,
-            )
+            .audit_unless_recorded(&state.name, &champion.version, PROMOTED, &note)
             .await?;
         if added {
             tracing::warn!(model = %state.name, version = %champion.version, "a promotion without its audit row (interrupted?) recorded");

@@ -281,14 +281,17 @@ impl Client {
             let result = self
                 .send_once(method.clone(), &url, path, query, body)
                 .await;
+            let elapsed = started.elapsed();
+            let outcome = || match &result {
+                Ok(_) => "ok".to_string(),
+                Err(MlflowError::Api { status, .. }) => status.to_string(),
+                Err(MlflowError::Unreachable { .. }) => "unreachable".to_string(),
+                Err(_) => "error".to_string(),
+            };
+            // One line per round trip: what `RUST_LOG=stagegate::mlflow=debug` counts.
+            tracing::debug!(%method, endpoint = path, ms = elapsed.as_secs_f64() * 1e3, outcome = %outcome(), "mlflow request");
             if let Some(obs) = &self.observer {
-                let outcome = match &result {
-                    Ok(_) => "ok".to_string(),
-                    Err(MlflowError::Api { status, .. }) => status.to_string(),
-                    Err(MlflowError::Unreachable { .. }) => "unreachable".to_string(),
-                    Err(_) => "error".to_string(),
-                };
-                obs.observe(path, &outcome, started.elapsed());
+                obs.observe(path, &outcome(), elapsed);
             }
             match result {
                 Err(e) if e.is_transient() && attempt < self.settings.retries => {

@@ -88,6 +88,9 @@ async fn a_champion_changed_between_evaluation_and_action_stops_the_promotion() 
             .unwrap()
             .starts_with("skipped: the champion changed")
     );
+    // The intent written with the verdict announced a move that was not made: it is gone, so
+    // a later move by hand is judged as a bypass, not finished as our promotion.
+    assert_eq!(got.tag("stagegate.replaced_version"), None);
     assert_eq!(version(&m, &intruder).await.current_stage, "Production");
     assert_eq!(proxy.count("POST", "transition-stage"), 0);
 }
