@@ -91,7 +91,7 @@ def evaluate_rounds(a, builds, work):
     seed = {s["name"]: s for s in seeds}
     walls, requests = {b: [] for b in builds}, {}
     for r in range(a.evaluate_rounds + 1):
-        order = builds if r % 2 == 0 else builds[::-1]
+        order = list(builds) if r % 2 == 0 else list(builds)[::-1]
         for b in order:
             if r > 0:
                 new_candidate(a.uri, names[b], seed[names[b]])
@@ -139,7 +139,7 @@ def daemon_rounds(a, builds, work):
     per_round = {b: [] for b in builds}
     counts = {b: [] for b in builds}
     for r in range(a.daemon_rounds):
-        order = builds if r % 2 == 0 else builds[::-1]
+        order = list(builds) if r % 2 == 0 else list(builds)[::-1]
         for b in order:
             prefix = f"rp{int(time.time()) % 100000}{b[0]}{r}-"
             d = Daemon(builds[b], a.uri, os.path.join(work, f"{b}{r}"), [prefix + "*"], "0 0 0 1 1 *", log=WIRE)
