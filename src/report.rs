@@ -69,8 +69,8 @@ pub fn report_json(e: &Evaluation) -> String {
 /// it is written last, after everything it vouches for (verdict, gates, report). If the
 /// version already carries one, it is removed first: otherwise a crash halfway through would
 /// leave the old mark vouching for a mix of old and new tags. An interrupted write therefore
-/// leaves no current verdict, and the version is simply evaluated again. The fingerprint does
-/// not vouch for `beside`, so those go out together with it, one round trip for both.
+/// leaves no current verdict, and the version is simply evaluated again. `beside` goes out
+/// before the fingerprint too: a verdict that counts always has its intent written.
 pub async fn write_evaluation(
     client: &Client,
     names: &TagNames,
@@ -94,6 +94,7 @@ pub async fn write_evaluation(
     tags.push((names.evaluated_at(), e.evaluated_at.clone()));
     tags.push((names.verdict(), e.verdict.as_str().to_string()));
     tags.push((names.digest(), e.policy_digest.clone()));
+    tags.extend(beside.iter().cloned());
     // Gate tags left over from an earlier policy would read as current results.
     let gate_prefix = names.gate("");
     let stale: Vec<String> = previous
@@ -115,16 +116,9 @@ pub async fn write_evaluation(
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    let key = names.fingerprint();
-    let mut last = vec![
-        client
-            .set_version_tag(name, version, &key, &e.fingerprint)
-            .boxed(),
-    ];
-    for (k, v) in beside {
-        last.push(client.set_version_tag(name, version, k, v).boxed());
-    }
-    futures::future::try_join_all(last).await.map(drop)
+    client
+        .set_version_tag(name, version, &names.fingerprint(), &e.fingerprint)
+        .await
 }
 
 #[cfg(test)]

@@ -165,7 +165,7 @@ async fn converge(
                 return Ok(Outcome::After(after));
             }
             Step::Evaluate(version) => {
-                if !run.evaluate(&state, &requests, version, paused).await? {
+                if !run.evaluate(&state, &requests, version).await? {
                     return Ok(Outcome::Done);
                 }
             }
@@ -218,7 +218,6 @@ impl Reconciling<'_> {
         state: &ModelState,
         requests: &BTreeMap<String, i64>,
         version: String,
-        paused: bool,
     ) -> Result<bool, ReconcileError> {
         let (app, model) = (self.app, self.model);
         let Some(candidate) = state.version(&version).cloned() else {
@@ -234,7 +233,14 @@ impl Reconciling<'_> {
                 &self.trigger,
             )
             .await?;
-        let opts = Options { act: true, paused };
+        // Recorded without a promotion's intent: the step that acts writes it right before
+        // the move. Written now, it would outlive a move that never comes (a pause, a changed
+        // champion, a candidate that leaves), and a later move by hand would then be finished
+        // as ours instead of judged as a bypass.
+        let opts = Options {
+            act: false,
+            paused: false,
+        };
         let evaluation = match self
             .engine
             .evaluate_recorded(self.policy, state, &candidate, opts)
