@@ -162,6 +162,14 @@ impl Engine {
         opts: Options,
     ) -> Result<Outcome, EngineError> {
         let policy = self.policy_for(model)?;
+        // A cold process: the host's imports (seconds) overlap the registry's reads and the
+        // registry gates rather than following them. A failure to start is the served gates'
+        // to report, when they ask for the host.
+        if let Some(host) = self.host.clone()
+            && policy.gates.iter().any(|g| g.kind.served())
+        {
+            tokio::spawn(async move { host.start().await });
+        }
         let extra: Vec<&str> = version.into_iter().collect();
         let state = self.read(model, policy, Depth::Summary, &extra).await?;
         let candidate = match version {
