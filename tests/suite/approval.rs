@@ -98,8 +98,9 @@ fn a_candidate_waits_for_approval_then_is_promoted() {
     // A person signs off (UI or `MlflowClient().set_model_version_tag`); the poll notices the
     // changed inputs, re-evaluates and promotes.
     approve(&m, &v, "approved");
-    d.wait_for("promotion after approval", WAIT, || {
-        block(version(&m, &v)).current_stage == "Production"
+    // The `action` tag is written after the move: wait for both.
+    d.wait_for("promotion after approval, recorded", WAIT, || {
+        block(version(&m, &v)).current_stage == "Production" && tag(&m, &v, "action").is_some()
     });
     assert_eq!(tag(&m, &v, "verdict").as_deref(), Some("passed"));
     assert_eq!(

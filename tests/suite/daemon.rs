@@ -141,9 +141,15 @@ fn a_staging_candidate_is_picked_up_by_the_recheck_after_creation() {
     // Moved to Staging, which MLflow announces to nobody: only a re-check can find it now.
     fixtures(json!([{"op": "stage", "name": m, "version": v[0], "stage": "Staging"}]));
     // The series' last step is 120 s after the creation.
-    d.wait_for("promotion to Production", Duration::from_secs(150), || {
-        block(version(&m, &v[0])).current_stage == "Production"
-    });
+    // The move comes before stagegate records it: wait for both.
+    d.wait_for(
+        "promotion to Production, recorded",
+        Duration::from_secs(150),
+        || {
+            block(version(&m, &v[0])).current_stage == "Production"
+                && d.evaluations(&m).iter().any(|e| !e["action"].is_null())
+        },
+    );
     let evals = d.evaluations(&m);
     assert!(
         evals

@@ -100,8 +100,10 @@ fn a_signed_transition_to_staging_promotes_and_bad_deliveries_are_refused() {
     );
     let (s, b) = signed(&d, &transition);
     assert_eq!((s, b["status"].as_str()), (202, Some("queued")), "{b}");
-    d.wait_for("promotion to Production", WAIT, || {
+    // The move comes before stagegate records it: wait for both.
+    d.wait_for("promotion to Production, recorded", WAIT, || {
         block(version(&m, &v)).current_stage == "Production"
+            && d.evaluations(&m).iter().any(|e| !e["action"].is_null())
     });
     let evals = d.evaluations(&m);
     assert!(

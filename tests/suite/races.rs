@@ -281,7 +281,8 @@ fn a_failed_candidate_still_being_tagged_is_never_archived_and_a_settled_failure
         json!({"stage": "Staging", "metrics": {"val_accuracy": 0.5, "val_f1": 0.5}}),
     );
     d.wait_for("the good candidate to be promoted", WAIT, || {
-        mv(&good, &v).current_stage == "Production"
+        let got = mv(&good, &v);
+        got.current_stage == "Production" && got.tag("stagegate.action").is_some()
     });
     d.wait_for("the bad candidate to be archived", WAIT, || {
         mv(&bad, &b).tag("stagegate.action") == Some("archived")

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::predictions::build;
-use super::score::{Scored, is_regression, lower_is_better, paired_bootstrap};
+use super::score::{Scored, compare_bootstrap, is_regression, lower_is_better};
 use crate::config::{DatasetGate, Inconclusive, Slices, VsChampion};
 use crate::gates::{Judgement, Outcome, jnum, num};
 
@@ -224,9 +224,7 @@ fn compare(
 ) -> Result<(Compared, String, Value), String> {
     let m = vs.metric.as_str();
     let sign = if lower_is_better(m) { -1.0 } else { 1.0 };
-    let iv = paired_bootstrap(cand.rows(), vs.resamples, vs.confidence, vs.seed, |idx| {
-        Ok(sign * (cand.metric(m, Some(idx))? - champ.metric(m, Some(idx))?))
-    })?;
+    let iv = compare_bootstrap(cand, champ, m, sign, vs.resamples, vs.confidence, vs.seed)?;
     let floor = -vs.max_drop;
     let pct = (vs.confidence * 100.0).round();
     let text = format!(

@@ -63,6 +63,124 @@ impl Scored {
     }
 }
 
+/// A metric that is a mean of one value per row: the values, and what turns their mean into
+/// the metric (`sqrt` for rmse). Summed in row order, they give exactly what
+/// [`Scored::metric`] gives.
+pub struct PerRow {
+    pub values: Vec<f64>,
+    pub finish: fn(f64) -> f64,
+}
+
+impl Scored {
+    /// `metric` as [`PerRow`] values, when it is a mean over rows (accuracy, log_loss, mae,
+    /// rmse); `None` for the others (and when `metric` cannot be computed here, which
+    /// [`Scored::metric`] then reports).
+    pub fn per_row(&self, metric: &str) -> Option<PerRow> {
+        let same = |x: f64| x;
+        let (values, finish): (Vec<f64>, fn(f64) -> f64) = match (self, metric) {
+            (Scored::Classification(c), "accuracy") => (
+                c.truth
+                    .iter()
+                    .zip(&c.pred)
+                    .map(|(t, p)| if t == p { 1.0 } else { 0.0 })
+                    .collect(),
+                same,
+            ),
+            (Scored::Classification(c), "log_loss") => {
+                let eps = 1e-15;
+                let proba = c.proba.as_ref()?;
+                let values = c.truth.iter().zip(proba);
+                (
+                    values
+                        .map(|(&t, p)| -p[t].clamp(eps, 1.0 - eps).ln())
+                        .collect(),
+                    same,
+                )
+            }
+            (Scored::Regression { truth, pred }, "mae") => (
+                truth.iter().zip(pred).map(|(t, p)| (t - p).abs()).collect(),
+                same,
+            ),
+            (Scored::Regression { truth, pred }, "rmse") => (
+                truth
+                    .iter()
+                    .zip(pred)
+                    .map(|(t, p)| (t - p).powi(2))
+                    .collect(),
+                f64::sqrt,
+            ),
+            _ => return None,
+        };
+        Some(PerRow { values, finish })
+    }
+}
+
+/// The paired bootstrap of `sign * (candidate - champion)` on `metric`. A metric that is a mean
+/// over rows reads one pair of numbers per drawn row, from one array, instead of both models'
+/// labels, predictions or probabilities from four or more: the same interval, to the bit, and
+/// several times faster on a large holdout, where the draws' scattered memory reads are most
+/// of the cost.
+pub fn compare_bootstrap(
+    cand: &Scored,
+    champ: &Scored,
+    metric: &str,
+    sign: f64,
+    resamples: u32,
+    confidence: f64,
+    seed: u64,
+) -> Result<Interval, String> {
+    let n = cand.rows();
+    match (cand.per_row(metric), champ.per_row(metric)) {
+        (Some(a), Some(b)) if b.values.len() == n => {
+            let finish = a.finish;
+            let pairs: Vec<[f64; 2]> = a
+                .values
+                .into_iter()
+                .zip(b.values)
+                .map(|(x, y)| [x, y])
+                .collect();
+            let rows = n as f64;
+            let diff = |sa: f64, sb: f64| sign * (finish(sa / rows) - finish(sb / rows));
+            let (sa, sb) = pairs
+                .iter()
+                .fold((0.0, 0.0), |(sa, sb), p| (sa + p[0], sb + p[1]));
+            let mut idx = vec![0usize; n];
+            // The indices are drawn first, then read: loads whose addresses are all known
+            // overlap their cache misses, where a load fed straight by the generator waits.
+            if pairs.iter().flatten().all(|v| *v == 0.0 || *v == 1.0) {
+                // Right or wrong per row (accuracy): a byte per row instead of 16, which stays
+                // in cache. Sums of ones are whole numbers, exact in either form.
+                let codes: Vec<u8> = pairs
+                    .iter()
+                    .map(|p| p[0] as u8 | (p[1] as u8) << 1)
+                    .collect();
+                resample(diff(sa, sb), resamples, confidence, seed, |rng| {
+                    draw(rng, &mut idx);
+                    let (mut ca, mut cb) = (0u64, 0u64);
+                    for &i in &idx {
+                        ca += u64::from(codes[i] & 1);
+                        cb += u64::from(codes[i] >> 1);
+                    }
+                    Some(diff(ca as f64, cb as f64))
+                })
+            } else {
+                resample(diff(sa, sb), resamples, confidence, seed, |rng| {
+                    draw(rng, &mut idx);
+                    let (mut sa, mut sb) = (0.0, 0.0);
+                    for &i in &idx {
+                        sa += pairs[i][0];
+                        sb += pairs[i][1];
+                    }
+                    Some(diff(sa, sb))
+                })
+            }
+        }
+        _ => paired_bootstrap(n, resamples, confidence, seed, |idx| {
+            Ok(sign * (cand.metric(metric, Some(idx))? - champ.metric(metric, Some(idx))?))
+        }),
+    }
+}
+
 fn regression(metric: &str, t: &[f64], p: &[f64], idx: &[usize]) -> Result<f64, String> {
     let n = idx.len() as f64;
     match metric {
@@ -198,18 +316,34 @@ pub fn paired_bootstrap(
 ) -> Result<Interval, String> {
     let all: Vec<usize> = (0..n).collect();
     let observed = diff(&all)?;
-    let mut rng = StdRng::seed_from_u64(seed);
     let mut idx = vec![0usize; n];
-    let mut diffs = Vec::with_capacity(resamples as usize);
-    for _ in 0..resamples {
-        for slot in idx.iter_mut() {
-            *slot = rng.random_range(0..n);
-        }
+    resample(observed, resamples, confidence, seed, |rng| {
+        draw(rng, &mut idx);
         // A resample can lack a class roc_auc needs; it is skipped, not fatal.
-        if let Ok(d) = diff(&idx) {
-            diffs.push(d);
-        }
+        diff(&idx).ok()
+    })
+}
+
+/// One resample's row indices, with replacement, in order from the generator: every way of
+/// computing a resample draws through here, so that all of them see the same rows.
+fn draw(rng: &mut StdRng, idx: &mut [usize]) {
+    let n = idx.len();
+    for slot in idx.iter_mut() {
+        *slot = rng.random_range(0..n);
     }
+}
+
+/// The bootstrap itself: `resamples` calls of `one`, each of which [`draw`]s its rows from the
+/// one seeded generator it is given; `None` skips a resample.
+fn resample(
+    observed: f64,
+    resamples: u32,
+    confidence: f64,
+    seed: u64,
+    mut one: impl FnMut(&mut StdRng) -> Option<f64>,
+) -> Result<Interval, String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut diffs: Vec<f64> = (0..resamples).filter_map(|_| one(&mut rng)).collect();
     if diffs.len() < (resamples as usize) / 2 {
         return Err("too few usable bootstrap resamples".into());
     }
@@ -294,6 +428,61 @@ mod tests {
         close(s.metric("rmse", None).unwrap(), 0.375f64.sqrt());
         close(s.metric("r2", None).unwrap(), 0.9486081370449679);
         close(s.metric("mae", Some(&[0, 1])).unwrap(), 0.5);
+    }
+
+    #[test]
+    fn the_per_row_bootstrap_gives_the_same_interval_as_the_metrics_themselves() {
+        // Two models on the same 300 rows, with some disagreement and uneven probabilities.
+        let truth: Vec<usize> = (0..300).map(|i| (i * 7 % 3 == 0) as usize).collect();
+        let pred = |k: usize| -> Vec<usize> {
+            (0..300)
+                .map(|i| if i % k == 0 { 1 - truth[i] } else { truth[i] })
+                .collect()
+        };
+        let proba = |k: usize| -> Vec<Vec<f64>> {
+            (0..300)
+                .map(|i| {
+                    let p = ((i * k) % 97) as f64 / 97.0;
+                    vec![1.0 - p, p]
+                })
+                .collect()
+        };
+        let model = |k: usize| {
+            Scored::Classification(Classes {
+                classes: vec!["0".into(), "1".into()],
+                truth: truth.clone(),
+                pred: pred(k),
+                proba: Some(proba(k)),
+                positive: Some(1),
+            })
+        };
+        let reg = |k: usize| Scored::Regression {
+            truth: (0..300).map(|i| i as f64 / 10.0).collect(),
+            pred: (0..300)
+                .map(|i| i as f64 / 10.0 + ((i * k) % 11) as f64 / 7.0 - 0.6)
+                .collect(),
+        };
+        let cases = [
+            (model(4), model(9), "accuracy"),
+            (model(4), model(9), "log_loss"),
+            (reg(3), reg(5), "mae"),
+            (reg(3), reg(5), "rmse"),
+        ];
+        for (cand, champ, m) in cases {
+            assert!(cand.per_row(m).is_some(), "{m} is a mean over rows");
+            let sign = if lower_is_better(m) { -1.0 } else { 1.0 };
+            let fast = compare_bootstrap(&cand, &champ, m, sign, 400, 0.95, 3).unwrap();
+            let slow = paired_bootstrap(300, 400, 0.95, 3, |idx| {
+                Ok(sign * (cand.metric(m, Some(idx))? - champ.metric(m, Some(idx))?))
+            })
+            .unwrap();
+            assert_eq!(fast, slow, "{m}: the same interval, to the bit");
+            assert_ne!(fast.low, fast.high, "{m}: the models differ");
+        }
+        // The others go the general way, and still compare.
+        assert!(model(4).per_row("f1").is_none());
+        let f1 = compare_bootstrap(&model(4), &model(9), "f1", 1.0, 100, 0.95, 3).unwrap();
+        assert!(f1.low <= f1.observed && f1.observed <= f1.high, "{f1:?}");
     }
 
     #[test]
