@@ -349,6 +349,32 @@ mod tests {
     }
 
     #[test]
+    fn name_prefixes_cover_every_glob_or_give_up() {
+        let prefixes = |globs: &[&[&str]]| {
+            let text: String = globs
+                .iter()
+                .enumerate()
+                .map(|(i, g)| POLICY.replace("\"p\"", &format!("\"p{i}\"\nmodels = {g:?}")))
+                .collect();
+            from_text(&text, "stagegate.toml", env(&[]))
+                .unwrap()
+                .name_prefixes()
+        };
+        let owned = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            prefixes(&[&["fraud-*", "churn_v?"], &["fraud-eu-[ab]*", "exact"]]),
+            owned(&["churn_v", "exact", "fraud-"]),
+            "sorted, and fraud-eu- left to fraud-"
+        );
+        assert_eq!(prefixes(&[&["a{b,c}"], &["ab"]]), owned(&["a"]));
+        // The default policy matches every model; so does any glob that starts with a wildcard.
+        assert_eq!(prefixes(&[&["*"]]), None);
+        assert_eq!(prefixes(&[&["fraud-*"], &["*-eu"]]), None);
+        assert_eq!(prefixes(&[&["it's-*"]]), None);
+        assert_eq!(prefixes(&[&["a\\*b"]]), None);
+    }
+
+    #[test]
     fn override_names_follow_figments_env_rules() {
         assert_eq!(
             override_key("STAGEGATE_WORKERS__COUNT").as_deref(),

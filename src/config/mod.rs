@@ -366,6 +366,29 @@ impl Config {
     pub fn policy_for(&self, model: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.matches(model))
     }
+
+    /// The literal beginnings of every policy's `models` globs, sorted, none of them starting
+    /// with another: the models whose names start with one of them include every model a
+    /// policy can match, so a registry of many models need not be listed whole. `None` when a
+    /// glob starts with a wildcard (only the whole registry covers it) or a beginning holds a
+    /// quote or a backslash (which a search filter would have to escape).
+    pub fn name_prefixes(&self) -> Option<Vec<String>> {
+        let mut prefixes: Vec<String> = Vec::new();
+        for glob in self.policies.iter().flat_map(|p| &p.models) {
+            let literal = glob
+                .find(['*', '?', '[', '{', '\\'])
+                .map_or(glob.as_str(), |at| &glob[..at]);
+            if literal.is_empty() || literal.contains(['\'', '"']) || glob.contains('\\') {
+                return None;
+            }
+            prefixes.push(literal.to_string());
+        }
+        prefixes.sort();
+        // Sorted, a name that starts with another comes right after it (or after one that
+        // also starts with it).
+        prefixes.dedup_by(|later, kept| later.starts_with(kept.as_str()));
+        Some(prefixes)
+    }
 }
 
 impl Policy {

@@ -135,7 +135,8 @@ async fn sweep(app: &App) -> Result<Sweep, MlflowError> {
     let live = app.live();
     let (config, engine) = (&live.loaded.config, &live.engine);
     let names = &engine.names;
-    let models = engine.client.all_registered_models().await?;
+    let prefixes = config.name_prefixes();
+    let models = engine.client.registered_models(prefixes.as_deref()).await?;
 
     let mut states: Matched = Vec::new();
     // Alias holders that `registered-models/search` does not show, per policy.

@@ -151,6 +151,34 @@ impl Client {
             .await
     }
 
+    /// The registered models whose names start with one of `prefixes` (every model for
+    /// `None`), by name, each once. One search a prefix, side by side, with `name LIKE
+    /// 'prefix%'`: a server may take `_` and `%` in it as wildcards, ignore case (SQLite) or
+    /// match anywhere in the name (Databricks), all of which only return more, which the
+    /// caller's globs then sort out.
+    pub async fn registered_models(
+        &self,
+        prefixes: Option<&[String]>,
+    ) -> Result<Vec<RegisteredModel>, MlflowError> {
+        let Some(prefixes) = prefixes else {
+            return self.all_registered_models().await;
+        };
+        let searches = prefixes.iter().map(|p| async move {
+            let filter = format!("name LIKE {}", quote(&format!("{p}%")));
+            let q = [("filter", filter.as_str()), ("max_results", MODELS_PAGE)];
+            self.all_pages::<ModelsPage>("registered-models/search", &q)
+                .await
+        });
+        let mut models: Vec<RegisteredModel> = futures::future::try_join_all(searches)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        models.sort_by(|a, b| a.name.cmp(&b.name));
+        models.dedup_by(|a, b| a.name == b.name);
+        Ok(models)
+    }
+
     /// Every item of a paginated listing, following `next_page_token`.
     async fn all_pages<P: Page>(
         &self,
