@@ -6,8 +6,9 @@
 //! bad promoted, nothing untouched touched.
 //!
 //! One test per configuration (stage/alias × webhooks on/off, plus on_fail = archive), so
-//! nextest runs them in parallel. Seeds are fixed here; `STAGEGATE_CHURN_SEEDS="1,2,3"`
-//! overrides them (the soak, bench/churn.sh, runs hundreds). No timing is asserted: the
+//! nextest runs them in parallel. Seeds are fixed here, one history per case and the two
+//! histories alternating between the cases of each mode (the kill -9 case runs both);
+//! `STAGEGATE_CHURN_SEEDS="1,2,3"` overrides them (the soak, bench/churn.sh, runs hundreds). No timing is asserted: the
 //! writers' waits on the daemon are bounded, and a bound that expires is a violation.
 
 use crate::common;
@@ -19,12 +20,14 @@ use common::daemon::{Daemon, SECRET, tail};
 use common::*;
 use serde_json::Value;
 
-/// Seeds per test: two histories of five models each keep a test around a minute.
-const SEEDS: &str = "11,12";
+/// Five models a history: every one of the six patterns appears.
 const MODELS: &str = "5";
 /// How long a writer waits for the daemon to settle one version (seconds). Generous: a fixed
 /// daemon settles a candidate in a few seconds even on a loaded 2-core CI machine.
 const WAIT_S: &str = "45";
+/// The same across a kill -9: a model in flight at the kill waits first for the restart, then,
+/// on a shared store, for the dead process's lease on it to run out (15 s).
+const RESTART_WAIT_S: &str = "75";
 /// How long the quiescence wait may take once the writers are done (seconds).
 const QUIESCENCE_S: &str = "120";
 /// `workers.settle`, as written to the config and told to the oracle (which expects the
@@ -39,6 +42,8 @@ struct Case {
     /// Kill the daemon with SIGKILL once it has recorded this many evaluations and has one
     /// in flight, and start it again.
     restart_after: Option<i64>,
+    /// The histories (churn.py seeds), run two at a time.
+    seeds: &'static str,
 }
 
 const CASE: Case = Case {
@@ -47,6 +52,7 @@ const CASE: Case = Case {
     on_fail: "keep",
     workers: 4,
     restart_after: None,
+    seeds: "11",
 };
 
 /// The policy's gates; the oracle in churn.py judges expected verdicts from the same file.
@@ -104,7 +110,7 @@ fn churn(case: Case) {
         // Returns once MLflow announces events to it (its webhook cache has turned over).
         d.register_webhook();
     }
-    let seeds = std::env::var("STAGEGATE_CHURN_SEEDS").unwrap_or_else(|_| SEEDS.into());
+    let seeds = std::env::var("STAGEGATE_CHURN_SEEDS").unwrap_or_else(|_| case.seeds.into());
     let child = Command::new(venv().join("bin/python"))
         .arg(root().join("tests/fixtures/churn.py"))
         // Its telemetry thread rewrites os.environ while the writer threads read it.
@@ -122,7 +128,11 @@ fn churn(case: Case) {
             "--models",
             MODELS,
             "--wait",
-            WAIT_S,
+            if case.restart_after.is_some() {
+                RESTART_WAIT_S
+            } else {
+                WAIT_S
+            },
             "--timeout",
             QUIESCENCE_S,
             "--settle",
@@ -178,14 +188,22 @@ fn churn(case: Case) {
         .iter()
         .filter_map(Value::as_str)
         .collect();
+    // The first wrong model's own lines of the log, which its tail may not reach.
+    let log = d.log();
+    let first = wrong
+        .first()
+        .and_then(|w| w.split_whitespace().next())
+        .unwrap_or("-");
+    let about_first: Vec<&str> = log.lines().filter(|l| l.contains(first)).collect();
     assert!(
         wrong.is_empty(),
-        "{} wrong outcome(s) in {} models / {} versions (seeds {seeds}, models {prefix}-*):\n  {}\n--- daemon log ---\n{}",
+        "{} wrong outcome(s) in {} models / {} versions (seeds {seeds}, models {prefix}-*):\n  {}\n--- daemon log about {first} ---\n{}\n--- daemon log ---\n{}",
         wrong.len(),
         report["models"],
         report["versions"],
         wrong.join("\n  "),
-        tail(&d.log(), 80)
+        about_first[about_first.len().saturating_sub(150)..].join("\n"),
+        tail(&log, 60)
     );
 }
 
@@ -198,6 +216,7 @@ fn churn_stage_poll_only() {
 fn churn_stage_webhooks() {
     churn(Case {
         webhooks: true,
+        seeds: "12",
         ..CASE
     });
 }
@@ -206,6 +225,7 @@ fn churn_stage_webhooks() {
 fn churn_alias_poll_only() {
     churn(Case {
         mode: "alias",
+        seeds: "12",
         ..CASE
     });
 }
@@ -215,6 +235,7 @@ fn churn_alias_webhooks() {
     churn(Case {
         mode: "alias",
         webhooks: true,
+        seeds: "11",
         ..CASE
     });
 }
@@ -224,6 +245,7 @@ fn churn_stage_webhooks_archive_failures() {
     churn(Case {
         webhooks: true,
         on_fail: "archive",
+        seeds: "11",
         ..CASE
     });
 }
@@ -234,6 +256,7 @@ fn churn_alias_webhooks_one_worker() {
         mode: "alias",
         webhooks: true,
         workers: 1,
+        seeds: "12",
         ..CASE
     });
 }
@@ -244,6 +267,7 @@ fn churn_alias_webhooks_across_a_kill_9_restart() {
         mode: "alias",
         webhooks: true,
         restart_after: Some(6),
+        seeds: "11,12",
         ..CASE
     });
 }

@@ -446,16 +446,21 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(a panic without a message)".into())
 }
 
-/// Poll `cond` every 100 ms until it holds (true) or `timeout` passes (false). A failure of a
-/// background task this thread watches ([`watch`]) fails the test at once.
+/// Poll `cond` (every 100 ms, slowing to 250) until it holds (true) or `timeout` passes
+/// (false). A failure of a background task this thread watches ([`watch`]) fails the test at
+/// once.
 pub fn eventually(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;
+    // Most conditions ask the shared MLflow server, which every test and daemon of the run
+    // share (2 cores in CI): a long wait asks every 250 ms, not every 100.
+    let mut pause = std::time::Duration::from_millis(100);
     while std::time::Instant::now() < deadline {
         check_background();
         if cond() {
             return true;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(pause);
+        pause = (pause * 5 / 4).min(std::time::Duration::from_millis(250));
     }
     check_background();
     false
