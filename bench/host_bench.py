@@ -189,7 +189,7 @@ def daemon_section(b, k, bulk_models):
     text = "".join(policy(f"daemon-{label}", [name], *alias, FULL.format(holdout=holdouts[label])) for label, (name, _) in cands.items())
     text += "".join(policy(f"bulk-{label}", [name], *alias, DATASET.format(holdout=path)) for label, (name, path) in bulk.items())
     text += serving("host", b.mlflow)
-    d = Daemon(a.stagegate, a.uri, os.path.join(b.work, "daemon"), [], "0 0 0 1 1 *", policy=text, log="stagegate=info")
+    d = Daemon(a.stagegate, a.uri, os.path.join(b.work, "daemon"), [], "0 0 0 1 1 *", policy=text, log=os.environ.get("BENCH_LOG", "stagegate=info"))
     out = {}
     try:
         subprocess.run([a.stagegate, "webhook", "register", "--url", d.url + "/webhooks/mlflow", "--name", f"bench{b.stamp}",

@@ -165,7 +165,8 @@ impl Replicas {
         (0..self.daemons.len()).find(|&i| !self.gate_processes(i, model).is_empty())
     }
 
-    /// Poll `cond` ([`super::eventually`]) until it holds; after `timeout`, panic with every replica's log.
+    /// Poll `cond` ([`super::eventually`]) until it holds; after `timeout`, panic with every
+    /// replica's log.
     pub fn wait_for(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
         if !super::eventually(timeout, cond) {
             panic!("timed out waiting for {what}\n{}", self.logs(40));
