@@ -169,11 +169,20 @@ impl Client {
             self.all_pages::<ModelsPage>("registered-models/search", &q)
                 .await
         });
-        let mut models: Vec<RegisteredModel> = futures::future::try_join_all(searches)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut models: Vec<RegisteredModel> = match futures::future::try_join_all(searches).await {
+            Ok(pages) => pages.into_iter().flatten().collect(),
+            // A registry that refuses the filter (it is an old or a different server) is
+            // listed whole: slower, never blind.
+            Err(MlflowError::Api {
+                status: 400,
+                message,
+                ..
+            }) => {
+                tracing::warn!(%message, "the registry refused a name filter; listing every model");
+                return self.all_registered_models().await;
+            }
+            Err(e) => return Err(e),
+        };
         models.sort_by(|a, b| a.name.cmp(&b.name));
         models.dedup_by(|a, b| a.name == b.name);
         Ok(models)

@@ -335,3 +335,27 @@ fn a_tag_fixed_on_an_older_failed_candidate_is_seen_by_the_poll_alone() {
     // The newer one still fails for good: kept, never promoted.
     assert_eq!(mv(&m, &newer).current_stage, "Staging");
 }
+
+#[test]
+fn a_registry_that_refuses_the_name_filter_is_polled_whole_and_the_candidate_promoted() {
+    let m = unique("no-name-filter");
+    let v = register(&m, json!({"stage": "Staging"}));
+    let p = proxied();
+    // The poll lists only models named like the policy's globs; a server that refuses such a
+    // filter (400) must not leave the poll blind.
+    let filtered = "registered-models/search?filter=";
+    p.proxy
+        .add(Rule::new(Some("GET"), filtered, Fault::Status(400), 0));
+    let d = Daemon::start(&p.proxy.url, &body(&m, STAGE_TARGETS, YEARLY, ""));
+    d.wait_for("the start-up poll to promote the candidate", WAIT, || {
+        let got = mv(&m, &v);
+        got.current_stage == "Production" && got.tag("stagegate.action") == Some("promoted")
+    });
+    assert!(p.proxy.count("GET", filtered) >= 1, "the filter was tried");
+    assert!(
+        d.log().contains("the registry refused a name filter"),
+        "{}",
+        common::daemon::tail(&d.log(), 40)
+    );
+    assert_eq!(d.status()["poll"]["last_error"], Value::Null);
+}
