@@ -8,8 +8,9 @@
 //! One test per configuration (stage/alias × webhooks on/off, plus on_fail = archive), so
 //! nextest runs them in parallel. Seeds are fixed here, one history per case and the two
 //! histories alternating between the cases of each mode (the kill -9 case runs both);
-//! `STAGEGATE_CHURN_SEEDS="1,2,3"` overrides them (the soak, bench/churn.sh, runs hundreds). No timing is asserted: the
-//! writers' waits on the daemon are bounded, and a bound that expires is a violation.
+//! `STAGEGATE_CHURN_SEEDS="1,2,3"` overrides them (the soak, bench/churn.sh, runs hundreds).
+//! No timing is asserted: the writers' waits on the daemon are bounded, and a bound that
+//! expires is a violation.
 
 use crate::common;
 

@@ -309,7 +309,8 @@ impl Daemon {
             .map_or(0, |n| n as u64)
     }
 
-    /// Poll `cond` ([`super::eventually`]) until it holds; panic with the daemon's log after `timeout`.
+    /// Poll `cond` ([`super::eventually`]) until it holds; panic with the daemon's log after
+    /// `timeout`.
     pub fn wait_for(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
         if !super::eventually(timeout, cond) {
             panic!(
