@@ -17,8 +17,14 @@ use crate::verdict::Verdict;
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetRecord {
     pub gate: String,
+    /// As the policy writes it (a URL redacted).
     pub path: String,
-    pub sha256: String,
+    /// What the dataset was: `sha256:…` for a local file, `etag:…` or `version:…` for an
+    /// object.
+    pub identity: String,
+    /// A local file's SHA-256.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,7 +103,8 @@ pub async fn evaluate(
             Some(DatasetRecord {
                 gate: g.name.clone(),
                 path: d["path"].as_str()?.to_string(),
-                sha256: d["sha256"].as_str()?.to_string(),
+                identity: d["identity"].as_str()?.to_string(),
+                sha256: d["sha256"].as_str().map(str::to_string),
             })
         })
         .collect();

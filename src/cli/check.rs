@@ -14,8 +14,10 @@ use std::path::Path;
 
 use stagegate::config::{Loaded, Policy, Target};
 use stagegate::daemon;
+use stagegate::location::Location;
 use stagegate::mlflow::MlflowError;
 use stagegate::model_state::ModelState;
+use stagegate::objects::Object;
 use stagegate::webhook::{Mlflow, Source};
 
 use super::output::table;
@@ -60,6 +62,9 @@ pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
     )?;
     if !serving_line(&loaded, client.tracking_uri()).await? {
         return Ok(2);
+    }
+    for line in object_lines(&loaded).await {
+        outln!("{line}")?;
     }
     let models = client.all_registered_models().await?;
     let mut rows = Vec::new();
@@ -272,7 +277,10 @@ fn missing_files(i: usize, p: &Policy, base: &Path) -> Vec<String> {
     let workdir = p.workdir_in(base);
     let mut out = Vec::new();
     for (j, g) in p.gates.iter().enumerate() {
-        for file in g.kind.files() {
+        for input in g.kind.inputs() {
+            let Location::Path(file) = input else {
+                continue;
+            };
             let at = workdir.join(file);
             if !at.is_file() {
                 out.push(format!(
@@ -281,6 +289,34 @@ fn missing_files(i: usize, p: &Policy, base: &Path) -> Vec<String> {
                     file.display(),
                     at.display()
                 ));
+            }
+        }
+    }
+    out
+}
+
+/// Each input in an object store or on a web server, opened (`HEAD`) with the credentials
+/// the daemon would use: its size and identity, or why it cannot be read.
+async fn object_lines(loaded: &Loaded) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &loaded.config.policies {
+        for g in &p.gates {
+            for input in g.kind.inputs() {
+                let Location::Object(url) = input else {
+                    continue;
+                };
+                out.push(match Object::open(url).await {
+                    Ok(o) => format!(
+                        "input   {input} (gate `{}`): readable, {} bytes, {}",
+                        g.name,
+                        o.size(),
+                        o.identity()
+                    ),
+                    Err(e) => format!(
+                        "input   {input} (gate `{}`): NOT readable: {e}; the gate is an `error` until it is",
+                        g.name
+                    ),
+                });
             }
         }
     }

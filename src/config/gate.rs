@@ -7,7 +7,6 @@
 //! inside a gate" an error that names the gate.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{DeserializeOwned, Error as _};
@@ -16,6 +15,7 @@ use serde_json::Value;
 
 use super::duration;
 use super::required_tags::RequiredTags;
+use crate::location::Location;
 
 /// A gate: shared options plus its type-specific settings.
 #[derive(Debug, Clone, Serialize)]
@@ -123,12 +123,12 @@ impl GateKind {
         self.gate_type().name()
     }
 
-    /// The files the gate reads, as written (relative ones resolve against the policy's
+    /// The inputs the gate reads, as written (relative paths resolve against the policy's
     /// workdir): a dataset, a latency input. `stagegate check` looks for them.
-    pub fn files(&self) -> Vec<&Path> {
+    pub fn inputs(&self) -> Vec<&Location> {
         match self {
-            GateKind::Latency(l) => l.input.as_deref().into_iter().collect(),
-            GateKind::Dataset(d) => vec![d.path.as_path()],
+            GateKind::Latency(l) => l.input.iter().collect(),
+            GateKind::Dataset(d) => vec![&d.path],
             GateKind::Metric(_)
             | GateKind::Tags(_)
             | GateKind::Run(_)
@@ -190,7 +190,7 @@ pub struct LatencyGate {
     pub concurrency: u32,
     #[serde(default = "default_warmup")]
     pub warmup: u32,
-    pub input: Option<PathBuf>,
+    pub input: Option<Location>,
     pub max_ratio_to_champion: Option<f64>,
 }
 
@@ -316,7 +316,8 @@ fn case_families<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CaseFamily>, D::
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetGate {
-    pub path: PathBuf,
+    /// A local path, an object-store or web URL, or an MLflow artifact URI.
+    pub path: Location,
     pub label: String,
     /// Metric name → threshold: minimums, except rmse/mae/log_loss which are maximums.
     #[serde(default)]

@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 
 use super::{Judgement, Outcome, jnum, num};
 use crate::config::LatencyGate;
+use crate::location::Location;
+use crate::objects::Opened;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -142,15 +144,21 @@ pub async fn measure(
 }
 
 /// The request body: the gate's `input` file, else the model's serving input example.
-pub async fn input_body(input: Option<&std::path::Path>, s: &Session) -> Result<String, String> {
+/// A request body larger than this is not a latency input.
+const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
+
+pub async fn input_body(input: Option<&Location>, s: &Session) -> Result<String, String> {
     match input {
-        Some(p) => {
-            let path = s.env().resolve(p);
-            let text = tokio::fs::read_to_string(&path)
+        Some(loc) => {
+            let opened = Opened::open(loc, &s.env().workdir)
                 .await
-                .map_err(|e| format!("input {}: {e}", path.display()))?;
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| format!("input {} is not JSON: {e}", path.display()))?;
+                .map_err(|e| format!("input {e}"))?;
+            let bytes = opened
+                .read_all(MAX_INPUT_BYTES)
+                .await
+                .map_err(|e| format!("input {e}"))?;
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("input {loc} is not JSON: {e}"))?;
             Ok(v.to_string())
         }
         None => match s.serving_example().await? {
@@ -171,7 +179,7 @@ pub async fn judge(g: &LatencyGate, s: &Session) -> Judgement {
 }
 
 async fn run(g: &LatencyGate, s: &Session) -> Result<Judgement, String> {
-    let body = input_body(g.input.as_deref(), s).await?;
+    let body = input_body(g.input.as_ref(), s).await?;
     let cand = s.endpoint(Which::Candidate).await?;
     let m = measure(&cand, &body, g.warmup, g.requests, g.concurrency).await;
     let mut observed = json!({

@@ -23,6 +23,7 @@ mod faults;
 mod fuzz_smoke;
 mod hardening;
 mod host;
+mod objects;
 mod operations;
 mod postgres_cluster;
 mod races;

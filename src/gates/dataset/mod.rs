@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::Judgement;
 use crate::config::DatasetGate;
 use crate::model_files::Signature;
+use crate::objects::{Blocking, Opened};
 use crate::serving::host::project;
 use crate::serving::{Payload, Scorer, Session, Which, batch_cells, dataframe_split};
 use judge::{Collected, judge_scores};
@@ -98,10 +99,9 @@ async fn predict(
 }
 
 async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
-    let path = s.env().resolve(&g.path);
-    if !path.is_file() {
-        return Err(format!("dataset {} does not exist", path.display()));
-    }
+    let input = Opened::open(&g.path, &s.env().workdir)
+        .await
+        .map_err(|e| format!("dataset {e}"))?;
     let cand = s.scorer(Which::Candidate).await?;
     let rows_per_batch = if cand.columnar() {
         s.rows_per_request(g.batch_size)
@@ -110,16 +110,29 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
     };
     // Hashing, reading and decoding the file block (a large file for seconds): all of it runs
     // on blocking threads, never on the async workers that serve webhooks; the hash beside
-    // the scoring, since both only read the file.
-    let sha = {
-        let p = path.clone();
-        tokio::task::spawn_blocking(move || read::sha256(&p))
+    // the scoring, since both only read the file. An object's identity is its version or
+    // ETag, and every read of it is pinned to that.
+    let (identity, mut reader) = match &input {
+        Opened::Local(path) => {
+            let p = path.clone();
+            let sha = tokio::task::spawn_blocking(move || read::sha256(&p));
+            let p = path.clone();
+            let reader = blocking(move || read::Reader::open(&p, rows_per_batch)).await?;
+            (Identity::Pending(sha), reader)
+        }
+        Opened::Remote(obj) => {
+            let (b, loc) = (Blocking::new(obj.clone()), g.path.clone());
+            let reader =
+                blocking(move || read::Reader::open_object(b, &loc, rows_per_batch)).await?;
+            (Identity::Known(obj.identity().to_string()), reader)
+        }
     };
-    let reader = {
-        let p = path.clone();
-        blocking(move || read::Reader::open(&p, rows_per_batch)).await?
-    };
-    let (features, slice_col) = columns_to_send(g, s, &reader.columns(), &path).await?;
+    let shown = g.path.to_string();
+    let (features, slice_col) = columns_to_send(g, s, &reader.columns(), &shown).await?;
+    let mut needed = features.clone();
+    needed.push(g.label.clone());
+    needed.extend(slice_col.clone());
+    reader.select(&needed)?;
     let champ = match (&g.vs_champion, s.champion()) {
         (Some(_), Some(ch)) => Some(
             s.scorer(Which::Champion)
@@ -133,16 +146,21 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
     let batches = encode_batches(reader, features, g.label.clone(), slice_col, columnar);
     let data = collect(batches, &cand, champ.as_ref()).await?;
     if data.labels.is_empty() {
-        return Err(format!("dataset {} has no rows", path.display()));
+        return Err(format!("dataset {shown} has no rows"));
     }
     let rows = data.labels.len();
-    let sha = sha
-        .await
-        .map_err(|e| format!("dataset worker ended abnormally: {e}"))??;
+    let record = match identity {
+        Identity::Pending(sha) => {
+            let sha = sha
+                .await
+                .map_err(|e| format!("dataset worker ended abnormally: {e}"))??;
+            json!({"path": shown, "sha256": sha, "identity": format!("sha256:{sha}"), "rows": rows})
+        }
+        Identity::Known(id) => json!({"path": shown, "identity": id, "rows": rows}),
+    };
     // Scoring includes the paired bootstrap (up to 100,000 resamples): CPU-bound.
     let (gate, champion) = (g.clone(), s.champion().map(|c| c.version.clone()));
     let mut j = blocking(move || judge_scores(&gate, &data, champion.as_deref())).await?;
-    let record = json!({"path": g.path.display().to_string(), "sha256": sha, "rows": rows});
     j.observed["dataset"] = record.clone();
     j.details = Some(json!({"dataset": record}));
     Ok(j)
@@ -153,22 +171,18 @@ async fn columns_to_send(
     g: &DatasetGate,
     s: &Session,
     columns: &[String],
-    path: &std::path::Path,
+    shown: &str,
 ) -> Result<(Vec<String>, Option<String>), String> {
     if !columns.contains(&g.label) {
         return Err(format!(
-            "label column {:?} is not in dataset {} (columns: {})",
+            "label column {:?} is not in dataset {shown} (columns: {})",
             g.label,
-            path.display(),
             columns.join(", ")
         ));
     }
     let slice_col = g.slices.as_ref().map(|sl| sl.column.clone());
     if let Some(c) = slice_col.as_ref().filter(|c| !columns.contains(c)) {
-        return Err(format!(
-            "slice column {c:?} is not in dataset {}",
-            path.display()
-        ));
+        return Err(format!("slice column {c:?} is not in dataset {shown}"));
     }
     let files = s.files().await?;
     let features = feature_columns(
@@ -221,6 +235,13 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("dataset worker ended abnormally: {e}"))?
+}
+
+/// What the dataset was when it was read: a local file's SHA-256, computed beside the
+/// scoring, or an object's version or ETag.
+enum Identity {
+    Pending(tokio::task::JoinHandle<Result<String, String>>),
+    Known(String),
 }
 
 /// The rows of one batch as the scorer takes them.

@@ -1,8 +1,12 @@
 //! Reading a labelled dataset (CSV or Parquet) a batch at a time with arrow, so a file of any
-//! size is never held, or sent, whole.
+//! size is never held, or sent, whole. A reader is opened first (its columns known), then
+//! told which columns the gate needs ([`Reader::select`]): Parquet decodes only those.
+//! Objects in a store are read by [`object`]: ranges for Parquet, one stream for CSV.
+
+mod object;
 
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::io::{Cursor, Read};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,16 +14,26 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderBuilder, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::ChunkReader;
 use sha2::{Digest, Sha256};
 
-type Batches = Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>;
+use crate::location::ext_of;
+
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send>;
+/// Starts the batches once the columns to read are known (indices into the schema; `None`:
+/// all of them).
+type Start = Box<dyn FnOnce(Option<Vec<usize>>) -> Result<Batches, String> + Send>;
+
+/// Records to infer a CSV file's column types from.
+const CSV_INFER_RECORDS: usize = 10_000;
 
 pub struct Reader {
     schema: SchemaRef,
-    batches: Batches,
+    start: Option<Start>,
+    batches: Option<Batches>,
     /// A decoder panicked: the file is damaged and nothing more is read from it.
     damaged: bool,
 }
@@ -28,44 +42,55 @@ impl Reader {
     /// Open `path` as CSV (header row) or Parquet, by its extension.
     pub fn open(path: &Path, batch_size: usize) -> Result<Reader, String> {
         let shown = path.display().to_string();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
         let file = File::open(path).map_err(|e| format!("dataset {shown}: {e}"))?;
-        match ext.as_str() {
-            "csv" => Reader::csv(file, batch_size, &shown),
-            "parquet" | "pq" => Reader::parquet(file, batch_size, &shown),
-            _ => Err(format!(
-                "dataset {shown}: unknown format (expected a .csv or .parquet file)"
-            )),
+        match format(&ext_of(path), &shown)? {
+            Format::Csv => Reader::csv(file, batch_size, &shown),
+            Format::Parquet => Reader::parquet(file, batch_size, &shown),
         }
     }
 
-    /// CSV with a header row from any seekable source (a file; bytes in the fuzzer). `shown`
-    /// names it in errors.
-    pub fn csv<R: Read + Seek + Send + 'static>(
-        mut src: R,
+    fn new(schema: SchemaRef, start: Start) -> Reader {
+        Reader {
+            schema,
+            start: Some(start),
+            batches: None,
+            damaged: false,
+        }
+    }
+
+    /// CSV with a header row, read as a stream: the column types are inferred from the first
+    /// records, which are kept and read again. `shown` names the source in errors.
+    pub fn csv<R: Read + Send + 'static>(
+        src: R,
         batch_size: usize,
         shown: &str,
     ) -> Result<Reader, String> {
         let format = arrow::csv::reader::Format::default().with_header(true);
+        let mut tee = Tee {
+            inner: src,
+            seen: Vec::new(),
+        };
         let (schema, _) = format
-            .infer_schema(&mut src, Some(10_000))
+            .infer_schema(&mut tee, Some(CSV_INFER_RECORDS))
             .map_err(|e| format!("dataset {shown} is not readable CSV: {e}"))?;
-        src.rewind().map_err(|e| format!("dataset {shown}: {e}"))?;
         let schema = Arc::new(schema);
-        let reader = arrow::csv::ReaderBuilder::new(schema.clone())
-            .with_format(format)
-            .with_batch_size(batch_size)
-            .build(src)
-            .map_err(|e| format!("dataset {shown} is not readable CSV: {e}"))?;
-        Ok(Reader {
+        let (s, shown) = (schema.clone(), shown.to_string());
+        let src = Cursor::new(tee.seen).chain(tee.inner);
+        Ok(Reader::new(
             schema,
-            batches: Box::new(reader),
-            damaged: false,
-        })
+            Box::new(move |projection| {
+                let mut b = arrow::csv::ReaderBuilder::new(s)
+                    .with_format(format)
+                    .with_batch_size(batch_size);
+                if let Some(p) = projection {
+                    b = b.with_projection(p);
+                }
+                let reader = b
+                    .build(src)
+                    .map_err(|e| format!("dataset {shown} is not readable CSV: {e}"))?;
+                Ok(Box::new(reader.map(|r| r.map_err(|e| e.to_string()))) as Batches)
+            }),
+        ))
     }
 
     /// Parquet from a file or bytes (the fuzzer). `shown` names it in errors.
@@ -81,15 +106,39 @@ impl Reader {
         footer_is_possible(builder.metadata(), len)
             .map_err(|e| format!("dataset {shown} is not readable Parquet: {e}"))?;
         let schema = builder.schema().clone();
-        let reader = builder
-            .with_batch_size(batch_size)
-            .build()
-            .map_err(|e| format!("dataset {shown}: {e}"))?;
-        Ok(Reader {
+        let shown = shown.to_string();
+        Ok(Reader::new(
             schema,
-            batches: Box::new(reader),
-            damaged: false,
-        })
+            Box::new(move |projection| {
+                let reader = projected(builder, projection, batch_size)
+                    .build()
+                    .map_err(|e| format!("dataset {shown}: {e}"))?;
+                Ok(Box::new(reader.map(|r| r.map_err(|e| e.to_string()))) as Batches)
+            }),
+        ))
+    }
+
+    /// Read only `columns` (each must be one of [`Reader::columns`]). Without this, the
+    /// first batch starts a read of every column.
+    pub fn select(&mut self, columns: &[String]) -> Result<(), String> {
+        let mut at = columns
+            .iter()
+            .map(|c| {
+                self.schema
+                    .index_of(c)
+                    .map_err(|_| format!("the dataset has no column {c:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        at.sort_unstable();
+        at.dedup();
+        self.begin(Some(at))
+    }
+
+    fn begin(&mut self, projection: Option<Vec<usize>>) -> Result<(), String> {
+        if let Some(start) = self.start.take() {
+            self.batches = Some(start(projection)?);
+        }
+        Ok(())
     }
 
     pub fn columns(&self) -> Vec<String> {
@@ -109,7 +158,11 @@ impl Reader {
         if self.damaged {
             return None;
         }
-        let batches = &mut self.batches;
+        if let Err(e) = self.begin(None) {
+            self.damaged = true;
+            return Some(Err(e));
+        }
+        let batches = self.batches.as_mut()?;
         match std::panic::catch_unwind(AssertUnwindSafe(|| batches.next())) {
             Ok(r) => r.map(|r| r.map_err(|e| format!("reading the dataset: {e}"))),
             Err(panic) => {
@@ -202,6 +255,54 @@ pub fn sha256(path: &Path) -> Result<String, String> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `builder` reading only the `projection` columns (roots of the schema; `None`: all), in
+/// batches of `batch_size` rows: a file's and an object's Parquet readers alike.
+fn projected<T>(
+    builder: ArrowReaderBuilder<T>,
+    projection: Option<Vec<usize>>,
+    batch_size: usize,
+) -> ArrowReaderBuilder<T> {
+    let b = match projection {
+        Some(p) => {
+            let mask = ProjectionMask::roots(builder.parquet_schema(), p);
+            builder.with_projection(mask)
+        }
+        None => builder,
+    };
+    b.with_batch_size(batch_size)
+}
+
+/// The file formats a dataset can be in.
+enum Format {
+    Csv,
+    Parquet,
+}
+
+fn format(ext: &str, shown: &str) -> Result<Format, String> {
+    match ext {
+        "csv" => Ok(Format::Csv),
+        "parquet" | "pq" => Ok(Format::Parquet),
+        _ => Err(format!(
+            "dataset {shown}: unknown format (expected a .csv or .parquet file)"
+        )),
+    }
+}
+
+/// A reader that keeps what it read, so CSV type inference can look at the first records of
+/// a stream that cannot seek back.
+struct Tee<R> {
+    inner: R,
+    seen: Vec<u8>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String> {

@@ -7,10 +7,11 @@ use serde_json::json;
 use super::*;
 use crate::config::{Inconclusive, Slices, VsChampion};
 use crate::gates::Outcome;
+use crate::location::Location;
 
 fn gate(metrics: &[(&str, f64)]) -> DatasetGate {
     DatasetGate {
-        path: "d.csv".into(),
+        path: Location::Path("d.csv".into()),
         label: "target".into(),
         metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         slices: None,

@@ -8,6 +8,7 @@ mod fixtures;
 pub mod postgres;
 pub mod proxy;
 pub mod replicas;
+pub mod s3;
 pub mod served;
 
 use std::cell::RefCell;

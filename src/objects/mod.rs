@@ -1,0 +1,262 @@
+//! Inputs that are not local files: objects in S3, GCS, Azure Blob Storage or on a web
+//! server, read through the `object_store` crate with each cloud's own credential chain
+//! ([`stores`]).
+//!
+//! An object is opened with one `HEAD`, which gives its size and identity (version id or
+//! ETag). Every later read is pinned to that identity (`If-Match`, or the version id), so a
+//! file replaced while a gate reads it fails the read ("changed") instead of mixing two
+//! files' bytes. Reads are ranges (a Parquet footer, then only the column chunks a gate
+//! needs) or one streamed body (CSV); nothing is downloaded whole.
+//!
+//! Errors name the object by its redacted URL ([`crate::location::redact`]) and say whether
+//! trying again later can help.
+
+mod blocking;
+pub mod profile;
+mod stores;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjPath;
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
+use url::Url;
+
+pub use blocking::{Blocking, StreamRead};
+pub use stores::REQUEST_TIMEOUT;
+
+use crate::location::{Location, redact, redact_text};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    #[error("{url}: {reason}")]
+    Config { url: String, reason: String },
+    #[error("{url} does not exist")]
+    NotFound { url: String },
+    #[error("{url}: access denied: {reason}")]
+    Denied { url: String, reason: String },
+    #[error("{url} changed while it was being read")]
+    Changed { url: String },
+    /// A timeout, a lost connection, or a server error that outlasted the retries.
+    #[error("{url}: {reason}")]
+    Failed { url: String, reason: String },
+}
+
+impl ObjectsError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ObjectsError::Changed { .. } | ObjectsError::Failed { .. } => true,
+            ObjectsError::Config { .. }
+            | ObjectsError::NotFound { .. }
+            | ObjectsError::Denied { .. } => false,
+        }
+    }
+
+    fn of(url: &str, e: object_store::Error) -> ObjectsError {
+        let url = url.to_string();
+        let reason = redact_text(&e.to_string());
+        match e {
+            object_store::Error::NotFound { .. } => ObjectsError::NotFound { url },
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => ObjectsError::Denied { url, reason },
+            object_store::Error::Precondition { .. } | object_store::Error::NotModified { .. } => {
+                ObjectsError::Changed { url }
+            }
+            _ => ObjectsError::Failed { url, reason },
+        }
+    }
+}
+
+/// What an object was when it was opened: the identity a verdict records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Version(String),
+    ETag(String),
+    /// A server that gives neither: size and modification time are all there is.
+    Modified {
+        size: u64,
+        at: String,
+    },
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::Version(v) => write!(f, "version:{v}"),
+            Identity::ETag(e) => write!(f, "etag:{}", e.trim_matches('"')),
+            Identity::Modified { size, at } => write!(f, "modified:{at}/{size}"),
+        }
+    }
+}
+
+/// An object, opened: its store, its size and identity.
+pub struct Object {
+    store: Arc<dyn ObjectStore>,
+    path: ObjPath,
+    meta: ObjectMeta,
+    /// The redacted URL, for every message.
+    pub shown: String,
+}
+
+impl Object {
+    /// `HEAD` the object at `url`.
+    pub async fn open(url: &Url) -> Result<Object, ObjectsError> {
+        let shown = redact(url);
+        let (store, path) = stores::store_for(url)?;
+        let meta = store
+            .head(&path)
+            .await
+            .map_err(|e| ObjectsError::of(&shown, e))?;
+        Ok(Object {
+            store,
+            path,
+            meta,
+            shown,
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.meta.size
+    }
+
+    pub fn identity(&self) -> Identity {
+        match (&self.meta.version, &self.meta.e_tag) {
+            (Some(v), _) => Identity::Version(v.clone()),
+            (None, Some(e)) => Identity::ETag(e.clone()),
+            (None, None) => Identity::Modified {
+                size: self.meta.size,
+                at: self.meta.last_modified.to_rfc3339(),
+            },
+        }
+    }
+
+    /// Reads of the object as it was opened, and no other.
+    fn pinned(&self, range: Option<GetRange>) -> GetOptions {
+        let mut o = GetOptions {
+            range,
+            ..GetOptions::default()
+        };
+        match (&self.meta.version, &self.meta.e_tag) {
+            (Some(v), _) => o.version = Some(v.clone()),
+            (None, Some(e)) => o.if_match = Some(e.clone()),
+            (None, None) => o.if_unmodified_since = Some(self.meta.last_modified),
+        }
+        o
+    }
+
+    /// The bytes of each range, fetched side by side (ranges close together in one request).
+    pub async fn ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Bytes>, ObjectsError> {
+        if let Some(r) = ranges.iter().find(|r| r.end > self.meta.size) {
+            return Err(ObjectsError::Failed {
+                url: self.shown.clone(),
+                reason: format!(
+                    "bytes {}..{} were asked for, but the object has {} (truncated?)",
+                    r.start, r.end, self.meta.size
+                ),
+            });
+        }
+        object_store::coalesce_ranges(
+            ranges,
+            |r| async move {
+                let got = self
+                    .store
+                    .get_opts(&self.path, self.pinned(Some(GetRange::Bounded(r.clone()))))
+                    .await?;
+                got.bytes().await
+            },
+            object_store::OBJECT_STORE_COALESCE_DEFAULT,
+        )
+        .await
+        .map_err(|e| ObjectsError::of(&self.shown, e))
+    }
+
+    /// The whole object as a stream of chunks, read as it arrives.
+    pub async fn stream(
+        &self,
+    ) -> Result<BoxStream<'static, Result<Bytes, ObjectsError>>, ObjectsError> {
+        let got = self
+            .store
+            .get_opts(&self.path, self.pinned(None))
+            .await
+            .map_err(|e| ObjectsError::of(&self.shown, e))?;
+        let shown = self.shown.clone();
+        Ok(got
+            .into_stream()
+            .map_err(move |e| ObjectsError::of(&shown, e))
+            .boxed())
+    }
+}
+
+/// A gate's input, opened: a local file (resolved against the policy's workdir) or an
+/// object (its `HEAD` done).
+pub enum Opened {
+    Local(std::path::PathBuf),
+    Remote(Arc<Object>),
+}
+
+impl Opened {
+    /// Open `loc`. A local file must exist; an object is `HEAD`ed.
+    pub async fn open(loc: &Location, workdir: &std::path::Path) -> Result<Opened, String> {
+        match loc {
+            Location::Path(p) => {
+                let path = if p.is_absolute() {
+                    p.clone()
+                } else {
+                    workdir.join(p)
+                };
+                if path.is_file() {
+                    Ok(Opened::Local(path))
+                } else {
+                    Err(format!("{} does not exist", path.display()))
+                }
+            }
+            Location::Object(url) => Object::open(url)
+                .await
+                .map(|o| Opened::Remote(Arc::new(o)))
+                .map_err(|e| e.to_string()),
+            Location::Artifact(a) => Err(format!(
+                "{a}: MLflow artifact URIs are not read yet; give the file's path or its \
+                 store URL"
+            )),
+        }
+    }
+
+    /// The whole input, for a small file (a request body): at most `limit` bytes.
+    pub async fn read_all(&self, limit: u64) -> Result<Vec<u8>, String> {
+        match self {
+            Opened::Local(p) => {
+                let len = tokio::fs::metadata(p)
+                    .await
+                    .map_err(|e| format!("{}: {e}", p.display()))?
+                    .len();
+                if len > limit {
+                    return Err(format!(
+                        "{}: {len} bytes, more than the {limit} allowed",
+                        p.display()
+                    ));
+                }
+                tokio::fs::read(p)
+                    .await
+                    .map_err(|e| format!("{}: {e}", p.display()))
+            }
+            Opened::Remote(o) => {
+                if o.size() > limit {
+                    return Err(format!(
+                        "{}: {} bytes, more than the {limit} allowed",
+                        o.shown,
+                        o.size()
+                    ));
+                }
+                let whole = 0..o.size();
+                let got = o
+                    .ranges(std::slice::from_ref(&whole))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(got.concat())
+            }
+        }
+    }
+}

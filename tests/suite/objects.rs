@@ -1,0 +1,207 @@
+//! Inputs in an object store: holdouts and latency inputs read from a real S3-compatible
+//! server (moto), judged as the same files on disk are, and every way of failing named.
+
+use crate::common;
+
+use common::s3::S3;
+use common::served::*;
+use common::*;
+use serde_json::{Value, json};
+
+fn dataset_gate(name: &str, path: &str) -> String {
+    format!(
+        r#"
+  [[policies.gates]]
+  name = "{name}"
+  type = "dataset"
+  path = "{path}"
+  label = "target"
+  batch_size = 128
+  metrics = {{ accuracy = 0.8, f1 = 0.8 }}
+  slices = {{ column = "segment", max_gap = {{ accuracy = 0.3 }}, min_rows = 30 }}
+"#
+    )
+}
+
+fn evaluate(w: &Workdir, s3: &S3, model: &str, version: &str) -> Run {
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    block(run_env(
+        w,
+        &mlflow_uri(),
+        &["evaluate", model, version, "--json"],
+        &env,
+    ))
+}
+
+/// The first data row of a CSV holdout as a scoring request of its feature columns.
+fn request_from(csv: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let (mut cols, mut data) = (vec![], vec![]);
+    for (c, v) in header.iter().zip(row) {
+        if *c != "target" && *c != "segment" {
+            cols.push(json!(c));
+            data.push(json!(v.parse::<f64>().unwrap()));
+        }
+    }
+    json!({"dataframe_split": {"columns": cols, "data": [data]}}).to_string()
+}
+
+#[test]
+fn objects_a_holdout_in_s3_is_judged_exactly_as_the_same_file_on_disk() {
+    let s3 = S3::start(None);
+    s3.create_bucket("holdouts");
+    let m = unique("objects");
+    let gates = [
+        dataset_gate("disk-csv", "holdout.csv"),
+        dataset_gate("s3-csv", "s3://holdouts/eval/holdout.csv"),
+        dataset_gate("disk-parquet", "holdout.parquet"),
+        dataset_gate("s3-parquet", "s3://holdouts/eval/holdout.parquet"),
+        "\n  [[policies.gates]]\n  name = \"latency\"\n  type = \"latency\"\n  p99_ms = 5000.0\n  requests = 5\n  warmup = 1\n  input = \"s3://holdouts/eval/request.json\"\n".into(),
+    ]
+    .concat();
+    let w = workdir(&gates, "");
+    let dir = w.path().to_path_buf();
+    let d = dir.display();
+    fixtures(json!([
+        {"op": "dataset", "path": format!("{d}/holdout.csv"), "rows": 600, "segment": true},
+        {"op": "dataset", "path": format!("{d}/holdout.parquet"), "rows": 600, "segment": true},
+    ]));
+    for f in ["holdout.csv", "holdout.parquet"] {
+        s3.put(
+            "holdouts",
+            &format!("eval/{f}"),
+            std::fs::read(dir.join(f)).unwrap(),
+        );
+    }
+    s3.put(
+        "holdouts",
+        "eval/request.json",
+        request_from(&dir.join("holdout.csv")).into_bytes(),
+    );
+    let v = register(&m, &[json!({})]);
+
+    let r = evaluate(&w, &s3, &m, &v[0]);
+    assert_no_host_left(r.pid);
+    let doc = r.json();
+    r.expect_code(0);
+    for (disk, remote) in [("disk-csv", "s3-csv"), ("disk-parquet", "s3-parquet")] {
+        let (a, b) = (gate(&doc, disk), gate(&doc, remote));
+        assert_eq!(b["outcome"], json!("pass"), "{b}");
+        for key in ["accuracy", "f1", "slices"] {
+            assert_eq!(a["observed"][key], b["observed"][key], "{key}: {a} vs {b}");
+        }
+        let ds = &b["observed"]["dataset"];
+        assert_eq!(ds["rows"], json!(600), "{b}");
+        assert!(
+            ds["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("s3://holdouts/eval/holdout.")
+        );
+        assert!(
+            ds["identity"].as_str().unwrap().starts_with("etag:"),
+            "an object is known by its ETag: {ds}"
+        );
+        assert!(
+            a["observed"]["dataset"]["identity"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+    }
+    assert_eq!(gate(&doc, "latency")["outcome"], json!("pass"), "{doc}");
+    let report: Value =
+        serde_json::from_str(block(version(&m, &v[0])).tag("stagegate.report").unwrap()).unwrap();
+    assert_eq!(report["datasets"].as_array().unwrap().len(), 4, "{report}");
+
+    // `check` opens each object with the daemon's credentials and says what it found.
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let c = block(run_env(&w, &mlflow_uri(), &["check"], &env));
+    c.expect_code(0);
+    assert!(
+        c.stdout
+            .contains("input   s3://holdouts/eval/holdout.parquet (gate `s3-parquet`): readable"),
+        "{}",
+        c.stdout
+    );
+}
+
+#[test]
+fn objects_every_way_an_object_cannot_be_read_is_a_named_error() {
+    let s3 = S3::start(None);
+    s3.create_bucket("errs");
+    let m = unique("objects-errors");
+    let w = workdir(
+        &[
+            dataset_gate("missing", "s3://errs/nope.parquet"),
+            dataset_gate("truncated", "s3://errs/truncated.parquet"),
+            dataset_gate("not-parquet", "s3://errs/text.parquet"),
+            dataset_gate("no-bucket", "s3://no-such-bucket/h.csv"),
+        ]
+        .concat(),
+        "",
+    );
+    let local = w.path().join("h.parquet");
+    fixtures(
+        json!([{"op": "dataset", "path": local.display().to_string(), "rows": 300, "segment": true}]),
+    );
+    let bytes = std::fs::read(&local).unwrap();
+    let truncated = bytes[..bytes.len() / 2].to_vec();
+    s3.put("errs", "truncated.parquet", truncated.clone());
+    s3.put("errs", "text.parquet", b"target,f0\n1,2\n".to_vec());
+    let v = register(&m, &[json!({})]);
+
+    let r = evaluate(&w, &s3, &m, &v[0]);
+    assert_no_host_left(r.pid);
+    r.expect_code(2);
+    let doc = r.json();
+    let msg = |doc: &Value, name: &str| {
+        let g = gate(doc, name);
+        assert_eq!(g["outcome"], json!("error"), "{g}");
+        g["message"].as_str().unwrap().to_string()
+    };
+    let missing = msg(&doc, "missing");
+    assert!(
+        missing.contains("s3://errs/nope.parquet does not exist"),
+        "{missing}"
+    );
+    let no_bucket = msg(&doc, "no-bucket");
+    assert!(
+        no_bucket.contains("s3://no-such-bucket/h.csv does not exist"),
+        "{no_bucket}"
+    );
+    for name in ["truncated", "not-parquet"] {
+        let text = msg(&doc, name);
+        assert!(
+            text.contains(&format!(
+                "dataset s3://errs/{}.parquet is not readable Parquet",
+                if name == "truncated" {
+                    "truncated"
+                } else {
+                    "text"
+                }
+            )) && text.contains("truncated, or another format"),
+            "{name}: {text}"
+        );
+    }
+
+    // A server that checks credentials (moto's IAM, after the bucket and the object are put)
+    // refuses keys it does not know: denied, naming the object, and no key in the message.
+    let strict = S3::start(Some(2));
+    strict.create_bucket("errs");
+    strict.put("errs", "truncated.parquet", truncated);
+    let r = evaluate(&w, &strict, &m, &v[0]);
+    r.expect_code(2);
+    let doc = r.json();
+    let denied = msg(&doc, "truncated");
+    assert!(
+        denied.contains("s3://errs/truncated.parquet: access denied"),
+        "{denied}"
+    );
+    assert!(!r.stderr.contains(common::s3::SECRET) && !r.stdout.contains(common::s3::SECRET));
+}
