@@ -152,6 +152,7 @@ async fn main() {
             duration_ms: 900,
             champion: Some("1".into()),
             fingerprint: "f".into(),
+            inputs: Default::default(),
             datasets: vec![],
             serving: json!({"servers_started": 2, "startup_ms": 4100, "requests": 1200, "requests_ms": 800}),
         };

@@ -5,7 +5,7 @@
 //! brain: given a model's whole state it names the single next step towards convergence,
 //! never told why it was called.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Mode, OnBypass, OnFail, Policy, Target};
@@ -140,6 +140,8 @@ pub struct PlanInput<'a> {
     pub now: SystemTime,
     /// How long a failed candidate's inputs must stay unchanged before it is archived.
     pub settle: Duration,
+    /// What each gate's input file is now (gate → identity; `None`: cannot be told now).
+    pub data: &'a BTreeMap<String, Option<String>>,
 }
 
 /// The next step for a model, from what the registry says now. Level-triggered: a verdict
@@ -228,7 +230,9 @@ fn candidates_step(input: &PlanInput, state: &ModelState) -> Step {
                 None => continue,
             }
         }
-        let now_inputs = inputs::fingerprint(names, digest, c, state.compared_with(policy, c));
+        let data = inputs::data_now(names, c, input.data);
+        let now_inputs =
+            inputs::fingerprint(names, digest, c, state.compared_with(policy, c), &data);
         let Some(verdict) = inputs::current_verdict(names, c, &now_inputs) else {
             return Step::Evaluate(c.version.clone());
         };

@@ -69,7 +69,8 @@ pub(super) fn sealed(mut s: ModelState) -> ModelState {
     for v in s.versions.values_mut() {
         if v.tag("stagegate.fingerprint") == Some(SEAL) {
             let against = inputs::judged_against(&n, v);
-            let fp = inputs::fingerprint(&n, DIGEST, v, against.as_deref());
+            let data = inputs::judged_data(&n, v);
+            let fp = inputs::fingerprint(&n, DIGEST, v, against.as_deref(), &data);
             v.tags.insert("stagegate.fingerprint".into(), fp);
         }
     }
@@ -102,6 +103,7 @@ pub(super) fn plan_at(
             paused,
             now,
             settle: SETTLE,
+            data: &BTreeMap::new(),
         },
         &sealed(s.clone()),
     )
@@ -425,5 +427,79 @@ fn plan_evaluates_a_requested_version_even_when_it_is_not_a_candidate() {
     assert_eq!(
         plan_with(&p, &s, &forced, false),
         Step::Evaluate("1".into())
+    );
+}
+
+/// `v` judged on the holdout `identity` (its report's `inputs`).
+fn judged_on(mut v: ModelVersion, identity: &str) -> ModelVersion {
+    let mut report: serde_json::Value =
+        serde_json::from_str(v.tag("stagegate.report").unwrap_or("{}")).unwrap();
+    report["inputs"] = serde_json::json!({ "holdout": identity });
+    v.tags.insert("stagegate.report".into(), report.to_string());
+    v
+}
+
+fn plan_on(p: &Policy, s: &ModelState, now: Option<&str>) -> Step {
+    let n = names();
+    let data = [("holdout".to_string(), now.map(str::to_string))]
+        .into_iter()
+        .collect();
+    plan(
+        &PlanInput {
+            policy: p,
+            digest: DIGEST,
+            names: &n,
+            requested: &BTreeSet::new(),
+            paused: false,
+            now: UNIX_EPOCH,
+            settle: SETTLE,
+            data: &data,
+        },
+        &sealed(s.clone()),
+    )
+}
+
+#[test]
+fn plan_rejudges_a_candidate_whose_holdout_changed_and_never_the_champion() {
+    let p = stage_policy();
+    let failed = judged_on(evaluated(2, "Staging", "failed", Some("kept")), "sha256:a");
+    let s = state(vec![failed], &[]);
+    assert_eq!(plan_on(&p, &s, Some("sha256:a")), Step::Idle, "unchanged");
+    assert_eq!(
+        plan_on(&p, &s, Some("sha256:b")),
+        Step::Evaluate("2".into()),
+        "the holdout was replaced"
+    );
+    assert_eq!(
+        plan_on(&p, &s, Some(crate::objects::ABSENT)),
+        Step::Evaluate("2".into()),
+        "the holdout is gone"
+    );
+    assert_eq!(
+        plan_on(&p, &s, None),
+        Step::Idle,
+        "a store that cannot say makes no verdict stale"
+    );
+
+    // A champion moved there by hand and judged on the old holdout is answered, not judged
+    // again; a candidate beside it is.
+    let champion = judged_on(evaluated(3, "Production", "failed", None), "sha256:a");
+    let s = state(vec![champion.clone()], &[]);
+    assert_eq!(plan_on(&p, &s, Some("sha256:b")), Step::Bypass("3".into()));
+    let mut ours = champion;
+    ours.tags
+        .insert("stagegate.action".into(), "promoted".into());
+    let candidate = judged_on(
+        evaluated_against(4, "Staging", "passed", Some("would_promote"), Some("3")),
+        "sha256:a",
+    );
+    let s = state(vec![ours, candidate], &[]);
+    assert_ne!(
+        plan_on(&p, &s, Some("sha256:a")),
+        Step::Evaluate("4".into())
+    );
+    assert_eq!(
+        plan_on(&p, &s, Some("sha256:b")),
+        Step::Evaluate("4".into())
     );
 }

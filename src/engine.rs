@@ -1,6 +1,7 @@
 //! The evaluate-and-act path shared by `stagegate evaluate` and the daemon's reconciler:
 //! read the model, evaluate one version, record the result, decide, act.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::actions::{ActError, Actor};
@@ -12,6 +13,7 @@ use crate::evaluation::{self, EvalError, Evaluation};
 use crate::inputs;
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::model_state::{Depth, ModelState};
+use crate::objects::Identities;
 use crate::report;
 use crate::serving::Environment;
 use crate::serving::host::Host;
@@ -73,6 +75,8 @@ pub struct Engine {
     base_dir: PathBuf,
     /// The warm scoring host (`serving.mode = "host"`), shared by every evaluation.
     host: Option<Arc<Host>>,
+    /// What the gates' input files are (local files' hashes kept between reads).
+    identities: Identities,
 }
 
 impl Engine {
@@ -93,6 +97,7 @@ impl Engine {
             names,
             base_dir: loaded.base_dir(),
             host,
+            identities: previous.map(|p| p.identities.clone()).unwrap_or_default(),
         }
     }
 
@@ -109,7 +114,22 @@ impl Engine {
             names: self.names.clone(),
             base_dir: self.base_dir.clone(),
             host: self.host.clone(),
+            identities: self.identities.clone(),
         }
+    }
+
+    /// What each of `policy`'s gates' input files is now (gate → identity; `None` where it
+    /// cannot be told at the moment). Candidates judged on other files are stale.
+    pub async fn files_now(&self, policy: &Policy) -> BTreeMap<String, Option<String>> {
+        let mut inputs = Vec::new();
+        for g in &policy.gates {
+            for loc in g.kind.inputs() {
+                inputs.push((g.name.clone(), loc.clone()));
+            }
+        }
+        self.identities
+            .of(inputs, &policy.workdir_in(&self.base_dir))
+            .await
     }
 
     /// Where a policy's command gates run and its relative paths resolve.
@@ -267,20 +287,26 @@ impl Engine {
             .filter(|c| c.version != candidate.version);
         // The fingerprint names the champion the comparison really used: for an alias target
         // the alias map may name a holder that was not read, and then it is compared with
-        // nothing, which the fingerprint must say.
-        let fingerprint = inputs::fingerprint(
-            &self.names,
-            &policy.digest(),
-            candidate,
-            champion.map(|c| c.version.as_str()),
-        );
+        // nothing, which the fingerprint must say. The gates' files are read as they are now;
+        // a gate that reads one records what it read.
+        let files = self
+            .files_now(policy)
+            .await
+            .into_iter()
+            .filter_map(|(gate, id)| Some((gate, id?)))
+            .collect();
+        let (names, digest) = (&self.names, policy.digest());
+        let against = champion.map(|c| c.version.as_str());
+        let seal =
+            |data: &inputs::Data| inputs::fingerprint(names, &digest, candidate, against, data);
         Ok(evaluation::evaluate(
             &self.client,
             &self.environment(policy),
             policy,
             candidate,
             champion,
-            fingerprint,
+            files,
+            seal,
         )
         .await?)
     }

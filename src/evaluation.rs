@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::config::{Gate, Policy};
 use crate::gates::{self, Facts, GateResult, Outcome, Subject};
+use crate::inputs::Data;
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::serving::{Environment, Session};
 use crate::store::FinishedEvaluation;
@@ -42,6 +43,9 @@ pub struct Evaluation {
     pub champion: Option<String>,
     /// The inputs fingerprint the verdict was judged from (see [`crate::inputs`]).
     pub fingerprint: String,
+    /// What each gate's input file was, as the fingerprint covers it: as a gate read it, or,
+    /// for a gate that read nothing, as it was when the evaluation began.
+    pub inputs: Data,
     pub datasets: Vec<DatasetRecord>,
     /// Serving start-ups and request time (`null` when no gate served the model).
     pub serving: Value,
@@ -64,15 +68,17 @@ impl EvalError {
 
 /// Evaluate `candidate` against every gate of `policy`. Registry gates are judged from facts
 /// fetched up front; gates that exercise the model share one serving session, which is
-/// stopped (its processes killed) when this returns or is cancelled. `fingerprint` names the
-/// inputs the caller read `candidate` and `champion` as (recorded with the verdict).
+/// stopped (its processes killed) when this returns or is cancelled. `files` is what each
+/// gate's input file was when the caller read `candidate` and `champion`; what a gate really
+/// read replaces it. `seal` turns those into the inputs fingerprint recorded with the verdict.
 pub async fn evaluate(
     client: &Client,
     env: &Environment,
     policy: &Policy,
     candidate: &ModelVersion,
     champion: Option<&ModelVersion>,
-    fingerprint: String,
+    files: Data,
+    seal: impl FnOnce(&Data) -> String,
 ) -> Result<Evaluation, EvalError> {
     let started = Instant::now();
     let evaluated_at = now_rfc3339();
@@ -96,7 +102,7 @@ pub async fn evaluate(
     }
     let serving = session.usage();
     drop(session);
-    let datasets = results
+    let datasets: Vec<DatasetRecord> = results
         .iter()
         .filter_map(|g| {
             let d = g.details.as_ref()?.get("dataset")?;
@@ -108,6 +114,10 @@ pub async fn evaluate(
             })
         })
         .collect();
+    let mut inputs = files;
+    for d in &datasets {
+        inputs.insert(d.gate.clone(), d.identity.clone());
+    }
     Ok(Evaluation {
         model: candidate.name.clone(),
         version: candidate.version.clone(),
@@ -118,7 +128,8 @@ pub async fn evaluate(
         evaluated_at,
         duration_ms: started.elapsed().as_millis() as u64,
         champion: champion.map(|c| c.version.clone()),
-        fingerprint,
+        fingerprint: seal(&inputs),
+        inputs,
         datasets,
         serving,
     })
@@ -161,6 +172,7 @@ impl Evaluation {
             "duration_ms": self.duration_ms,
             "champion": self.champion,
             "fingerprint": self.fingerprint,
+            "inputs": self.inputs,
             "gates": self.gates,
             "datasets": self.datasets,
             "serving": self.serving,
@@ -192,6 +204,7 @@ impl Evaluation {
             duration_ms: 0,
             champion: None,
             fingerprint: "f".into(),
+            inputs: Data::new(),
             datasets: vec![],
             serving: Value::Null,
         }

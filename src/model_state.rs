@@ -173,9 +173,18 @@ impl ModelState {
         self.champion_version(policy).filter(|c| *c != v.version)
     }
 
-    /// The inputs fingerprint of `v` as the registry stands (see [`crate::inputs`]).
+    /// The inputs fingerprint of `v` as the registry stands (see [`crate::inputs`]), its
+    /// gates' files as its verdict was judged on them: whether they changed since is the
+    /// plan's to see, with their identities read afresh.
     pub fn inputs(&self, policy: &Policy, names: &TagNames, v: &ModelVersion) -> String {
-        inputs::fingerprint(names, &policy.digest(), v, self.compared_with(policy, v))
+        let data = inputs::judged_data(names, v);
+        inputs::fingerprint(
+            names,
+            &policy.digest(),
+            v,
+            self.compared_with(policy, v),
+            &data,
+        )
     }
 
     pub fn placement(&self, policy: &Policy, names: &TagNames, version: &str) -> Placement {

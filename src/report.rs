@@ -57,7 +57,8 @@ pub fn report_json(e: &Evaluation) -> String {
         s
     } else {
         json!({"truncated": true, "verdict": doc["verdict"], "policy_digest": doc["policy_digest"],
-               "champion": doc["champion"], "fingerprint": doc["fingerprint"]})
+               "champion": doc["champion"], "fingerprint": doc["fingerprint"],
+               "inputs": doc["inputs"]})
         .to_string()
     }
 }

@@ -48,6 +48,7 @@ pub fn outcome(verdict: Verdict, gates: Vec<GateResult>, decision: Decision) -> 
             duration_ms: 2500,
             champion: Some("2".into()),
             fingerprint: "f".repeat(16),
+            inputs: Default::default(),
             datasets: vec![],
             serving: Value::Null,
         },

@@ -264,6 +264,11 @@ async fn enqueue_work(
     let paused = app.is_paused().await.unwrap_or(true);
     let now = SystemTime::now();
     let digests: Vec<String> = config.policies.iter().map(|p| p.digest()).collect();
+    // What each policy's gate files are now: nothing announces a replaced holdout, so the
+    // poll is what finds the candidates judged on the old one.
+    let live = app.live();
+    let files =
+        futures::future::join_all(config.policies.iter().map(|p| live.engine.files_now(p))).await;
     let (mut enqueued, mut waiting) = (0, 0);
     for (si, (pi, state)) in states.iter().enumerate() {
         let policy = &config.policies[*pi];
@@ -293,6 +298,7 @@ async fn enqueue_work(
             paused,
             now,
             settle: config.workers.settle,
+            data: &files[*pi],
         };
         let settled = !unjudged.contains(&si) && !unrecorded_rollback;
         match plan(&input, state) {

@@ -136,7 +136,13 @@ async fn converge(
         let requests = app.store.requests(model).await?;
         // The pause is read beside the registry, not after it: a pause is honoured from the
         // next step either way.
-        let (state, paused) = tokio::join!(run.read(&requests), app.is_paused());
+        // So is what the gates' files are now: a replaced holdout makes candidates judged on
+        // the old one stale, whatever triggered this reconcile.
+        let (state, paused, files) = tokio::join!(
+            run.read(&requests),
+            app.is_paused(),
+            engine.files_now(policy)
+        );
         let Some(state) = state? else {
             return Ok(Outcome::Done);
         };
@@ -150,6 +156,7 @@ async fn converge(
             paused,
             now: SystemTime::now(),
             settle: config.workers.settle,
+            data: &files,
         };
         let step = plan(&input, &state);
         tracing::debug!(model, ?step, "plan");

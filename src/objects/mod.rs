@@ -12,6 +12,7 @@
 //! trying again later can help.
 
 mod blocking;
+mod identity;
 pub mod profile;
 mod stores;
 
@@ -26,6 +27,7 @@ use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt
 use url::Url;
 
 pub use blocking::{Blocking, StreamRead};
+pub use identity::{ABSENT, Identities, sha256, sha256_file};
 pub use stores::REQUEST_TIMEOUT;
 
 use crate::location::{Location, redact, redact_text};

@@ -542,13 +542,7 @@ fn loaded(d: &common::daemon::Daemon) -> Vec<(String, i64)> {
 }
 
 fn champion(m: &str) -> Option<String> {
-    block(async {
-        let rm = client().registered_model(m).await.ok()?;
-        rm.aliases
-            .iter()
-            .find(|a| a.alias == "champion")
-            .map(|a| a.version.clone())
-    })
+    alias_of(m, "champion")
 }
 
 fn report(m: &str, v: &str) -> Value {

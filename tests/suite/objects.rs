@@ -7,6 +7,7 @@ use common::s3::S3;
 use common::served::*;
 use common::*;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 fn dataset_gate(name: &str, path: &str) -> String {
     format!(
@@ -204,4 +205,105 @@ fn objects_every_way_an_object_cannot_be_read_is_a_named_error() {
         "{denied}"
     );
     assert!(!r.stderr.contains(common::s3::SECRET) && !r.stdout.contains(common::s3::SECRET));
+}
+
+/// `csv` with its `target` column's 0s and 1s swapped: a holdout every good model fails.
+fn flipped(csv: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8(csv.to_vec()).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let at = header.split(',').position(|c| c == "target").unwrap();
+    let mut out = format!("{header}\n");
+    for line in lines {
+        let mut cells: Vec<String> = line.split(',').map(str::to_string).collect();
+        cells[at] = if cells[at] == "1" {
+            "0".into()
+        } else {
+            "1".into()
+        };
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+fn champion(m: &str) -> Option<String> {
+    alias_of(m, "champion")
+}
+
+fn verdict(m: &str, v: &str) -> Option<String> {
+    block(version(m, v))
+        .tag("stagegate.verdict")
+        .map(str::to_string)
+}
+
+#[test]
+fn objects_a_replaced_holdout_rejudges_the_candidate_and_never_the_champion() {
+    let s3 = S3::start(None);
+    s3.create_bucket("replaced");
+    let prefix = unique("holdout-replaced");
+    let m = format!("{prefix}-m");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("holdout.csv");
+    fixtures(json!([{"op": "dataset", "path": local.display().to_string(), "rows": 400}]));
+    let good = std::fs::read(&local).unwrap();
+    s3.put("replaced", "holdout.csv", good.clone());
+    let body = format!(
+        "[poll]\nschedule = \"*/2 * * * * *\"\n\n[[policies]]\nname = \"holdout\"\nmodels = [\"{prefix}*\"]\n{ALIAS_TARGETS}\n\n  [[policies.gates]]\n  name = \"holdout\"\n  type = \"dataset\"\n  path = \"s3://replaced/holdout.csv\"\n  label = \"target\"\n  metrics = {{ accuracy = 0.8 }}\n\n{}",
+        serving_section("")
+    );
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let d =
+        common::daemon::Daemon::start_env(&mlflow_uri(), common::daemon::free_port(), &body, &env);
+    register(&m, &[json!({"alias": "challenger"})]);
+    d.wait_for(
+        "v1 promoted on the good holdout",
+        Duration::from_secs(120),
+        || champion(&m).as_deref() == Some("1"),
+    );
+
+    // The holdout is replaced by one every model fails: the next candidate fails on it, and
+    // the champion, judged on the old one, is not judged again.
+    s3.put("replaced", "holdout.csv", flipped(&good));
+    register(&m, &[json!({"alias": "challenger"})]);
+    d.wait_for(
+        "v2 failed on the bad holdout",
+        Duration::from_secs(120),
+        || verdict(&m, "2").as_deref() == Some("failed"),
+    );
+    let failed_on =
+        serde_json::from_str::<Value>(block(version(&m, "2")).tag("stagegate.report").unwrap())
+            .unwrap()["inputs"]["holdout"]
+            .clone();
+    assert!(
+        failed_on.as_str().unwrap().starts_with("etag:"),
+        "{failed_on}"
+    );
+
+    // Fixed: the failed candidate is judged again (no webhook says a file changed; the poll
+    // sees it) and promoted. v1 was judged once in all.
+    s3.put("replaced", "holdout.csv", good);
+    d.wait_for(
+        "v2 judged again and promoted",
+        Duration::from_secs(120),
+        || champion(&m).as_deref() == Some("2"),
+    );
+    let v2: Vec<Value> = d
+        .evaluations(&m)
+        .into_iter()
+        .filter(|e| e["version"] == json!("2"))
+        .collect();
+    assert!(v2.len() >= 2, "{v2:?}");
+    let v1 = d
+        .evaluations(&m)
+        .into_iter()
+        .filter(|e| e["version"] == json!("1"))
+        .count();
+    assert_eq!(v1, 1, "the champion is never judged again for its holdout");
+    let passed_on =
+        serde_json::from_str::<Value>(block(version(&m, "2")).tag("stagegate.report").unwrap())
+            .unwrap()["inputs"]["holdout"]
+            .clone();
+    assert_ne!(passed_on, failed_on);
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::Judgement;
 use crate::config::DatasetGate;
 use crate::model_files::Signature;
-use crate::objects::{Blocking, Opened};
+use crate::objects::{Blocking, Opened, sha256_file};
 use crate::serving::host::project;
 use crate::serving::{Payload, Scorer, Session, Which, batch_cells, dataframe_split};
 use judge::{Collected, judge_scores};
@@ -114,10 +114,19 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
     // ETag, and every read of it is pinned to that.
     let (identity, mut reader) = match &input {
         Opened::Local(path) => {
+            // One open: the bytes hashed are the bytes read, even if the file is replaced
+            // meanwhile.
+            let file = std::fs::File::open(path)
+                .map_err(|e| format!("dataset {}: {e}", path.display()))?;
+            let (hashed, shown) = (file.try_clone(), path.display().to_string());
+            let sha = tokio::task::spawn_blocking(move || {
+                hashed
+                    .and_then(|f| sha256_file(&f))
+                    .map_err(|e| format!("dataset {shown}: {e}"))
+            });
             let p = path.clone();
-            let sha = tokio::task::spawn_blocking(move || read::sha256(&p));
-            let p = path.clone();
-            let reader = blocking(move || read::Reader::open(&p, rows_per_batch)).await?;
+            let reader =
+                blocking(move || read::Reader::open_file(file, &p, rows_per_batch)).await?;
             (Identity::Pending(sha), reader)
         }
         Opened::Remote(obj) => {

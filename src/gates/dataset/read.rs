@@ -18,7 +18,6 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderBuilder, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::ChunkReader;
-use sha2::{Digest, Sha256};
 
 use crate::location::ext_of;
 
@@ -41,8 +40,13 @@ pub struct Reader {
 impl Reader {
     /// Open `path` as CSV (header row) or Parquet, by its extension.
     pub fn open(path: &Path, batch_size: usize) -> Result<Reader, String> {
+        let file = File::open(path).map_err(|e| format!("dataset {}: {e}", path.display()))?;
+        Reader::open_file(file, path, batch_size)
+    }
+
+    /// Read `file`, opened from `path` (which names it and gives its format).
+    pub fn open_file(file: File, path: &Path, batch_size: usize) -> Result<Reader, String> {
         let shown = path.display().to_string();
-        let file = File::open(path).map_err(|e| format!("dataset {shown}: {e}"))?;
         match format(&ext_of(path), &shown)? {
             Format::Csv => Reader::csv(file, batch_size, &shown),
             Format::Parquet => Reader::parquet(file, batch_size, &shown),
@@ -240,23 +244,6 @@ fn footer_is_possible(meta: &ParquetMetaData, file_len: u64) -> Result<(), Strin
     Ok(())
 }
 
-/// The SHA-256 of a file, streamed (recorded in the report so a verdict can be reproduced).
-pub fn sha256(path: &Path) -> Result<String, String> {
-    let mut f = File::open(path).map_err(|e| format!("dataset {}: {e}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| format!("dataset {}: {e}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// `builder` reading only the `projection` columns (roots of the schema; `None`: all), in
 /// batches of `batch_size` rows: a file's and an object's Parquet readers alike.
 fn projected<T>(
@@ -362,7 +349,7 @@ mod tests {
             batches += 1;
         }
         assert_eq!((rows, batches), (25, 3));
-        assert_eq!(sha256(&p).unwrap().len(), 64);
+        assert_eq!(crate::objects::sha256(&p).unwrap().len(), 64);
         assert!(Reader::open(&dir.path().join("d.txt"), 10).is_err());
         assert!(
             Reader::open(&dir.path().join("missing.csv"), 10)

@@ -194,6 +194,17 @@ pub fn client() -> Client {
     client_at(&mlflow_uri())
 }
 
+/// The version `alias` names on model `m`, as MLflow has it now.
+pub fn alias_of(m: &str, alias: &str) -> Option<String> {
+    block(async {
+        let rm = client().registered_model(m).await.ok()?;
+        rm.aliases
+            .iter()
+            .find(|a| a.alias == alias)
+            .map(|a| a.version.clone())
+    })
+}
+
 pub async fn version(name: &str, version: &str) -> ModelVersion {
     client().model_version(name, version).await.unwrap()
 }
