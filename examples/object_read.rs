@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use stagegate::gates::dataset::read::Reader;
 use stagegate::location::Location;
-use stagegate::objects::{Blocking, Opened};
+use stagegate::objects::{Blocking, NoArtifacts, Opened};
 
 fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -32,7 +32,8 @@ async fn main() -> Result<(), String> {
     let columns = columns.to_vec();
     let before = rss_kib("VmRSS:");
     let started = Instant::now();
-    let opened = Opened::open(&loc, &std::env::current_dir().map_err(|e| e.to_string())?).await?;
+    let here = std::env::current_dir().map_err(|e| e.to_string())?;
+    let opened = Opened::open(&loc, &here, &NoArtifacts).await?;
     let rows = tokio::task::spawn_blocking(move || -> Result<usize, String> {
         let mut reader = match opened {
             Opened::Local(p) => Reader::open(&p, batch)?,

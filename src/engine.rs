@@ -128,7 +128,7 @@ impl Engine {
             }
         }
         self.identities
-            .of(inputs, &policy.workdir_in(&self.base_dir))
+            .of(inputs, &policy.workdir_in(&self.base_dir), &self.client)
             .await
     }
 

@@ -15,9 +15,10 @@ use std::path::Path;
 use stagegate::config::{Loaded, Policy, Target};
 use stagegate::daemon;
 use stagegate::location::Location;
+use stagegate::mlflow::Client;
 use stagegate::mlflow::MlflowError;
 use stagegate::model_state::ModelState;
-use stagegate::objects::Object;
+use stagegate::objects::{Located, Object};
 use stagegate::webhook::{Mlflow, Source};
 
 use super::output::table;
@@ -63,7 +64,7 @@ pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
     if !serving_line(&loaded, client.tracking_uri()).await? {
         return Ok(2);
     }
-    for line in object_lines(&loaded).await {
+    for line in object_lines(&loaded, &client).await {
         outln!("{line}")?;
     }
     let models = client.all_registered_models().await?;
@@ -295,17 +296,28 @@ fn missing_files(i: usize, p: &Policy, base: &Path) -> Vec<String> {
     out
 }
 
-/// Each input in an object store or on a web server, opened (`HEAD`) with the credentials
-/// the daemon would use: its size and identity, or why it cannot be read.
-async fn object_lines(loaded: &Loaded) -> Vec<String> {
+/// Each input in an object store, on a web server or in MLflow's artifacts, opened (`HEAD`)
+/// with the credentials the daemon would use: its size and identity, or why it cannot be read.
+async fn object_lines(loaded: &Loaded, client: &Client) -> Vec<String> {
     let mut out = Vec::new();
     for p in &loaded.config.policies {
         for g in &p.gates {
             for input in g.kind.inputs() {
-                let Location::Object(url) = input else {
-                    continue;
+                let found = match input {
+                    Location::Path(_) => continue,
+                    Location::Object(url) => Object::open(url).await.map_err(|e| e.to_string()),
+                    Location::Artifact(uri) => match client.locate_artifact(uri).await {
+                        Ok(Located {
+                            location: Location::Object(url),
+                            headers,
+                        }) => Object::open_with(&url, &headers)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Ok(_) => continue,
+                        Err(e) => Err(e),
+                    },
                 };
-                out.push(match Object::open(url).await {
+                out.push(match found {
                     Ok(o) => format!(
                         "input   {input} (gate `{}`): readable, {} bytes, {}",
                         g.name,

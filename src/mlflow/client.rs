@@ -129,7 +129,7 @@ pub trait RequestObserver: Send + Sync {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    settings: Arc<Settings>,
+    pub(super) settings: Arc<Settings>,
     requests: Arc<AtomicU64>,
     observer: Option<Arc<dyn RequestObserver>>,
     guard: Option<Arc<dyn WriteGuard>>,

@@ -4,6 +4,7 @@
 //! [`client`] is the transport (auth, TLS, retries); this file maps each REST endpoint stagegate
 //! uses to one typed method.
 
+mod artifacts;
 mod client;
 mod error;
 pub mod types;

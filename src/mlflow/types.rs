@@ -90,6 +90,10 @@ pub struct RunInfo {
     pub run_id: String,
     #[serde(default)]
     pub status: String,
+    /// Where the run's artifacts are: `mlflow-artifacts:/…` behind the server's proxy, or a
+    /// store the clients read directly (`s3://…`).
+    #[serde(default)]
+    pub artifact_uri: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

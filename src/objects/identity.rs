@@ -14,7 +14,9 @@ use std::time::SystemTime;
 use futures::future::join_all;
 use sha2::{Digest, Sha256};
 
-use super::{Object, ObjectsError};
+use reqwest::header::HeaderMap;
+
+use super::{Artifacts, Object, ObjectsError};
 use crate::location::Location;
 
 /// Said of an input that does not exist (yet): a verdict judged while it was missing is stale
@@ -37,25 +39,50 @@ impl Identities {
         &self,
         inputs: Vec<(String, Location)>,
         workdir: &Path,
+        artifacts: &dyn Artifacts,
     ) -> BTreeMap<String, Option<String>> {
         // Built in a loop of an `async fn`, not a closure: closures over borrowed inputs make
         // the future lose `Send` generality, which the daemon's worker pool needs.
         let mut calls = Vec::with_capacity(inputs.len());
         for (gate, loc) in inputs {
-            calls.push(self.named(gate, loc, workdir));
+            calls.push(self.named(gate, loc, workdir, artifacts));
         }
         join_all(calls).await.into_iter().collect()
     }
 
-    async fn named(&self, gate: String, loc: Location, workdir: &Path) -> (String, Option<String>) {
-        let id = self.identity(&loc, workdir).await;
+    async fn named(
+        &self,
+        gate: String,
+        loc: Location,
+        workdir: &Path,
+        artifacts: &dyn Artifacts,
+    ) -> (String, Option<String>) {
+        let id = match &loc {
+            // Located afresh each time: a run's artifacts may be moved to another store.
+            Location::Artifact(uri) => match artifacts.locate(uri).await {
+                Ok(found) => {
+                    self.identity(&found.location, &found.headers, workdir)
+                        .await
+                }
+                Err(e) => {
+                    tracing::debug!(input = %loc, error = %e, "input identity unknown for now");
+                    None
+                }
+            },
+            other => self.identity(other, &HeaderMap::new(), workdir).await,
+        };
         (gate, id)
     }
 
-    async fn identity(&self, loc: &Location, workdir: &Path) -> Option<String> {
+    async fn identity(
+        &self,
+        loc: &Location,
+        headers: &HeaderMap,
+        workdir: &Path,
+    ) -> Option<String> {
         match loc {
             Location::Path(p) => self.local(&workdir.join(p)).await,
-            Location::Object(url) => match Object::open(url).await {
+            Location::Object(url) => match Object::open_with(url, headers).await {
                 Ok(o) => Some(o.identity().to_string()),
                 Err(ObjectsError::NotFound { .. }) => Some(ABSENT.into()),
                 Err(e) => {

@@ -24,6 +24,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
+use reqwest::header::HeaderMap;
 use url::Url;
 
 pub use blocking::{Blocking, StreamRead};
@@ -106,8 +107,13 @@ pub struct Object {
 impl Object {
     /// `HEAD` the object at `url`.
     pub async fn open(url: &Url) -> Result<Object, ObjectsError> {
+        Object::open_with(url, &HeaderMap::new()).await
+    }
+
+    /// `HEAD` the object at `url`, sending `headers` with every request.
+    pub async fn open_with(url: &Url, headers: &HeaderMap) -> Result<Object, ObjectsError> {
         let shown = redact(url);
-        let (store, path) = stores::store_for(url)?;
+        let (store, path) = stores::store_for(url, headers)?;
         let meta = store
             .head(&path)
             .await
@@ -192,6 +198,29 @@ impl Object {
     }
 }
 
+/// Where an MLflow artifact's bytes are: the tracking server's artifact proxy (with the
+/// credentials the server wants) or the store behind it. The MLflow client says.
+pub struct Located {
+    pub location: Location,
+    pub headers: HeaderMap,
+}
+
+/// Locates MLflow artifact URIs (`runs:/…`, `mlflow-artifacts:/…`).
+#[async_trait::async_trait]
+pub trait Artifacts: Send + Sync {
+    async fn locate(&self, uri: &str) -> Result<Located, String>;
+}
+
+/// Where no MLflow server is at hand (benchmarks reading files and objects only).
+pub struct NoArtifacts;
+
+#[async_trait::async_trait]
+impl Artifacts for NoArtifacts {
+    async fn locate(&self, uri: &str) -> Result<Located, String> {
+        Err(format!("{uri}: no MLflow server to locate it through"))
+    }
+}
+
 /// A gate's input, opened: a local file (resolved against the policy's workdir) or an
 /// object (its `HEAD` done).
 pub enum Opened {
@@ -200,9 +229,31 @@ pub enum Opened {
 }
 
 impl Opened {
-    /// Open `loc`. A local file must exist; an object is `HEAD`ed.
-    pub async fn open(loc: &Location, workdir: &std::path::Path) -> Result<Opened, String> {
-        match loc {
+    /// Open `loc`. A local file must exist; an object is `HEAD`ed; an MLflow artifact is first
+    /// located through `artifacts`.
+    pub async fn open(
+        loc: &Location,
+        workdir: &std::path::Path,
+        artifacts: &dyn Artifacts,
+    ) -> Result<Opened, String> {
+        if let Location::Artifact(uri) = loc {
+            let found = artifacts.locate(uri).await?;
+            if matches!(found.location, Location::Artifact(_)) {
+                return Err(format!("{uri}: an artifact that names another artifact"));
+            }
+            return Opened::open_located(&found.location, &found.headers, workdir)
+                .await
+                .map_err(|e| format!("{uri}: {e}"));
+        }
+        Opened::open_located(loc, &HeaderMap::new(), workdir).await
+    }
+
+    async fn open_located(
+        loc: &Location,
+        headers: &HeaderMap,
+        workdir: &std::path::Path,
+    ) -> Result<Opened, String> {
+        match &loc {
             Location::Path(p) => {
                 let path = if p.is_absolute() {
                     p.clone()
@@ -215,14 +266,11 @@ impl Opened {
                     Err(format!("{} does not exist", path.display()))
                 }
             }
-            Location::Object(url) => Object::open(url)
+            Location::Object(url) => Object::open_with(url, headers)
                 .await
                 .map(|o| Opened::Remote(Arc::new(o)))
                 .map_err(|e| e.to_string()),
-            Location::Artifact(a) => Err(format!(
-                "{a}: MLflow artifact URIs are not read yet; give the file's path or its \
-                 store URL"
-            )),
+            Location::Artifact(a) => Err(format!("{a}: an artifact that names another artifact")),
         }
     }
 

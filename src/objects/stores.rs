@@ -22,6 +22,7 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::http::HttpBuilder;
 use object_store::path::Path as ObjPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use reqwest::header::HeaderMap;
 use url::Url;
 
 use super::ObjectsError;
@@ -34,8 +35,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_RETRIES: usize = 3;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The store that holds `url`'s object, and the object's path in it.
-pub fn store_for(url: &Url) -> Result<(Arc<dyn ObjectStore>, ObjPath), ObjectsError> {
+/// The store that holds `url`'s object, and the object's path in it. `headers` go with every
+/// request to a web server (MLflow's artifact proxy needs the tracking server's credentials).
+pub fn store_for(
+    url: &Url,
+    headers: &HeaderMap,
+) -> Result<(Arc<dyn ObjectStore>, ObjPath), ObjectsError> {
     let shown = redact(url);
     let bad = |e: object_store::Error| ObjectsError::Config {
         url: shown.clone(),
@@ -69,7 +74,9 @@ pub fn store_for(url: &Url) -> Result<(Arc<dyn ObjectStore>, ObjPath), ObjectsEr
             root.set_query(None);
             let store = HttpBuilder::new()
                 .with_url(root.as_str())
-                .with_client_options(client_options(url.scheme() == "http"))
+                .with_client_options(
+                    client_options(url.scheme() == "http").with_default_headers(headers.clone()),
+                )
                 .with_retry(retry())
                 .build()
                 .map_err(bad)?;

@@ -130,6 +130,11 @@ impl Session {
         &self.env
     }
 
+    /// The MLflow client (a gate's input may be an artifact it locates).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn candidate(&self) -> &ModelVersion {
         &self.candidate
     }

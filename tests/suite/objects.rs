@@ -307,3 +307,66 @@ fn objects_a_replaced_holdout_rejudges_the_candidate_and_never_the_champion() {
             .clone();
     assert_ne!(passed_on, failed_on);
 }
+
+#[test]
+fn objects_holdouts_in_mlflow_artifacts_are_read_through_the_tracking_server() {
+    let m = unique("objects-artifacts");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let (csv, parquet) = (format!("{d}/holdout.csv"), format!("{d}/holdout.parquet"));
+    fixtures(json!([
+        {"op": "dataset", "path": csv, "rows": 500, "segment": true},
+        {"op": "dataset", "path": parquet, "rows": 500, "segment": true},
+    ]));
+    let logged = fixtures(json!([
+        {"op": "artifact", "path": csv, "artifact_path": "eval"},
+    ]));
+    let (run, root) = (
+        logged[0]["run_id"].as_str().unwrap().to_string(),
+        logged[0]["artifact_uri"].as_str().unwrap().to_string(),
+    );
+    fixtures(json!([{"op": "artifact", "path": parquet, "artifact_path": "eval", "run_id": run}]));
+    assert!(
+        root.starts_with("mlflow-artifacts:"),
+        "a proxied store: {root}"
+    );
+    let w = workdir(
+        &[
+            dataset_gate("disk", &parquet),
+            dataset_gate("run-parquet", &format!("runs:/{run}/eval/holdout.parquet")),
+            dataset_gate("proxied-csv", &format!("{root}/eval/holdout.csv")),
+            dataset_gate("missing", &format!("runs:/{run}/eval/nope.csv")),
+        ]
+        .concat(),
+        "",
+    );
+    let v = register(&m, &[json!({})]);
+    let r = w.run(&["evaluate", &m, &v[0], "--json"]);
+    assert_no_host_left(r.pid);
+    r.expect_code(2);
+    let doc = r.json();
+    let disk = gate(&doc, "disk");
+    for name in ["run-parquet", "proxied-csv"] {
+        let g = gate(&doc, name);
+        assert_eq!(g["outcome"], json!("pass"), "{g}");
+        for key in ["accuracy", "f1", "slices"] {
+            assert_eq!(disk["observed"][key], g["observed"][key], "{key}: {g}");
+        }
+        assert!(
+            g["observed"]["dataset"]["identity"]
+                .as_str()
+                .unwrap()
+                .starts_with("etag:"),
+            "{g}"
+        );
+    }
+    let missing = gate(&doc, "missing");
+    assert_eq!(missing["outcome"], json!("error"), "{missing}");
+    assert!(
+        missing["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{missing}"
+    );
+}

@@ -99,7 +99,7 @@ async fn predict(
 }
 
 async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
-    let input = Opened::open(&g.path, &s.env().workdir)
+    let input = Opened::open(&g.path, &s.env().workdir, s.client())
         .await
         .map_err(|e| format!("dataset {e}"))?;
     let cand = s.scorer(Which::Candidate).await?;
