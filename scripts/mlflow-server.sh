@@ -8,6 +8,8 @@
 #   scripts/mlflow-server.sh stop DIR           # stops it (its whole process group) by PID
 #
 # Restarting with the same DIR (and PORT) keeps the database, artifacts and webhook key.
+# STAGEGATE_MLFLOW_ARTIFACTS replaces the artifact flags (default: proxied, under DIR), e.g.
+# "--no-serve-artifacts --default-artifact-root s3://bucket/" for a store clients read directly.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cmd=${1:?start|stop}; dir=${2:?DIR}
@@ -46,7 +48,7 @@ case "$cmd" in
     MLFLOW_WEBHOOK_DELIVERY_MAX_WORKERS=${MLFLOW_WEBHOOK_DELIVERY_MAX_WORKERS:-10} \
       setsid "$venv/bin/mlflow" server --host 127.0.0.1 --port "$port" \
         --backend-store-uri "sqlite:///$dir/mlflow.db" \
-        --artifacts-destination "$dir/artifacts" --serve-artifacts \
+        ${STAGEGATE_MLFLOW_ARTIFACTS:---artifacts-destination "$dir/artifacts" --serve-artifacts} \
         --workers "${STAGEGATE_MLFLOW_WORKERS:-2}" \
         >>"$dir/server.log" 2>&1 < /dev/null &
     echo $! > "$dir/pid"

@@ -7,11 +7,11 @@
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use url::Url;
 
-use super::Client;
 use super::client::Auth;
 use super::client::redact_uri;
+use super::{Client, MlflowError, ModelVersion, run_source};
 use crate::location::Location;
-use crate::objects::{Artifacts, Located};
+use crate::objects::{Artifacts, Located, Object, ObjectsError};
 
 impl Client {
     /// Locate `uri` (`runs:/…` or `mlflow-artifacts:/…`).
@@ -66,6 +66,43 @@ impl Client {
                 redact_uri(at),
                 at.split(':').next().unwrap_or(at)
             )),
+        }
+    }
+
+    /// A file of `v`'s model read straight from the store the server leaves to its clients,
+    /// after the server failed to serve it (`failed`, returned if the store is the server's
+    /// own proxy after all). `None` when the store has no such file.
+    pub(super) async fn direct_artifact(
+        &self,
+        v: &ModelVersion,
+        path: &str,
+        failed: MlflowError,
+    ) -> Result<Option<Vec<u8>>, MlflowError> {
+        let root = match (run_source(&v.source), v.logged_model_id()) {
+            (Some((run, dir)), _) => {
+                let root = self.run(run).await?.info.artifact_uri;
+                format!("{}/{dir}", root.trim_end_matches('/'))
+            }
+            (None, Some(id)) => self.logged_model(id).await?.info.artifact_uri,
+            (None, None) => return Err(failed),
+        };
+        let Ok(Location::Object(url)) =
+            Location::parse(&format!("{}/{path}", root.trim_end_matches('/')))
+        else {
+            return Err(failed);
+        };
+        tracing::debug!(model = %v.name, version = %v.version, file = %crate::location::redact(&url), "model file read from the artifact store");
+        let read = async {
+            let o = Object::open(&url).await?;
+            let whole = 0..o.size();
+            o.ranges(std::slice::from_ref(&whole)).await
+        };
+        match read.await {
+            Ok(parts) => Ok(Some(parts.concat())),
+            Err(ObjectsError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(MlflowError::Setup(format!(
+                "the tracking server could not serve {path} ({failed}), and reading it from its artifact store failed: {e}"
+            ))),
         }
     }
 

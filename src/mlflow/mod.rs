@@ -283,6 +283,9 @@ impl Client {
         match result {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.is_not_found() => Ok(None),
+            // A server that leaves its artifact store to its clients (`--no-serve-artifacts`)
+            // may have no access to it: read the file from the store ourselves.
+            Err(e @ MlflowError::Api { status: 500, .. }) => self.direct_artifact(v, path, e).await,
             Err(e) => Err(e),
         }
     }
@@ -466,7 +469,7 @@ impl Client {
 }
 
 /// `runs:/<run_id>/<path>` → `(run_id, path)`.
-fn run_source(source: &str) -> Option<(&str, &str)> {
+pub(super) fn run_source(source: &str) -> Option<(&str, &str)> {
     let rest = source.strip_prefix("runs:/")?;
     let rest = rest.trim_start_matches('/');
     let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));

@@ -135,7 +135,17 @@ pub fn latest(metrics: &[Metric], key: &str) -> Option<f64> {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct LoggedModel {
     #[serde(default)]
+    pub info: LoggedModelInfo,
+    #[serde(default)]
     pub data: LoggedModelData,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LoggedModelInfo {
+    /// Where the model's files are: `mlflow-artifacts:/…` behind the server's proxy, or a
+    /// store the clients read directly (`s3://…`).
+    #[serde(default)]
+    pub artifact_uri: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

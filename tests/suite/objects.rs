@@ -370,3 +370,100 @@ fn objects_holdouts_in_mlflow_artifacts_are_read_through_the_tracking_server() {
         "{missing}"
     );
 }
+
+#[test]
+fn objects_models_in_an_s3_artifact_store_proxied_or_not_are_judged_by_every_gate() {
+    let s3 = S3::start(None);
+    let client_env = {
+        let mut e = s3.env();
+        e.push(("MLFLOW_S3_ENDPOINT_URL", s3.endpoint()));
+        e
+    };
+    let owned = |e: &[(&str, String)]| -> Vec<(String, String)> {
+        e.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    };
+    // Proxied: the server reads and writes the store for its clients. Not proxied: clients
+    // read it directly, and this server cannot (its endpoint leads nowhere).
+    let mut proxied_env = owned(&client_env);
+    proxied_env.push((
+        "STAGEGATE_MLFLOW_ARTIFACTS".into(),
+        "--artifacts-destination s3://proxied/ --serve-artifacts".into(),
+    ));
+    let direct_env = vec![
+        (
+            "STAGEGATE_MLFLOW_ARTIFACTS".to_string(),
+            "--no-serve-artifacts --default-artifact-root s3://direct/".to_string(),
+        ),
+        ("MLFLOW_S3_ENDPOINT_URL".into(), "http://127.0.0.1:1".into()),
+        ("AWS_MAX_ATTEMPTS".into(), "1".into()),
+    ];
+    s3.create_bucket("proxied");
+    s3.create_bucket("direct");
+    let dir = tempfile::tempdir().unwrap();
+    let holdout = dir.path().join("holdout.csv");
+    fixtures(json!([{"op": "dataset", "path": holdout.display().to_string(), "rows": 300}]));
+    let gates = format!(
+        r#"
+  [[policies.gates]]
+  name = "accuracy"
+  type = "metric"
+  metric = "val_accuracy"
+  min = 0.7
+
+  [[policies.gates]]
+  name = "files"
+  type = "run"
+  model_artifact = true
+
+  [[policies.gates]]
+  name = "latency"
+  type = "latency"
+  p99_ms = 5000.0
+  requests = 5
+  warmup = 1
+
+  [[policies.gates]]
+  name = "holdout"
+  type = "dataset"
+  path = "{}"
+  label = "target"
+  metrics = {{ accuracy = 0.7 }}
+"#,
+        holdout.display()
+    );
+    let w = workdir(&gates, "");
+    let env: Vec<(&str, &str)> = client_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for (what, server_env) in [("proxied", proxied_env), ("not proxied", direct_env)] {
+        let server = PrivateMlflow::start_env(&venv(), server_env);
+        let m = unique("objects-store");
+        let ops = json!([
+            {"op": "register", "name": m, "alias": "challenger"},
+            {"op": "register", "name": m, "form": "mlflow2", "alias": "challenger"},
+        ]);
+        let v = fixtures_env(&server.uri(), &client_env, ops);
+        for (form, reg) in ["mlflow3", "mlflow2"].iter().zip(&v) {
+            let version = reg["version"].as_str().unwrap();
+            let r = block(run_env(
+                &w,
+                &server.uri(),
+                &["evaluate", &m, version, "--json"],
+                &env,
+            ));
+            assert_no_host_left(r.pid);
+            let doc = r.json();
+            assert_eq!(
+                doc["verdict"],
+                json!("passed"),
+                "{what}, {form}: {doc}\n{}",
+                r.stderr
+            );
+            // Where the server cannot read its store, stagegate read the model files itself.
+            assert_eq!(
+                r.stderr.contains("model file read from the artifact store"),
+                what == "not proxied",
+                "{what}, {form}: {}",
+                r.stderr
+            );
+        }
+    }
+}

@@ -20,6 +20,11 @@ use super::{mlflow_uri, root, venv};
 
 /// Run fixture operations (see tests/fixtures/registry.py) against `uri`; one result per op.
 pub fn fixtures_at(uri: &str, ops: Value) -> Vec<Value> {
+    fixtures_env(uri, &[], ops)
+}
+
+/// [`fixtures_at`] with `extra` environment (an artifact store's credentials).
+pub fn fixtures_env(uri: &str, extra: &[(&str, String)], ops: Value) -> Vec<Value> {
     let mut env: serde_json::Map<String, Value> = std::env::vars_os()
         .map(|(k, v)| {
             let v = v.to_string_lossy().into_owned();
@@ -28,6 +33,9 @@ pub fn fixtures_at(uri: &str, ops: Value) -> Vec<Value> {
         .collect();
     env.insert("MLFLOW_TRACKING_URI".into(), uri.into());
     env.insert("MLFLOW_DISABLE_TELEMETRY".into(), "true".into());
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.clone().into());
+    }
     let cwd = std::env::current_dir().expect("the test's working directory");
     let request = serde_json::json!({"ops": ops, "env": env, "cwd": cwd});
     let mut conn = connect();

@@ -21,7 +21,7 @@ use serde_json::Value;
 use stagegate::mlflow::{Client, ModelVersion, Settings};
 
 #[allow(unused_imports)] // each test binary uses a different part of the harness
-pub use fixtures::{fixtures, fixtures_at, fixtures_concurrently, fixtures_with};
+pub use fixtures::{fixtures, fixtures_at, fixtures_concurrently, fixtures_env, fixtures_with};
 
 /// The shared MLflow server of this test run (started by scripts/test.sh).
 pub fn mlflow_uri() -> String {
@@ -273,6 +273,9 @@ pub struct PrivateMlflow {
     pub port: u16,
     /// The venv whose `mlflow server` runs.
     pub venv: PathBuf,
+    /// The server's own environment (scripts/mlflow-server.sh's `STAGEGATE_MLFLOW_ARTIFACTS`,
+    /// an artifact store's credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl PrivateMlflow {
@@ -282,12 +285,18 @@ impl PrivateMlflow {
 
     /// A server of the MLflow installed in `venv`.
     pub fn start_from(venv: &Path) -> PrivateMlflow {
+        PrivateMlflow::start_env(venv, Vec::new())
+    }
+
+    /// A server of the MLflow in `venv`, started with `env` beside its own.
+    pub fn start_env(venv: &Path, env: Vec<(String, String)>) -> PrivateMlflow {
         let dir = tempfile::tempdir().unwrap();
         let port = daemon::free_port();
         let m = PrivateMlflow {
             dir,
             port,
             venv: venv.to_path_buf(),
+            env,
         };
         m.up();
         m
@@ -305,6 +314,7 @@ impl PrivateMlflow {
             .arg(self.port.to_string())
             .env("MLFLOW_WEBHOOK_CACHE_TTL", "1")
             .env("STAGEGATE_VENV", &self.venv)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         assert!(
