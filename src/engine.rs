@@ -119,17 +119,27 @@ impl Engine {
     }
 
     /// What each of `policy`'s gates' input files is now (gate → identity; `None` where it
-    /// cannot be told at the moment). Candidates judged on other files are stale.
+    /// cannot be told at the moment). Candidates judged on other files are stale. A dataset
+    /// logged on the candidate's run (`context`) is not looked at here: it stands as judged.
     pub async fn files_now(&self, policy: &Policy) -> BTreeMap<String, Option<String>> {
         let mut inputs = Vec::new();
+        let mut logged = Vec::new();
         for g in &policy.gates {
             for loc in g.kind.inputs() {
                 inputs.push((g.name.clone(), loc.clone()));
             }
+            if let crate::config::GateKind::Dataset(d) = &g.kind
+                && d.context.is_some()
+            {
+                logged.push(g.name.clone());
+            }
         }
-        self.identities
+        let mut now = self
+            .identities
             .of(inputs, &policy.workdir_in(&self.base_dir), &self.client)
-            .await
+            .await;
+        now.extend(logged.into_iter().map(|gate| (gate, None)));
+        now
     }
 
     /// Where a policy's command gates run and its relative paths resolve.

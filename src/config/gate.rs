@@ -128,7 +128,7 @@ impl GateKind {
     pub fn inputs(&self) -> Vec<&Location> {
         match self {
             GateKind::Latency(l) => l.input.iter().collect(),
-            GateKind::Dataset(d) => vec![&d.path],
+            GateKind::Dataset(d) => d.path.iter().collect(),
             GateKind::Metric(_)
             | GateKind::Tags(_)
             | GateKind::Run(_)
@@ -317,7 +317,12 @@ fn case_families<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CaseFamily>, D::
 #[serde(deny_unknown_fields)]
 pub struct DatasetGate {
     /// A local path, an object-store or web URL, or an MLflow artifact URI.
-    pub path: Location,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<Location>,
+    /// Instead of `path`: the dataset logged on the candidate's run with this context
+    /// (`mlflow.log_input(..., context=...)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
     pub label: String,
     /// Metric name → threshold: minimums, except rmse/mae/log_loss which are maximums.
     #[serde(default)]

@@ -457,6 +457,17 @@ fn latency(l: &LatencyGate) -> Result<(), Problem> {
 }
 
 fn dataset(d: &DatasetGate) -> Result<(), Problem> {
+    match (&d.path, &d.context) {
+        (Some(_), Some(_)) => return bad("", "set `path` or `context`, not both"),
+        (None, None) => {
+            return bad(
+                "",
+                "set `path` (the file) or `context` (the dataset logged on the candidate's run)",
+            );
+        }
+        (None, Some(c)) if c.trim().is_empty() => return bad(".context", "must not be empty"),
+        _ => {}
+    }
     if d.label.is_empty() {
         return bad(".label", "must not be empty");
     }

@@ -17,7 +17,7 @@ use client::Root;
 pub use client::{Auth, Client, RequestObserver, Settings, WriteGuard};
 pub use error::MlflowError;
 pub use types::{
-    AliasRef, LoggedModel, Metric, ModelVersion, RegisteredModel, Run, Webhook, latest,
+    AliasRef, Dataset, LoggedModel, Metric, ModelVersion, RegisteredModel, Run, Webhook, latest,
 };
 
 /// Largest page `registered-models/search` serves.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::location::Location;
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -83,6 +84,88 @@ pub struct Run {
     pub info: RunInfo,
     #[serde(default)]
     pub data: RunData,
+    #[serde(default)]
+    pub inputs: RunInputs,
+}
+
+/// The datasets a run logged (`mlflow.log_input`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RunInputs {
+    #[serde(default)]
+    pub dataset_inputs: Vec<DatasetInput>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatasetInput {
+    #[serde(default)]
+    pub tags: Vec<InputTag>,
+    pub dataset: Dataset,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InputTag {
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A logged dataset: MLflow's name and digest for it, and where it came from (`source_type`,
+/// with `source` a JSON document of that type).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Dataset {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub digest: String,
+    #[serde(default)]
+    pub source_type: String,
+    #[serde(default)]
+    pub source: String,
+}
+
+impl Run {
+    /// The dataset logged with `context` (`mlflow.data.context`); the last one if several.
+    pub fn input_with_context(&self, context: &str) -> Option<&Dataset> {
+        self.inputs
+            .dataset_inputs
+            .iter()
+            .rev()
+            .find(|i| {
+                i.tags
+                    .iter()
+                    .any(|t| t.key == "mlflow.data.context" && t.value == context)
+            })
+            .map(|i| &i.dataset)
+    }
+}
+
+impl Dataset {
+    /// Where the dataset's file is, for the source kinds that are one file: a local path, an
+    /// object-store URI (MLflow's artifact-repository sources: `s3`, `gs`, …) or an http(s)
+    /// URL. Any other kind (a Delta table, a Hugging Face dataset, a Spark table, data logged
+    /// from code) is named, never guessed at.
+    pub fn location(&self) -> Result<Location, String> {
+        let doc: serde_json::Value = serde_json::from_str(&self.source).unwrap_or_default();
+        let field = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let at = match self.source_type.as_str() {
+            "http" | "https" => field("url"),
+            _ => field("uri"),
+        };
+        let unreadable = || {
+            format!(
+                "dataset {:?} is a `{}` source, which stagegate does not read (it reads a \
+                 CSV or Parquet file: local, in an object store, or over http)",
+                self.name, self.source_type
+            )
+        };
+        match (self.source_type.as_str(), at) {
+            ("delta_table" | "hugging_face" | "spark" | "code" | "uc_volume" | "dbfs", _)
+            | (_, None) => Err(unreadable()),
+            (_, Some(at)) => {
+                Location::parse(&at).map_err(|e| format!("dataset {:?}: {e}", self.name))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -23,6 +23,12 @@ use crate::location::Location;
 /// once it appears.
 pub const ABSENT: &str = "absent";
 
+/// The identity of a dataset logged on a run: its file's, and MLflow's digest of it (a dataset
+/// logged again on the run changes it even where the file does not).
+pub fn logged_identity(file: &str, digest: &str) -> String {
+    format!("{file} digest:{digest}")
+}
+
 /// What a file was when it was hashed.
 type Stamp = (u64, SystemTime, u64);
 

@@ -28,7 +28,7 @@ use reqwest::header::HeaderMap;
 use url::Url;
 
 pub use blocking::{Blocking, StreamRead};
-pub use identity::{ABSENT, Identities, sha256, sha256_file};
+pub use identity::{ABSENT, Identities, logged_identity, sha256, sha256_file};
 pub use stores::REQUEST_TIMEOUT;
 
 use crate::location::{Location, redact, redact_text};

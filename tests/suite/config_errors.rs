@@ -235,6 +235,24 @@ fn served_gate_tables_are_strict_too() {
         &["unknown metric \"acuracy\""],
     );
     refused(
+        &gate(
+            "  name = \"d\"\n  type = \"dataset\"\n  path = \"x.csv\"\n  context = \"holdout\"\n  label = \"y\"\n  metrics = { accuracy = 0.8 }",
+        ),
+        &["set `path` or `context`, not both"],
+    );
+    refused(
+        &gate(
+            "  name = \"d\"\n  type = \"dataset\"\n  label = \"y\"\n  metrics = { accuracy = 0.8 }",
+        ),
+        &["set `path` (the file) or `context`"],
+    );
+    refused(
+        &gate(
+            "  name = \"d\"\n  type = \"dataset\"\n  path = \"ftp://host/x.csv\"\n  label = \"y\"\n  metrics = { accuracy = 0.8 }",
+        ),
+        &["the scheme `ftp` is not one stagegate reads"],
+    );
+    refused(
         &gate("  name = \"c\"\n  type = \"command\"\n  run = []"),
         &["needs a program"],
     );

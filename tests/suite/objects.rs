@@ -467,3 +467,70 @@ fn objects_models_in_an_s3_artifact_store_proxied_or_not_are_judged_by_every_gat
         }
     }
 }
+
+#[test]
+fn objects_a_gate_reads_the_dataset_the_candidates_run_logged_by_its_context() {
+    let s3 = S3::start(None);
+    s3.create_bucket("logged");
+    let m = unique("objects-context");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("holdout.csv");
+    let local_s = local.display().to_string();
+    fixtures(json!([{"op": "dataset", "path": local_s, "rows": 400, "segment": true}]));
+    s3.put("logged", "eval/holdout.csv", std::fs::read(&local).unwrap());
+    let v = register(&m, &[json!({}), json!({}), json!({})]);
+    let runs: Vec<String> = v
+        .iter()
+        .map(|ver| block(version(&m, ver)).run_id.unwrap())
+        .collect();
+    let logged = fixtures(json!([
+        {"op": "log_input", "run_id": runs[0], "path": local_s,
+         "source": "s3://logged/eval/holdout.csv", "context": "holdout"},
+        {"op": "log_input", "run_id": runs[1], "path": local_s, "context": "training"},
+        {"op": "log_input", "run_id": runs[2], "path": local_s, "source": "/tmp/delta/holdout",
+         "source_type": "delta_table", "context": "holdout"},
+    ]));
+    assert_eq!(logged[0]["source_type"], json!("s3"), "{logged:?}");
+    let context_gate =
+        dataset_gate("logged", "unused").replace("path = \"unused\"", "context = \"holdout\"");
+    let w = workdir(&[dataset_gate("disk", &local_s), context_gate].concat(), "");
+
+    let r = evaluate(&w, &s3, &m, &v[0]);
+    assert_no_host_left(r.pid);
+    r.expect_code(0);
+    let doc = r.json();
+    let (disk, logged_gate) = (gate(&doc, "disk"), gate(&doc, "logged"));
+    for key in ["accuracy", "f1", "slices"] {
+        assert_eq!(disk["observed"][key], logged_gate["observed"][key], "{key}");
+    }
+    let ds = &logged_gate["observed"]["dataset"];
+    assert_eq!(ds["path"], json!("s3://logged/eval/holdout.csv"), "{ds}");
+    assert_eq!(ds["context"], json!("holdout"));
+    let digest = logged[0]["digest"].as_str().unwrap();
+    let identity = ds["identity"].as_str().unwrap();
+    assert!(
+        identity.starts_with("etag:") && identity.ends_with(&format!("digest:{digest}")),
+        "the object's ETag and MLflow's digest: {identity}"
+    );
+
+    let message = |version: &str| {
+        let r = evaluate(&w, &s3, &m, version);
+        r.expect_code(2);
+        let g = gate(&r.json(), "logged").clone();
+        assert_eq!(g["outcome"], json!("error"), "{g}");
+        g["message"].as_str().unwrap().to_string()
+    };
+    let none = message(&v[1]);
+    assert!(
+        none.contains(&format!(
+            "run {} of v{} logged no dataset with context \"holdout\"",
+            runs[1], v[1]
+        )),
+        "{none}"
+    );
+    let delta = message(&v[2]);
+    assert!(
+        delta.contains("is a `delta_table` source, which stagegate does not read"),
+        "{delta}"
+    );
+}

@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 
 use super::Judgement;
 use crate::config::DatasetGate;
+use crate::location::Location;
+use crate::mlflow::{Client, Dataset, ModelVersion};
 use crate::model_files::Signature;
-use crate::objects::{Blocking, Opened, sha256_file};
+use crate::objects::{Blocking, Opened, logged_identity, sha256_file};
 use crate::serving::host::project;
 use crate::serving::{Payload, Scorer, Session, Which, batch_cells, dataframe_split};
 use judge::{Collected, judge_scores};
@@ -98,8 +100,45 @@ async fn predict(
     Ok(p)
 }
 
+/// Where the gate's dataset is: its `path`, or the dataset the candidate's run logged with
+/// the gate's `context`, with MLflow's digest of it (part of what the verdict is judged from).
+async fn source(g: &DatasetGate, s: &Session) -> Result<(Location, Option<String>), String> {
+    if let Some(p) = &g.path {
+        return Ok((p.clone(), None));
+    }
+    let context = g.context.as_deref().unwrap_or_default();
+    let ds = logged_dataset(s.client(), s.candidate(), context).await?;
+    Ok((ds.location()?, Some(ds.digest)))
+}
+
+/// The dataset `v`'s run logged with `context`.
+pub async fn logged_dataset(
+    client: &Client,
+    v: &ModelVersion,
+    context: &str,
+) -> Result<Dataset, String> {
+    let run_id = v.run_id.as_deref().ok_or_else(|| {
+        format!(
+            "v{} has no run, so no dataset logged with context {context:?}",
+            v.version
+        )
+    })?;
+    let run = client
+        .run(run_id)
+        .await
+        .map_err(|e| format!("reading run {run_id}: {e}"))?;
+    run.input_with_context(context).cloned().ok_or_else(|| {
+        format!(
+            "run {run_id} of v{} logged no dataset with context {context:?} \
+             (mlflow.log_input(dataset, context={context:?}))",
+            v.version
+        )
+    })
+}
+
 async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
-    let input = Opened::open(&g.path, &s.env().workdir, s.client())
+    let (location, digest) = source(g, s).await?;
+    let input = Opened::open(&location, &s.env().workdir, s.client())
         .await
         .map_err(|e| format!("dataset {e}"))?;
     let cand = s.scorer(Which::Candidate).await?;
@@ -130,13 +169,13 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
             (Identity::Pending(sha), reader)
         }
         Opened::Remote(obj) => {
-            let (b, loc) = (Blocking::new(obj.clone()), g.path.clone());
+            let (b, loc) = (Blocking::new(obj.clone()), location.clone());
             let reader =
                 blocking(move || read::Reader::open_object(b, &loc, rows_per_batch)).await?;
             (Identity::Known(obj.identity().to_string()), reader)
         }
     };
-    let shown = g.path.to_string();
+    let shown = location.to_string();
     let (features, slice_col) = columns_to_send(g, s, &reader.columns(), &shown).await?;
     let mut needed = features.clone();
     needed.push(g.label.clone());
@@ -158,15 +197,24 @@ async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
         return Err(format!("dataset {shown} has no rows"));
     }
     let rows = data.labels.len();
-    let record = match identity {
+    let (identity, sha) = match identity {
         Identity::Pending(sha) => {
             let sha = sha
                 .await
                 .map_err(|e| format!("dataset worker ended abnormally: {e}"))??;
-            json!({"path": shown, "sha256": sha, "identity": format!("sha256:{sha}"), "rows": rows})
+            (format!("sha256:{sha}"), Some(sha))
         }
-        Identity::Known(id) => json!({"path": shown, "identity": id, "rows": rows}),
+        Identity::Known(id) => (id, None),
     };
+    let mut record = json!({"path": shown, "identity": identity, "rows": rows});
+    if let Some(sha) = sha {
+        record["sha256"] = json!(sha);
+    }
+    if let (Some(context), Some(digest)) = (&g.context, digest) {
+        record["identity"] = json!(logged_identity(&identity, &digest));
+        record["context"] = json!(context);
+        record["mlflow_digest"] = json!(digest);
+    }
     // Scoring includes the paired bootstrap (up to 100,000 resamples): CPU-bound.
     let (gate, champion) = (g.clone(), s.champion().map(|c| c.version.clone()));
     let mut j = blocking(move || judge_scores(&gate, &data, champion.as_deref())).await?;

@@ -11,7 +11,8 @@ use crate::location::Location;
 
 fn gate(metrics: &[(&str, f64)]) -> DatasetGate {
     DatasetGate {
-        path: Location::Path("d.csv".into()),
+        path: Some(Location::Path("d.csv".into())),
+        context: None,
         label: "target".into(),
         metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         slices: None,
