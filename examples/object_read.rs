@@ -33,7 +33,7 @@ async fn main() -> Result<(), String> {
     let before = rss_kib("VmRSS:");
     let started = Instant::now();
     let here = std::env::current_dir().map_err(|e| e.to_string())?;
-    let opened = Opened::open(&loc, &here, &NoArtifacts).await?;
+    let opened = Opened::open(&loc, &here, &NoArtifacts, Default::default()).await?;
     let rows = tokio::task::spawn_blocking(move || -> Result<usize, String> {
         let mut reader = match opened {
             Opened::Local(p) => Reader::open(&p, batch)?,

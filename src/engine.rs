@@ -13,7 +13,7 @@ use crate::evaluation::{self, EvalError, Evaluation};
 use crate::inputs;
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::model_state::{Depth, ModelState};
-use crate::objects::Identities;
+use crate::objects::{Identities, Limits};
 use crate::report;
 use crate::serving::Environment;
 use crate::serving::host::Host;
@@ -97,7 +97,10 @@ impl Engine {
             names,
             base_dir: loaded.base_dir(),
             host,
-            identities: previous.map(|p| p.identities.clone()).unwrap_or_default(),
+            identities: previous
+                .map(|p| p.identities.clone())
+                .unwrap_or_default()
+                .with_limits(limits(&loaded.config.inputs)),
         }
     }
 
@@ -148,6 +151,7 @@ impl Engine {
             serving: self.config.serving.clone(),
             workdir: policy.workdir_in(&self.base_dir),
             host: self.host.clone(),
+            inputs: limits(&self.config.inputs),
         }
     }
 
@@ -338,6 +342,14 @@ impl Engine {
 
 /// The process exit code of `stagegate evaluate` for an outcome: 0 passed, 1 failed, 2 could
 /// not tell (an error verdict, an inconclusive comparison, or an action that failed).
+/// `[inputs]` as the object stores' clients take it.
+pub fn limits(c: &crate::config::InputsConfig) -> Limits {
+    Limits {
+        timeout: c.timeout,
+        retries: c.retries as usize,
+    }
+}
+
 pub fn exit_code(outcome: &Outcome) -> u8 {
     if outcome.act_error.is_some() {
         return 2;

@@ -12,6 +12,7 @@
 use super::stdout::{out, outln};
 use std::path::Path;
 
+use reqwest::header::HeaderMap;
 use stagegate::config::{Loaded, Policy, Target};
 use stagegate::daemon;
 use stagegate::location::Location;
@@ -299,18 +300,21 @@ fn missing_files(i: usize, p: &Policy, base: &Path) -> Vec<String> {
 /// Each input in an object store, on a web server or in MLflow's artifacts, opened (`HEAD`)
 /// with the credentials the daemon would use: its size and identity, or why it cannot be read.
 async fn object_lines(loaded: &Loaded, client: &Client) -> Vec<String> {
+    let limits = stagegate::engine::limits(&loaded.config.inputs);
     let mut out = Vec::new();
     for p in &loaded.config.policies {
         for g in &p.gates {
             for input in g.kind.inputs() {
                 let found = match input {
                     Location::Path(_) => continue,
-                    Location::Object(url) => Object::open(url).await.map_err(|e| e.to_string()),
+                    Location::Object(url) => Object::open_with(url, &HeaderMap::new(), limits)
+                        .await
+                        .map_err(|e| e.to_string()),
                     Location::Artifact(uri) => match client.locate_artifact(uri).await {
                         Ok(Located {
                             location: Location::Object(url),
                             headers,
-                        }) => Object::open_with(&url, &headers)
+                        }) => Object::open_with(&url, &headers, limits)
                             .await
                             .map_err(|e| e.to_string()),
                         Ok(_) => continue,

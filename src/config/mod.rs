@@ -42,6 +42,27 @@ pub struct Config {
     pub policies: Vec<Policy>,
     pub notify: Vec<Notify>,
     pub serving: ServingConfig,
+    pub inputs: InputsConfig,
+}
+
+/// Reading gate inputs that are not local files (objects, URLs, MLflow artifacts).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputsConfig {
+    /// How long one request to a store may take, connecting included.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Extra tries of a request that failed transiently (timeout, lost connection, 429, 5xx).
+    pub retries: u32,
+}
+
+impl Default for InputsConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            retries: 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -38,6 +38,7 @@ pub fn validate(config: &mut Config) -> Result<(), Problem> {
     workers(config)?;
     state(config)?;
     serving(config)?;
+    inputs(config)?;
     notify(config)?;
     policies(config)
 }
@@ -233,6 +234,15 @@ fn gates(p: &Policy, at: &str, prefix_len: usize) -> Result<(), Problem> {
             ));
         }
         gate(&g.kind).map_err(|(k, r)| (format!("{gat}{k}"), format!("gate `{}`: {r}", g.name)))?;
+    }
+    Ok(())
+}
+
+fn inputs(c: &Config) -> Result<(), Problem> {
+    let i = &c.inputs;
+    nonzero(i.timeout, "inputs.timeout")?;
+    if i.retries > 10 {
+        return Err(("inputs.retries".into(), "must be at most 10".into()));
     }
     Ok(())
 }

@@ -150,7 +150,7 @@ const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
 pub async fn input_body(input: Option<&Location>, s: &Session) -> Result<String, String> {
     match input {
         Some(loc) => {
-            let opened = Opened::open(loc, &s.env().workdir, s.client())
+            let opened = Opened::open(loc, &s.env().workdir, s.client(), s.env().inputs)
                 .await
                 .map_err(|e| format!("input {e}"))?;
             let bytes = opened

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use reqwest::header::HeaderMap;
 
-use super::{Artifacts, Object, ObjectsError};
+use super::{Artifacts, Limits, Object, ObjectsError};
 use crate::location::Location;
 
 /// Said of an input that does not exist (yet): a verdict judged while it was missing is stale
@@ -36,9 +36,18 @@ type Stamp = (u64, SystemTime, u64);
 #[derive(Clone, Default)]
 pub struct Identities {
     hashed: Arc<Mutex<HashMap<PathBuf, (Stamp, String)>>>,
+    limits: Limits,
 }
 
 impl Identities {
+    /// These identities, reading objects with `limits` (the kept hashes stay shared).
+    pub fn with_limits(&self, limits: Limits) -> Identities {
+        Identities {
+            hashed: self.hashed.clone(),
+            limits,
+        }
+    }
+
     /// The identity of each `(gate, input)`, side by side; `None` where it cannot be told now
     /// (a store that does not answer, an MLflow artifact).
     pub async fn of(
@@ -88,7 +97,7 @@ impl Identities {
     ) -> Option<String> {
         match loc {
             Location::Path(p) => self.local(&workdir.join(p)).await,
-            Location::Object(url) => match Object::open_with(url, headers).await {
+            Location::Object(url) => match Object::open_with(url, headers, self.limits).await {
                 Ok(o) => Some(o.identity().to_string()),
                 Err(ObjectsError::NotFound { .. }) => Some(ABSENT.into()),
                 Err(e) => {

@@ -29,7 +29,7 @@ use url::Url;
 
 pub use blocking::{Blocking, StreamRead};
 pub use identity::{ABSENT, Identities, logged_identity, sha256, sha256_file};
-pub use stores::REQUEST_TIMEOUT;
+pub use stores::Limits;
 
 use crate::location::{Location, redact, redact_text};
 
@@ -60,7 +60,7 @@ impl ObjectsError {
 
     fn of(url: &str, e: object_store::Error) -> ObjectsError {
         let url = url.to_string();
-        let reason = redact_text(&e.to_string());
+        let reason = redact_text(&chain(&e));
         match e {
             object_store::Error::NotFound { .. } => ObjectsError::NotFound { url },
             object_store::Error::PermissionDenied { .. }
@@ -71,6 +71,22 @@ impl ObjectsError {
             _ => ObjectsError::Failed { url, reason },
         }
     }
+}
+
+/// `e` and each error under it, as far down as the root cause (an HTTP client's "error
+/// sending request" says why only in its sources: timed out, refused…).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// What an object was when it was opened: the identity a verdict records.
@@ -107,13 +123,17 @@ pub struct Object {
 impl Object {
     /// `HEAD` the object at `url`.
     pub async fn open(url: &Url) -> Result<Object, ObjectsError> {
-        Object::open_with(url, &HeaderMap::new()).await
+        Object::open_with(url, &HeaderMap::new(), Limits::default()).await
     }
 
     /// `HEAD` the object at `url`, sending `headers` with every request.
-    pub async fn open_with(url: &Url, headers: &HeaderMap) -> Result<Object, ObjectsError> {
+    pub async fn open_with(
+        url: &Url,
+        headers: &HeaderMap,
+        limits: Limits,
+    ) -> Result<Object, ObjectsError> {
         let shown = redact(url);
-        let (store, path) = stores::store_for(url, headers)?;
+        let (store, path) = stores::store_for(url, headers, limits)?;
         let meta = store
             .head(&path)
             .await
@@ -235,23 +255,25 @@ impl Opened {
         loc: &Location,
         workdir: &std::path::Path,
         artifacts: &dyn Artifacts,
+        limits: Limits,
     ) -> Result<Opened, String> {
         if let Location::Artifact(uri) = loc {
             let found = artifacts.locate(uri).await?;
             if matches!(found.location, Location::Artifact(_)) {
                 return Err(format!("{uri}: an artifact that names another artifact"));
             }
-            return Opened::open_located(&found.location, &found.headers, workdir)
+            return Opened::open_located(&found.location, &found.headers, workdir, limits)
                 .await
                 .map_err(|e| format!("{uri}: {e}"));
         }
-        Opened::open_located(loc, &HeaderMap::new(), workdir).await
+        Opened::open_located(loc, &HeaderMap::new(), workdir, limits).await
     }
 
     async fn open_located(
         loc: &Location,
         headers: &HeaderMap,
         workdir: &std::path::Path,
+        limits: Limits,
     ) -> Result<Opened, String> {
         match &loc {
             Location::Path(p) => {
@@ -266,7 +288,7 @@ impl Opened {
                     Err(format!("{} does not exist", path.display()))
                 }
             }
-            Location::Object(url) => Object::open_with(url, headers)
+            Location::Object(url) => Object::open_with(url, headers, limits)
                 .await
                 .map(|o| Opened::Remote(Arc::new(o)))
                 .map_err(|e| e.to_string()),

@@ -28,18 +28,33 @@ use url::Url;
 use super::ObjectsError;
 use crate::location::redact;
 
-/// How long one request may take, connect included, before it counts as failed.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Retries of a transient failure, and the time they may take in all.
-const MAX_RETRIES: usize = 3;
-const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How patient a store's client is (`[inputs]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// One request, connecting included.
+    pub timeout: Duration,
+    /// Extra tries of a request that failed transiently, with backoff, within twice the
+    /// timeout per try.
+    pub retries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(30),
+            retries: 3,
+        }
+    }
+}
 
 /// The store that holds `url`'s object, and the object's path in it. `headers` go with every
 /// request to a web server (MLflow's artifact proxy needs the tracking server's credentials).
 pub fn store_for(
     url: &Url,
     headers: &HeaderMap,
+    limits: Limits,
 ) -> Result<(Arc<dyn ObjectStore>, ObjPath), ObjectsError> {
     let shown = redact(url);
     let bad = |e: object_store::Error| ObjectsError::Config {
@@ -49,20 +64,20 @@ pub fn store_for(
     let key = url.path().trim_start_matches('/');
     let path = ObjPath::from_url_path(key).map_err(|e| bad(e.into()))?;
     let store: Arc<dyn ObjectStore> = match url.scheme() {
-        "s3" | "s3a" => Arc::new(s3(url).build().map_err(bad)?),
+        "s3" | "s3a" => Arc::new(s3(url, limits).build().map_err(bad)?),
         "gs" => Arc::new(
             GoogleCloudStorageBuilder::from_env()
                 .with_url(url.as_str())
-                .with_client_options(client_options(false))
-                .with_retry(retry())
+                .with_client_options(client_options(false, limits))
+                .with_retry(retry(limits))
                 .build()
                 .map_err(bad)?,
         ),
         "az" | "azure" | "abfs" | "abfss" => Arc::new(
             MicrosoftAzureBuilder::from_env()
                 .with_url(url.as_str())
-                .with_client_options(client_options(false))
-                .with_retry(retry())
+                .with_client_options(client_options(false, limits))
+                .with_retry(retry(limits))
                 .build()
                 .map_err(bad)?,
         ),
@@ -75,9 +90,10 @@ pub fn store_for(
             let store = HttpBuilder::new()
                 .with_url(root.as_str())
                 .with_client_options(
-                    client_options(url.scheme() == "http").with_default_headers(headers.clone()),
+                    client_options(url.scheme() == "http", limits)
+                        .with_default_headers(headers.clone()),
                 )
-                .with_retry(retry())
+                .with_retry(retry(limits))
                 .build()
                 .map_err(bad)?;
             Arc::new(store)
@@ -92,7 +108,7 @@ pub fn store_for(
     Ok((store, path))
 }
 
-fn s3(url: &Url) -> AmazonS3Builder {
+fn s3(url: &Url, limits: Limits) -> AmazonS3Builder {
     let mut b = AmazonS3Builder::from_env();
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let endpoint = env("AWS_ENDPOINT_URL_S3")
@@ -117,21 +133,21 @@ fn s3(url: &Url) -> AmazonS3Builder {
     }
     let plain = endpoint.is_some_and(|e| e.starts_with("http://"));
     b.with_url(url.as_str())
-        .with_client_options(client_options(plain))
-        .with_retry(retry())
+        .with_client_options(client_options(plain, limits))
+        .with_retry(retry(limits))
 }
 
-fn client_options(allow_http: bool) -> ClientOptions {
+fn client_options(allow_http: bool, limits: Limits) -> ClientOptions {
     ClientOptions::new()
-        .with_timeout(REQUEST_TIMEOUT)
-        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(limits.timeout)
+        .with_connect_timeout(CONNECT_TIMEOUT.min(limits.timeout))
         .with_allow_http(allow_http)
 }
 
-fn retry() -> RetryConfig {
+fn retry(limits: Limits) -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig::default(),
-        max_retries: MAX_RETRIES,
-        retry_timeout: RETRY_TIMEOUT,
+        max_retries: limits.retries,
+        retry_timeout: limits.timeout * 2 * (limits.retries as u32 + 1),
     }
 }

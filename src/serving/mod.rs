@@ -48,6 +48,8 @@ pub struct Environment {
     pub workdir: PathBuf,
     /// The scoring host (`host` mode); shared by every evaluation of its owner.
     pub host: Option<Arc<Host>>,
+    /// How gate inputs in object stores are read (`[inputs]`).
+    pub inputs: crate::objects::Limits,
 }
 
 impl Environment {

@@ -42,6 +42,7 @@ async fn session(
         serving: config.clone(),
         workdir: std::env::temp_dir(),
         host: host.cloned(),
+        inputs: Default::default(),
     };
     Session::new(client(), env, common::version(name, version).await, None)
 }

@@ -534,3 +534,70 @@ fn objects_a_gate_reads_the_dataset_the_candidates_run_logged_by_its_context() {
         "{delta}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_a_stalled_store_is_a_named_timeout_and_nothing_waits_forever() {
+    let s3 = tokio::task::spawn_blocking(|| {
+        let s3 = S3::start(None);
+        s3.create_bucket("stall");
+        s3.put("stall", "head.csv", b"target,f0\n1,0.5\n".to_vec());
+        s3.put("stall", "body.csv", b"target,f0\n1,0.5\n".to_vec());
+        s3
+    })
+    .await
+    .unwrap();
+    let proxy = common::proxy::FaultProxy::start(&s3.endpoint()).await;
+    let stall = || common::proxy::Fault::Stall(Duration::from_secs(120));
+    proxy.add(common::proxy::Rule::new(
+        Some("HEAD"),
+        "/stall/head.csv",
+        stall(),
+        0,
+    ));
+    proxy.add(common::proxy::Rule::new(
+        Some("GET"),
+        "/stall/body.csv",
+        stall(),
+        0,
+    ));
+    let m = unique("objects-stall");
+    let w = tokio::task::spawn_blocking(move || {
+        let w = workdir(
+            &[
+                dataset_gate("stalled-head", "s3://stall/head.csv"),
+                dataset_gate("stalled-body", "s3://stall/body.csv"),
+            ]
+            .concat(),
+            "",
+        );
+        let mut text = std::fs::read_to_string(w.config()).unwrap();
+        text.push_str("\n[inputs]\ntimeout = \"2s\"\nretries = 1\n");
+        std::fs::write(w.config(), text).unwrap();
+        (w, register(&m, &[json!({})]), m)
+    })
+    .await
+    .unwrap();
+    let (w, v, m) = w;
+    let mut env = s3.env();
+    env[0].1 = proxy.url.clone();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = run_env(&w, &mlflow_uri(), &["evaluate", &m, &v[0], "--json"], &env).await;
+    r.expect_code(2);
+    let doc = r.json();
+    for (name, url) in [
+        ("stalled-head", "s3://stall/head.csv"),
+        ("stalled-body", "s3://stall/body.csv"),
+    ] {
+        let g = gate(&doc, name);
+        assert_eq!(g["outcome"], json!("error"), "{g}");
+        let msg = g["message"].as_str().unwrap();
+        assert!(
+            msg.contains(url) && msg.contains("timed out"),
+            "{name}: {msg}"
+        );
+    }
+    assert!(
+        proxy.count("HEAD", "/stall/head.csv") >= 2,
+        "the request was tried again"
+    );
+}

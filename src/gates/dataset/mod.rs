@@ -138,7 +138,7 @@ pub async fn logged_dataset(
 
 async fn run(g: &DatasetGate, s: &Session) -> Result<Judgement, String> {
     let (location, digest) = source(g, s).await?;
-    let input = Opened::open(&location, &s.env().workdir, s.client())
+    let input = Opened::open(&location, &s.env().workdir, s.client(), s.env().inputs)
         .await
         .map_err(|e| format!("dataset {e}"))?;
     let cand = s.scorer(Which::Candidate).await?;
