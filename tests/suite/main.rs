@@ -22,6 +22,7 @@ mod evaluate;
 mod faults;
 mod fuzz_smoke;
 mod hardening;
+mod holdouts;
 mod host;
 mod objects;
 mod operations;
