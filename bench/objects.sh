@@ -2,12 +2,14 @@
 # A Parquet holdout read as the dataset gate reads it (examples/object_read.rs: open, select
 # the label and 20 features, batches of 100,000 rows), from disk and from a local
 # S3-compatible server (moto's server mode) holding the same file; rounds alternate. Prints
-# one JSON line per read and a summary line (medians).
-# Usage: bench/objects.sh [ROWS] [ROUNDS]
+# one JSON line per read and a summary line (medians). Then the memory check: a file of
+# BIG_ROWS rows (6,000,000: about 1 GB) read once from each, peak RSS against RSS at start.
+# Usage: bench/objects.sh [ROWS] [ROUNDS] [BIG_ROWS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-1000000}
 rounds=${2:-3}
+big=${3:-6000000}
 venv=$(scripts/setup.sh)
 cargo build --release --quiet --example object_read
 bin="$(scripts/target-dir.sh)/release/examples/object_read"
@@ -18,8 +20,9 @@ moto=$!
 trap 'kill $moto 2>/dev/null; rm -rf "$work"' EXIT
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
   AWS_DEFAULT_REGION=us-east-1
-"$venv/bin/python" - "$rows" "$work/holdout.parquet" <<'PY'
-import sys, time
+make_file() {
+"$venv/bin/python" - "$1" "$2" <<'PY'
+import os, sys, time
 import boto3, numpy as np, pyarrow as pa, pyarrow.parquet as pq
 rows, path = int(sys.argv[1]), sys.argv[2]
 rng = np.random.default_rng(0)
@@ -34,8 +37,10 @@ for _ in range(100):
         break
     except Exception:
         time.sleep(0.1)
-s3.upload_file(path, "bench", "holdout.parquet")
+s3.upload_file(path, "bench", os.path.basename(path))
 PY
+}
+make_file "$rows" "$work/holdout.parquet"
 columns="target $(seq -f 'feature_%g' 0 19 | tr '\n' ' ')"
 size=$(stat -c %s "$work/holdout.parquet")
 echo "{\"file_bytes\": $size, \"rows\": $rows}"
@@ -54,3 +59,11 @@ out = {w: {k: round(med(w, k), 3) for k in ("seconds", "rows_per_s", "rss_peak_m
 out["s3_over_disk_seconds"] = round(out["s3"]["seconds"] / out["disk"]["seconds"], 2)
 print(json.dumps({"summary": out}))
 PY
+
+make_file "$big" "$work/big.parquet"
+size=$(stat -c %s "$work/big.parquet")
+for where in disk s3; do
+  if [ "$where" = disk ]; then loc="$work/big.parquet"; else loc="s3://bench/big.parquet"; fi
+  out=$("$bin" "$loc" 100000 $columns)
+  echo "{\"big\": true, \"file_bytes\": $size, \"from\": \"$where\", \"read\": $out}"
+done
