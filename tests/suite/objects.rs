@@ -333,15 +333,29 @@ fn objects_models_in_an_s3_artifact_store_proxied_or_not_are_judged_by_every_gat
     );
     let w = workdir(&gates, "");
     let env: Vec<(&str, &str)> = client_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    for (what, server_env) in [("proxied", proxied_env), ("not proxied", direct_env)] {
-        let server = PrivateMlflow::start_env(&venv(), server_env);
+    // Both servers start at once. The proxied store is the usual path, so one form is enough
+    // there; the direct read differs between a run's artifacts and a logged model's.
+    let servers = std::thread::scope(|t| {
+        let proxied = t.spawn(|| PrivateMlflow::start_env(&venv(), proxied_env));
+        let direct = t.spawn(|| PrivateMlflow::start_env(&venv(), direct_env));
+        [
+            ("proxied", proxied.join().unwrap(), &["mlflow3"][..]),
+            (
+                "not proxied",
+                direct.join().unwrap(),
+                &["mlflow3", "mlflow2"][..],
+            ),
+        ]
+    });
+    for (what, server, forms) in &servers {
+        let what = *what;
         let m = unique("objects-store");
-        let ops = json!([
-            {"op": "register", "name": m, "alias": "challenger"},
-            {"op": "register", "name": m, "form": "mlflow2", "alias": "challenger"},
-        ]);
-        let v = fixtures_env(&server.uri(), &client_env, ops);
-        for (form, reg) in ["mlflow3", "mlflow2"].iter().zip(&v) {
+        let ops: Vec<Value> = forms
+            .iter()
+            .map(|f| json!({"op": "register", "name": m, "form": f, "alias": "challenger"}))
+            .collect();
+        let v = fixtures_env(&server.uri(), &client_env, json!(ops));
+        for (form, reg) in forms.iter().zip(&v) {
             let version = reg["version"].as_str().unwrap();
             let r = block(run_env(
                 &w,
