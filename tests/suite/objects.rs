@@ -284,12 +284,15 @@ fn objects_models_in_an_s3_artifact_store_proxied_or_not_are_judged_by_every_gat
     };
     // Proxied: the server reads and writes the store for its clients. Not proxied: clients
     // read it directly, and this server cannot (its endpoint leads nowhere).
+    // One worker each: two servers for one test, and the suite's CPU is the limit.
     let mut proxied_env = owned(&client_env);
+    proxied_env.push(("STAGEGATE_MLFLOW_WORKERS".into(), "1".into()));
     proxied_env.push((
         "STAGEGATE_MLFLOW_ARTIFACTS".into(),
         "--artifacts-destination s3://proxied/ --serve-artifacts".into(),
     ));
     let direct_env = vec![
+        ("STAGEGATE_MLFLOW_WORKERS".to_string(), "1".to_string()),
         (
             "STAGEGATE_MLFLOW_ARTIFACTS".to_string(),
             "--no-serve-artifacts --default-artifact-root s3://direct/".to_string(),
