@@ -362,11 +362,14 @@ fn api_requests_pause_and_resume() {
         block(version(&m, &v[0])).current_stage == "Production"
     });
 
-    // An explicit request re-evaluates a version that already has a verdict.
+    // An explicit request re-evaluates a version that already has a verdict. The champion's
+    // verdict is current, so only the request can make it evaluated again. The run that serves
+    // it may carry another trigger's label: a reconcile already running (for the promotion's
+    // own tag webhooks) reads the requests at every step and serves it first.
     let api_evals = |d: &Daemon| {
         d.evaluations(&m)
             .iter()
-            .filter(|e| e["trigger"] == json!("api"))
+            .filter(|e| e["version"] == json!(v[0]))
             .count()
     };
     let before = api_evals(&d);
