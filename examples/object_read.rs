@@ -1,6 +1,6 @@
 //! Reads a dataset the way the `dataset` gate does (open, select the columns, batches) from a
 //! local path or a URL, and prints one JSON line: rows, seconds, rows/s, and the process's
-//! resident memory before and at its peak. `bench/objects.sh` runs it on the same file on disk
+//! resident memory before and at its peak, and for an object its size and the bytes fetched. `bench/objects.sh` runs it on the same file on disk
 //! and in an S3-compatible store.
 //!
 //!     object_read LOCATION BATCH_ROWS COLUMN...
@@ -34,6 +34,10 @@ async fn main() -> Result<(), String> {
     let started = Instant::now();
     let here = std::env::current_dir().map_err(|e| e.to_string())?;
     let opened = Opened::open(&loc, &here, &NoArtifacts, Default::default()).await?;
+    let object = match &opened {
+        Opened::Remote(o) => Some(o.clone()),
+        Opened::Local(_) => None,
+    };
     let rows = tokio::task::spawn_blocking(move || -> Result<usize, String> {
         let mut reader = match opened {
             Opened::Local(p) => Reader::open(&p, batch)?,
@@ -54,6 +58,8 @@ async fn main() -> Result<(), String> {
         serde_json::json!({
             "rows": rows, "seconds": secs, "rows_per_s": rows as f64 / secs,
             "rss_before_mib": before as f64 / 1024.0, "rss_peak_mib": rss_kib("VmHWM:") as f64 / 1024.0,
+            "object_bytes": object.as_ref().map(|o| o.size()),
+            "fetched_bytes": object.as_ref().map(|o| o.fetched()),
         })
     );
     Ok(())

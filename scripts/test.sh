@@ -39,6 +39,9 @@ STAGEGATE_VENV=$(scripts/setup.sh)
 # spends about two minutes installing it once; afterwards it is cached like the first.
 STAGEGATE_MLFLOW2_VENV=$(scripts/setup.sh requirements-mlflow2.txt)
 export STAGEGATE_VENV STAGEGATE_MLFLOW2_VENV
+# Azurite, the Azure Storage emulator, for the tests of holdouts in Azure Blob Storage.
+STAGEGATE_AZURITE=$(scripts/azurite.sh)
+export STAGEGATE_AZURITE
 # Debian keeps initdb and pg_ctl off PATH: point the tests at them (scripts/postgres.sh looks
 # where tests/suite/common/postgres.rs would). If none is found the PostgreSQL tests say so.
 if STAGEGATE_PG_BIN=$(scripts/postgres.sh bindir); then export STAGEGATE_PG_BIN; fi

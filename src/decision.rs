@@ -5,7 +5,7 @@
 //! brain: given a model's whole state it names the single next step towards convergence,
 //! never told why it was called.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Mode, OnBypass, OnFail, Policy, Target};
@@ -141,7 +141,7 @@ pub struct PlanInput<'a> {
     /// How long a failed candidate's inputs must stay unchanged before it is archived.
     pub settle: Duration,
     /// What each gate's input file is now (gate → identity; `None`: cannot be told now).
-    pub data: &'a BTreeMap<String, Option<String>>,
+    pub data: &'a inputs::Files,
 }
 
 /// The next step for a model, from what the registry says now. Level-triggered: a verdict

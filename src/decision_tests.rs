@@ -1,5 +1,6 @@
 //! Unit tests of the decision core: promotion rules and the reconciler's plan.
 
+use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
 
 use super::*;

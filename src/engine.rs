@@ -1,7 +1,6 @@
 //! The evaluate-and-act path shared by `stagegate evaluate` and the daemon's reconciler:
 //! read the model, evaluate one version, record the result, decide, act.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::actions::{ActError, Actor};
@@ -10,7 +9,7 @@ use std::path::PathBuf;
 use crate::config::{Config, Loaded, Policy};
 use crate::decision::{self, Decision, Options};
 use crate::evaluation::{self, EvalError, Evaluation};
-use crate::inputs;
+use crate::inputs::{self, Files};
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::model_state::{Depth, ModelState};
 use crate::objects::{Identities, Limits};
@@ -124,7 +123,7 @@ impl Engine {
     /// What each of `policy`'s gates' input files is now (gate → identity; `None` where it
     /// cannot be told at the moment). Candidates judged on other files are stale. A dataset
     /// logged on the candidate's run (`context`) is not looked at here: it stands as judged.
-    pub async fn files_now(&self, policy: &Policy) -> BTreeMap<String, Option<String>> {
+    pub async fn files_now(&self, policy: &Policy) -> Files {
         let mut inputs = Vec::new();
         let mut logged = Vec::new();
         for g in &policy.gates {
@@ -237,8 +236,9 @@ impl Engine {
         opts: Options,
     ) -> Result<Outcome, EngineError> {
         let before = state.placement(policy, &self.names, &candidate.version);
+        let files = self.files_now(policy).await;
         let (evaluation, decision) = self
-            .evaluate_recorded(policy, state, candidate, opts)
+            .evaluate_recorded(policy, state, candidate, &files, opts)
             .await?;
         let act_error = self
             .actor(policy)
@@ -259,15 +259,17 @@ impl Engine {
     }
 
     /// Run the gates and record the evaluation tags (with the intent of a promotion it leads
-    /// to under `opts`); no action. Returns the evaluation and the decision it leads to.
+    /// to under `opts`); no action. `files`: the gates' files as [`Engine::files_now`] found
+    /// them beside `state`. Returns the evaluation and the decision it leads to.
     pub async fn evaluate_recorded(
         &self,
         policy: &Policy,
         state: &ModelState,
         candidate: &ModelVersion,
+        files: &Files,
         opts: Options,
     ) -> Result<(Evaluation, Decision), EngineError> {
-        let evaluation = self.run_gates(policy, state, candidate).await?;
+        let evaluation = self.run_gates(policy, state, candidate, files).await?;
         let decision = decision::decide(policy, state, candidate, evaluation.verdict, opts);
         // A promotion's intent goes with the evaluation's tags, beside the fingerprint: one
         // round trip fewer before the move, which re-reads the version and does not write it
@@ -295,19 +297,18 @@ impl Engine {
         policy: &Policy,
         state: &ModelState,
         candidate: &ModelVersion,
+        files: &Files,
     ) -> Result<Evaluation, EngineError> {
         let champion = state
             .champion(policy)
             .filter(|c| c.version != candidate.version);
         // The fingerprint names the champion the comparison really used: for an alias target
         // the alias map may name a holder that was not read, and then it is compared with
-        // nothing, which the fingerprint must say. The gates' files are read as they are now;
-        // a gate that reads one records what it read.
-        let files = self
-            .files_now(policy)
-            .await
-            .into_iter()
-            .filter_map(|(gate, id)| Some((gate, id?)))
+        // nothing, which the fingerprint must say. The gates' files are taken as they were
+        // beside `state`; a gate that reads one records what it read.
+        let files = files
+            .iter()
+            .filter_map(|(gate, id)| Some((gate.clone(), id.clone()?)))
             .collect();
         let (names, digest) = (&self.names, policy.digest());
         let against = champion.map(|c| c.version.as_str());

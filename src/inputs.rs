@@ -27,6 +27,10 @@ const SCHEME: &str = "sg1";
 /// `etag:…`, `version:…`, `absent`). Recorded in the report as `inputs`.
 pub type Data = BTreeMap<String, String>;
 
+/// What each gate's file is now: gate name → identity, `None` where it cannot be told at the
+/// moment (a store that does not answer, a dataset logged on the candidate's run).
+pub type Files = BTreeMap<String, Option<String>>;
+
 /// The fingerprint of `v`'s inputs under the policy digest `digest`, compared with `champion`
 /// (`None`: no champion, or `v` is the champion itself), its gates' files being `data`.
 pub fn fingerprint(
@@ -114,11 +118,7 @@ pub fn judged_data(names: &TagNames, v: &ModelVersion) -> Data {
 /// The files as they are now (`now`: gate → identity, `None` where it cannot be told at the
 /// moment), with what `v` was judged on standing in for what cannot be told: a store that does
 /// not answer makes no verdict stale.
-pub fn data_now(
-    names: &TagNames,
-    v: &ModelVersion,
-    now: &BTreeMap<String, Option<String>>,
-) -> Data {
+pub fn data_now(names: &TagNames, v: &ModelVersion, now: &Files) -> Data {
     if now.values().all(Option::is_some) {
         return now
             .iter()

@@ -166,7 +166,9 @@ pub fn redact_text(text: &str) -> String {
     out
 }
 
-fn redact_str(s: &str) -> String {
+/// [`redact`] for a URL as text; text that is no URL is cut at anything that could hold a
+/// secret.
+pub fn redact_str(s: &str) -> String {
     match Url::parse(s) {
         Ok(u) => redact(&u),
         // Not a URL: cut at anything that could hold a secret.

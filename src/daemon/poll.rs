@@ -264,11 +264,17 @@ async fn enqueue_work(
     let paused = app.is_paused().await.unwrap_or(true);
     let now = SystemTime::now();
     let digests: Vec<String> = config.policies.iter().map(|p| p.digest()).collect();
-    // What each policy's gate files are now: nothing announces a replaced holdout, so the
-    // poll is what finds the candidates judged on the old one.
+    // What each matched policy's gate files are now: nothing announces a replaced holdout,
+    // so the poll is what finds the candidates judged on the old one.
     let live = app.live();
-    let files =
-        futures::future::join_all(config.policies.iter().map(|p| live.engine.files_now(p))).await;
+    let matched: BTreeSet<usize> = states.iter().map(|(pi, _)| *pi).collect();
+    let files: BTreeMap<usize, _> = futures::future::join_all(matched.into_iter().map(|pi| {
+        let engine = &live.engine;
+        async move { (pi, engine.files_now(&config.policies[pi]).await) }
+    }))
+    .await
+    .into_iter()
+    .collect();
     let (mut enqueued, mut waiting) = (0, 0);
     for (si, (pi, state)) in states.iter().enumerate() {
         let policy = &config.policies[*pi];
@@ -298,7 +304,7 @@ async fn enqueue_work(
             paused,
             now,
             settle: config.workers.settle,
-            data: &files[*pi],
+            data: &files[pi],
         };
         let settled = !unjudged.contains(&si) && !unrecorded_rollback;
         match plan(&input, state) {

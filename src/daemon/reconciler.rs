@@ -13,6 +13,7 @@ use crate::daemon::notify;
 use crate::daemon::scheduler::{Attempt, Outcome};
 use crate::decision::{Decision, Options, PROMOTED, PlanInput, Step, plan};
 use crate::engine::{Engine, EngineError};
+use crate::inputs::Files;
 use crate::mlflow::WriteGuard;
 use crate::model_state::{Depth, ModelState};
 use crate::store::StoreError;
@@ -172,7 +173,7 @@ async fn converge(
                 return Ok(Outcome::After(after));
             }
             Step::Evaluate(version) => {
-                if !run.evaluate(&state, &requests, version).await? {
+                if !run.evaluate(&state, &files, &requests, version).await? {
                     return Ok(Outcome::Done);
                 }
             }
@@ -223,6 +224,7 @@ impl Reconciling<'_> {
     async fn evaluate(
         &self,
         state: &ModelState,
+        files: &Files,
         requests: &BTreeMap<String, i64>,
         version: String,
     ) -> Result<bool, ReconcileError> {
@@ -250,7 +252,7 @@ impl Reconciling<'_> {
         };
         let evaluation = match self
             .engine
-            .evaluate_recorded(self.policy, state, &candidate, opts)
+            .evaluate_recorded(self.policy, state, &candidate, files, opts)
             .await
         {
             Ok((e, _)) => e,

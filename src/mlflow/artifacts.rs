@@ -92,13 +92,9 @@ impl Client {
             return Err(failed);
         };
         tracing::debug!(model = %v.name, version = %v.version, file = %crate::location::redact(&url), "model file read from the artifact store");
-        let read = async {
-            let o = Object::open(&url).await?;
-            let whole = 0..o.size();
-            o.ranges(std::slice::from_ref(&whole)).await
-        };
+        let read = async { Object::open(&url).await?.bytes().await };
         match read.await {
-            Ok(parts) => Ok(Some(parts.concat())),
+            Ok(bytes) => Ok(Some(bytes)),
             Err(ObjectsError::NotFound { .. }) => Ok(None),
             Err(e) => Err(MlflowError::Setup(format!(
                 "the tracking server could not serve {path} ({failed}), and reading it from its artifact store failed: {e}"

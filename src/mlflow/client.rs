@@ -413,17 +413,12 @@ fn api_error(endpoint: &str, status: StatusCode, body: &[u8]) -> MlflowError {
     }
 }
 
-/// `uri` without credentials (`http://user:secret@host` → `http://host`), for anything shown:
-/// logs, errors, `/status`.
+/// `uri` without credentials or query (`http://user:secret@host/` → `http://host`), for
+/// anything shown: logs, errors, `/status`.
 pub fn redact_uri(uri: &str) -> String {
-    match reqwest::Url::parse(uri) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string().trim_end_matches('/').to_string()
-        }
-        _ => uri.to_string(),
-    }
+    crate::location::redact_str(uri)
+        .trim_end_matches('/')
+        .to_string()
 }
 
 fn describe(e: &reqwest::Error) -> String {

@@ -37,9 +37,20 @@ impl Blocking {
         self.rt.block_on(self.object.ranges(ranges))
     }
 
+    /// A stream of each range, all requested side by side; each is read as it is pulled.
+    pub fn streams(&self, ranges: &[Range<u64>]) -> Result<Vec<Chunks>, ObjectsError> {
+        let opening = ranges.iter().map(|r| self.object.stream(Some(r.clone())));
+        self.rt.block_on(futures::future::try_join_all(opening))
+    }
+
+    /// The next chunk of `stream`; `None` at its end.
+    pub fn pull(&self, stream: &mut Chunks) -> Option<Result<Bytes, ObjectsError>> {
+        self.rt.block_on(stream.next())
+    }
+
     /// The whole object as a [`Read`], fetched as it is read.
     pub fn reader(&self) -> Result<StreamRead, ObjectsError> {
-        let stream = self.rt.block_on(self.object.stream())?;
+        let stream = self.rt.block_on(self.object.stream(None))?;
         Ok(StreamRead {
             stream,
             current: Bytes::new(),
@@ -48,9 +59,12 @@ impl Blocking {
     }
 }
 
+/// A body (or a range of one) as it arrives.
+pub type Chunks = BoxStream<'static, Result<Bytes, ObjectsError>>;
+
 /// A streamed body as [`Read`]: one chunk held at a time.
 pub struct StreamRead {
-    stream: BoxStream<'static, Result<Bytes, ObjectsError>>,
+    stream: Chunks,
     current: Bytes,
     rt: Handle,
 }

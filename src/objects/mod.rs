@@ -18,16 +18,16 @@ mod stores;
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 use reqwest::header::HeaderMap;
 use url::Url;
 
-pub use blocking::{Blocking, StreamRead};
+pub use blocking::{Blocking, Chunks, StreamRead};
 pub use identity::{ABSENT, Identities, logged_identity, sha256, sha256_file};
 pub use stores::Limits;
 
@@ -116,6 +116,8 @@ pub struct Object {
     store: Arc<dyn ObjectStore>,
     path: ObjPath,
     meta: ObjectMeta,
+    /// Bytes received so far (benchmarks report it against the object's size).
+    fetched: Arc<AtomicU64>,
     /// The redacted URL, for every message.
     pub shown: String,
 }
@@ -132,8 +134,25 @@ impl Object {
         headers: &HeaderMap,
         limits: Limits,
     ) -> Result<Object, ObjectsError> {
-        let shown = redact(url);
         let (store, path) = stores::store_for(url, headers, limits)?;
+        Object::head(store, path, redact(url)).await
+    }
+
+    /// An object in a store made by a test (an in-memory one).
+    #[cfg(test)]
+    pub async fn in_store(
+        store: Arc<dyn ObjectStore>,
+        path: ObjPath,
+    ) -> Result<Object, ObjectsError> {
+        let shown = format!("memory:///{path}");
+        Object::head(store, path, shown).await
+    }
+
+    async fn head(
+        store: Arc<dyn ObjectStore>,
+        path: ObjPath,
+        shown: String,
+    ) -> Result<Object, ObjectsError> {
         let meta = store
             .head(&path)
             .await
@@ -142,12 +161,18 @@ impl Object {
             store,
             path,
             meta,
+            fetched: Arc::default(),
             shown,
         })
     }
 
     pub fn size(&self) -> u64 {
         self.meta.size
+    }
+
+    /// How many of its bytes have been received so far.
+    pub fn fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
     }
 
     pub fn identity(&self) -> Identity {
@@ -193,7 +218,9 @@ impl Object {
                     .store
                     .get_opts(&self.path, self.pinned(Some(GetRange::Bounded(r.clone()))))
                     .await?;
-                got.bytes().await
+                let b = got.bytes().await?;
+                self.fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
+                Ok(b)
             },
             object_store::OBJECT_STORE_COALESCE_DEFAULT,
         )
@@ -201,18 +228,27 @@ impl Object {
         .map_err(|e| ObjectsError::of(&self.shown, e))
     }
 
-    /// The whole object as a stream of chunks, read as it arrives.
-    pub async fn stream(
-        &self,
-    ) -> Result<BoxStream<'static, Result<Bytes, ObjectsError>>, ObjectsError> {
+    /// The whole object, in memory: for small files only (a request body, an MLmodel).
+    pub async fn bytes(&self) -> Result<Vec<u8>, ObjectsError> {
+        let whole = 0..self.size();
+        Ok(self.ranges(std::slice::from_ref(&whole)).await?.concat())
+    }
+
+    /// The whole object (`range`: `None`) or one range of it, as a stream of chunks read as
+    /// they arrive.
+    pub async fn stream(&self, range: Option<Range<u64>>) -> Result<Chunks, ObjectsError> {
         let got = self
             .store
-            .get_opts(&self.path, self.pinned(None))
+            .get_opts(&self.path, self.pinned(range.map(GetRange::Bounded)))
             .await
             .map_err(|e| ObjectsError::of(&self.shown, e))?;
-        let shown = self.shown.clone();
+        let (shown, fetched) = (self.shown.clone(), self.fetched.clone());
         Ok(got
             .into_stream()
+            .map_ok(move |b| {
+                fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
+                b
+            })
             .map_err(move |e| ObjectsError::of(&shown, e))
             .boxed())
     }
@@ -322,12 +358,7 @@ impl Opened {
                         o.size()
                     ));
                 }
-                let whole = 0..o.size();
-                let got = o
-                    .ranges(std::slice::from_ref(&whole))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(got.concat())
+                o.bytes().await.map_err(|e| e.to_string())
             }
         }
     }

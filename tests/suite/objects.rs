@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use common::azure::Azurite;
 use common::s3::S3;
 use common::served::*;
 use common::*;
@@ -25,14 +26,28 @@ pub fn dataset_gate(name: &str, path: &str) -> String {
 }
 
 pub fn evaluate(w: &Workdir, s3: &S3, model: &str, version: &str) -> Run {
-    let env = s3.env();
+    evaluate_with(w, &s3.env(), model, version)
+}
+
+/// `stagegate evaluate --json` with a store's environment.
+pub fn evaluate_with(w: &Workdir, env: &[(&str, String)], model: &str, version: &str) -> Run {
+    run_with(w, env, &["evaluate", model, version, "--json"])
+}
+
+fn run_with(w: &Workdir, env: &[(&str, String)], args: &[&str]) -> Run {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    block(run_env(
-        w,
-        &mlflow_uri(),
-        &["evaluate", model, version, "--json"],
-        &env,
-    ))
+    block(run_env(w, &mlflow_uri(), args, &env))
+}
+
+/// `holdout.csv` and `holdout.parquet` in `dir`: the same 600 rows, with a slice column. The
+/// Parquet file's row groups are smaller than a batch (128 rows), so batches span them.
+fn holdouts(dir: &std::path::Path) {
+    let d = dir.display();
+    fixtures(json!([
+        {"op": "dataset", "path": format!("{d}/holdout.csv"), "rows": 600, "segment": true},
+        {"op": "dataset", "path": format!("{d}/holdout.parquet"), "rows": 600, "segment": true,
+         "row_group_size": 100},
+    ]));
 }
 
 /// The first data row of a CSV holdout as a scoring request of its feature columns.
@@ -66,11 +81,7 @@ fn objects_a_holdout_in_s3_is_judged_exactly_as_the_same_file_on_disk() {
     .concat();
     let w = workdir(&gates, "");
     let dir = w.path().to_path_buf();
-    let d = dir.display();
-    fixtures(json!([
-        {"op": "dataset", "path": format!("{d}/holdout.csv"), "rows": 600, "segment": true},
-        {"op": "dataset", "path": format!("{d}/holdout.parquet"), "rows": 600, "segment": true},
-    ]));
+    holdouts(&dir);
     for f in ["holdout.csv", "holdout.parquet"] {
         s3.put(
             "holdouts",
@@ -120,13 +131,63 @@ fn objects_a_holdout_in_s3_is_judged_exactly_as_the_same_file_on_disk() {
     assert_eq!(report["datasets"].as_array().unwrap().len(), 4, "{report}");
 
     // `check` opens each object with the daemon's credentials and says what it found.
-    let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let c = block(run_env(&w, &mlflow_uri(), &["check"], &env));
+    let c = run_with(&w, &s3.env(), &["check"]);
     c.expect_code(0);
     assert!(
         c.stdout
             .contains("input   s3://holdouts/eval/holdout.parquet (gate `s3-parquet`): readable"),
+        "{}",
+        c.stdout
+    );
+}
+
+#[test]
+fn objects_a_holdout_in_azure_blob_storage_is_judged_exactly_as_the_same_file_on_disk() {
+    let az = Azurite::start();
+    let m = unique("objects-azure");
+    let gates = [
+        dataset_gate("disk-parquet", "holdout.parquet"),
+        dataset_gate("az-parquet", "az://holdouts/eval/holdout.parquet"),
+        dataset_gate("az-csv", "az://holdouts/eval/holdout.csv"),
+    ]
+    .concat();
+    let w = workdir(&gates, "");
+    let dir = w.path().to_path_buf();
+    holdouts(&dir);
+    az.upload(
+        "holdouts",
+        &[
+            ("eval/holdout.csv", &dir.join("holdout.csv")),
+            ("eval/holdout.parquet", &dir.join("holdout.parquet")),
+        ],
+    );
+    let v = register(&m, &[json!({})]);
+
+    let r = evaluate_with(&w, &az.env(), &m, &v[0]);
+    let doc = r.json();
+    r.expect_code(0);
+    let disk = gate(&doc, "disk-parquet");
+    for name in ["az-parquet", "az-csv"] {
+        let g = gate(&doc, name);
+        assert_eq!(g["outcome"], json!("pass"), "{g}");
+        for key in ["accuracy", "f1", "slices"] {
+            assert_eq!(
+                disk["observed"][key], g["observed"][key],
+                "{key}: {disk} vs {g}"
+            );
+        }
+        let ds = &g["observed"]["dataset"];
+        assert_eq!(ds["rows"], json!(600), "{g}");
+        assert!(
+            ds["identity"].as_str().unwrap().starts_with("etag:"),
+            "a blob is known by its ETag: {ds}"
+        );
+    }
+    let c = run_with(&w, &az.env(), &["check"]);
+    c.expect_code(0);
+    assert!(
+        c.stdout
+            .contains("input   az://holdouts/eval/holdout.parquet (gate `az-parquet`): readable"),
         "{}",
         c.stdout
     );

@@ -4,6 +4,7 @@
 //! Objects in a store are read by [`object`]: ranges for Parquet, one stream for CSV.
 
 mod object;
+mod streamed;
 
 use std::fs::File;
 use std::io::{Cursor, Read};

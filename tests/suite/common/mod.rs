@@ -3,6 +3,7 @@
 //! helpers to run the `stagegate` binary and read what it wrote.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod azure;
 pub mod daemon;
 mod fixtures;
 pub mod postgres;

@@ -1,15 +1,18 @@
-//! A dataset in an object store. Parquet goes through the parquet crate's push decoder: the
-//! footer is fetched by range, and then, a row group at a time, only the chunks of the
-//! selected columns, each range requested side by side. CSV is one streamed body. Memory is
-//! bounded by a row group's selected chunks and a batch, not by the object's size.
+//! A dataset in an object store. For Parquet the footer is fetched by range and decoded,
+//! and then only the chunks of the selected columns are streamed, page by page
+//! ([`super::streamed`]). CSV is one streamed body. Memory is bounded by the batch size (a
+//! page per column and a batch), not by the object's size.
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use std::ops::Range;
+
 use parquet::DecodeResult;
-use parquet::arrow::push_decoder::{ParquetPushDecoder, ParquetPushDecoderBuilder};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataPushDecoder};
 
+use super::streamed::{self, Streamed};
 use super::{Batches, Format, Reader, footer_is_possible, format, projected};
 use crate::location::Location;
 use crate::objects::Blocking;
@@ -32,26 +35,53 @@ impl Reader {
                 let body = obj.reader().map_err(|e| format!("dataset {e}"))?;
                 Reader::csv(body, batch_size, &shown)
             }
-            Format::Parquet => parquet_object(obj, batch_size)
+            Format::Parquet => parquet_object(obj, batch_size, streamed::WHOLE)
                 .map_err(|e| format!("dataset {shown} is not readable Parquet: {e}")),
         }
     }
 }
 
-fn parquet_object(obj: Blocking, batch_size: usize) -> Result<Reader, String> {
-    let meta = metadata(&obj)?;
-    let builder =
-        ParquetPushDecoderBuilder::try_new_decoder(Arc::new(meta)).map_err(|e| e.to_string())?;
-    let schema = builder.schema().clone();
+fn parquet_object(obj: Blocking, batch_size: usize, whole: u64) -> Result<Reader, String> {
+    let meta = ArrowReaderMetadata::try_new(Arc::new(metadata(&obj)?), Default::default())
+        .map_err(|e| e.to_string())?;
+    let schema = meta.schema().clone();
     Ok(Reader::new(
         schema,
         Box::new(move |projection| {
-            let decoder = projected(builder, projection, batch_size)
+            let groups = selected_chunks(meta.metadata(), projection.as_deref());
+            let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+                Streamed::new(obj, groups, whole),
+                meta,
+            );
+            let reader = projected(builder, projection, batch_size)
                 .build()
                 .map_err(|e| e.to_string())?;
-            Ok(Box::new(Pushed { decoder, obj }) as Batches)
+            Ok(Box::new(reader.map(|r| r.map_err(|e| e.to_string()))) as Batches)
         }),
     ))
+}
+
+/// For each row group, the byte ranges of the chunks of the columns under `roots` (all
+/// columns: `None`).
+fn selected_chunks(meta: &ParquetMetaData, roots: Option<&[usize]>) -> Vec<Vec<Range<u64>>> {
+    let mask = match roots {
+        Some(r) => ProjectionMask::roots(meta.file_metadata().schema_descr(), r.iter().copied()),
+        None => ProjectionMask::all(),
+    };
+    meta.row_groups()
+        .iter()
+        .map(|g| {
+            g.columns()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask.leaf_included(*i))
+                .map(|(_, c)| {
+                    let (start, len) = c.byte_range();
+                    start..start.saturating_add(len)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The footer, fetched by range and walked ([`super::footer_walk`]'s check) before the parquet
@@ -112,36 +142,89 @@ fn metadata(obj: &Blocking) -> Result<ParquetMetaData, String> {
     }
 }
 
-/// Batches from the push decoder, fetching what it asks for as it asks.
-struct Pushed {
-    decoder: ParquetPushDecoder,
-    obj: Blocking,
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-impl Iterator for Pushed {
-    type Item = Result<RecordBatch, String>;
+    use arrow::array::{Float64Array, Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
 
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            match self.decoder.try_decode() {
-                Ok(DecodeResult::Data(batch)) => return Some(Ok(batch)),
-                Ok(DecodeResult::Finished) => return None,
-                Ok(DecodeResult::NeedsData(ranges)) => {
-                    let pushed = self
-                        .obj
-                        .ranges(&ranges)
-                        .map_err(|e| e.to_string())
-                        .and_then(|got| {
-                            self.decoder
-                                .push_ranges(ranges, got)
-                                .map_err(|e| e.to_string())
-                        });
-                    if let Err(e) = pushed {
-                        return Some(Err(e));
-                    }
-                }
-                Err(e) => return Some(Err(e.to_string())),
-            }
+    use super::*;
+    use crate::objects::Object;
+
+    /// 1,000 rows in row groups of 70, five columns; `target` is the row number.
+    fn parquet_file() -> bytes::Bytes {
+        let fields: Vec<Field> = (0..4)
+            .map(|i| Field::new(format!("f{i}"), DataType::Float64, false))
+            .chain([Field::new("target", DataType::Int64, false)])
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(70))
+            .set_data_page_row_count_limit(16)
+            .build();
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(props)).unwrap();
+        let n = 1000;
+        let mut cols: Vec<Arc<dyn arrow::array::Array>> = (0..4)
+            .map(|i| {
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|r| (r * (i + 1)) as f64),
+                )) as _
+            })
+            .collect();
+        cols.push(Arc::new(Int64Array::from_iter_values(0..n as i64)));
+        w.write(&RecordBatch::try_new(schema, cols).unwrap())
+            .unwrap();
+        w.close().unwrap();
+        out.into()
+    }
+
+    fn read_all(mut r: Reader, columns: &[&str]) -> Vec<RecordBatch> {
+        let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        r.select(&columns).unwrap();
+        std::iter::from_fn(|| r.next_batch())
+            .map(|b| b.unwrap())
+            .collect()
+    }
+
+    fn concat(batches: &[RecordBatch]) -> RecordBatch {
+        arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
+    }
+
+    #[test]
+    fn streamed_and_whole_row_groups_read_as_the_file_does() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let file = parquet_file();
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = object_store::path::Path::from("h.parquet");
+        let obj = rt.block_on(async {
+            store
+                .put(&path, PutPayload::from(file.clone()))
+                .await
+                .unwrap();
+            Blocking::new(Arc::new(Object::in_store(store, path).await.unwrap()))
+        });
+        let columns = ["f3", "target", "f1"];
+        let expected = concat(&read_all(
+            Reader::parquet(file, 128, "local").unwrap(),
+            &columns,
+        ));
+        assert_eq!(expected.num_rows(), 1000);
+        // Batches of 128 rows span row groups of 70, so two groups' chunks are open at once;
+        // each chunk has several pages.
+        for whole in [0, u64::MAX] {
+            let batches = read_all(parquet_object(obj.clone(), 128, whole).unwrap(), &columns);
+            assert!(batches.iter().all(|b| b.num_rows() <= 128));
+            assert_eq!(
+                concat(&batches),
+                expected,
+                "groups up to {whole} bytes whole"
+            );
         }
     }
 }
