@@ -132,3 +132,4 @@ for where in disk s3; do
   out=$("$bin" "$loc" 100000 $columns)
   echo "{\"big\": true, \"file_bytes\": $size, \"from\": \"$where\", \"read\": $out}"
 done
+echo "{\"big\": true, \"from\": \"floor\", \"read\": $(floor "$work/big.parquet" big.parquet $columns)}"

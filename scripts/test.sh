@@ -54,8 +54,10 @@ echo "== format and lints" >&2
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 
+# The library, the binary and the tests: what the tests run. The examples (benchmark tools,
+# no tests of their own) are checked by clippy above, not linked.
 echo "== build" >&2
-cargo build --all-targets --quiet
+cargo build --lib --bins --tests --quiet
 
 work=$(mktemp -d -t stagegate-test.XXXXXX)
 # mktemp makes it 0700, but as root the PostgreSQL tests run the server as the postgres user,
@@ -138,7 +140,7 @@ pg_pass() {
     filter+="test(=served::daemon_shutdown_abandons_an_evaluation_and_stops_its_serving)"
     filter="(binary(=suite) & ($filter)) - test(=$sqlite_only)"
     filter+=$(printf ' - test(=%s)' $first_pass_only)
-    STAGEGATE_TEST_STORE=postgres run_tests --all-targets -E "$filter"
+    STAGEGATE_TEST_STORE=postgres run_tests --lib --bins --tests -E "$filter"
   else
     STAGEGATE_TEST_STORE=postgres run_tests --test suite -- $(printf -- '%s:: ' $daemon_modules) --skip "$sqlite_only" \
       $(printf -- '--skip %s ' $first_pass_only)
@@ -152,7 +154,7 @@ fi
 
 echo "== tests (daemons on SQLite)" >&2
 status=0
-run_tests --all-targets "$@" || status=$?
+run_tests --lib --bins --tests "$@" || status=$?
 if [ -n "$pg_pid" ]; then
   wait "$pg_pid" || true
   echo "== the daemon tests again, on PostgreSQL (run beside the first pass)" >&2
