@@ -118,10 +118,10 @@ fn holdouts_a_gate_reads_the_dataset_the_candidates_run_logged_by_its_context() 
     s3.create_bucket("logged");
     let m = unique("objects-context");
     let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("holdout.csv");
+    let local = dir.path().join("holdout.parquet");
     let local_s = local.display().to_string();
     fixtures(json!([{"op": "dataset", "path": local_s, "rows": 400, "segment": true}]));
-    s3.put("logged", "eval/holdout.csv", std::fs::read(&local).unwrap());
+    s3.put("logged", "eval/holdout.parquet", std::fs::read(&local).unwrap());
     let v = register(&m, &[json!({}), json!({}), json!({})]);
     let runs: Vec<String> = v
         .iter()
@@ -129,7 +129,7 @@ fn holdouts_a_gate_reads_the_dataset_the_candidates_run_logged_by_its_context() 
         .collect();
     let logged = fixtures(json!([
         {"op": "log_input", "run_id": runs[0], "path": local_s,
-         "source": "s3://logged/eval/holdout.csv", "context": "holdout"},
+         "source": "s3://logged/eval/holdout.parquet", "context": "holdout", "name": m},
         {"op": "log_input", "run_id": runs[1], "path": local_s, "context": "training"},
         {"op": "log_input", "run_id": runs[2], "path": local_s, "source": "/tmp/delta/holdout",
          "source_type": "delta_table", "context": "holdout"},
@@ -148,7 +148,7 @@ fn holdouts_a_gate_reads_the_dataset_the_candidates_run_logged_by_its_context() 
         assert_eq!(disk["observed"][key], logged_gate["observed"][key], "{key}");
     }
     let ds = &logged_gate["observed"]["dataset"];
-    assert_eq!(ds["path"], json!("s3://logged/eval/holdout.csv"), "{ds}");
+    assert_eq!(ds["path"], json!("s3://logged/eval/holdout.parquet"), "{ds}");
     assert_eq!(ds["context"], json!("holdout"));
     let digest = logged[0]["digest"].as_str().unwrap();
     let identity = ds["identity"].as_str().unwrap();
