@@ -135,7 +135,8 @@ impl Object {
         limits: Limits,
     ) -> Result<Object, ObjectsError> {
         let (store, path) = stores::store_for(url, headers, limits)?;
-        Object::head(store, path, redact(url)).await
+        let web = matches!(url.scheme(), "http" | "https");
+        Object::head(store, path, redact(url), web).await
     }
 
     /// An object in a store made by a test (an in-memory one).
@@ -145,18 +146,35 @@ impl Object {
         path: ObjPath,
     ) -> Result<Object, ObjectsError> {
         let shown = format!("memory:///{path}");
-        Object::head(store, path, shown).await
+        Object::head(store, path, shown, false).await
     }
 
+    /// `HEAD` the object. On a web server that refuses `HEAD` (a presigned URL is signed for
+    /// `GET` alone; some servers answer 405 or 501), its first byte is asked for instead,
+    /// which tells its size and ETag as well; if that fails too, the `HEAD`'s error stands.
     async fn head(
         store: Arc<dyn ObjectStore>,
         path: ObjPath,
         shown: String,
+        web: bool,
     ) -> Result<Object, ObjectsError> {
-        let meta = store
-            .head(&path)
-            .await
-            .map_err(|e| ObjectsError::of(&shown, e))?;
+        let meta = match store.head(&path).await {
+            Ok(meta) => meta,
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                return Err(ObjectsError::of(&shown, e));
+            }
+            Err(e) if web => {
+                let first = GetOptions {
+                    range: Some(GetRange::Bounded(0..1)),
+                    ..GetOptions::default()
+                };
+                match store.get_opts(&path, first).await {
+                    Ok(got) => got.meta,
+                    Err(_) => return Err(ObjectsError::of(&shown, e)),
+                }
+            }
+            Err(e) => return Err(ObjectsError::of(&shown, e)),
+        };
         Ok(Object {
             store,
             path,

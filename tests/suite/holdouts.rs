@@ -121,7 +121,11 @@ fn holdouts_a_gate_reads_the_dataset_the_candidates_run_logged_by_its_context() 
     let local = dir.path().join("holdout.parquet");
     let local_s = local.display().to_string();
     fixtures(json!([{"op": "dataset", "path": local_s, "rows": 400, "segment": true}]));
-    s3.put("logged", "eval/holdout.parquet", std::fs::read(&local).unwrap());
+    s3.put(
+        "logged",
+        "eval/holdout.parquet",
+        std::fs::read(&local).unwrap(),
+    );
     let v = register(&m, &[json!({}), json!({}), json!({})]);
     let runs: Vec<String> = v
         .iter()
@@ -148,7 +152,11 @@ fn holdouts_a_gate_reads_the_dataset_the_candidates_run_logged_by_its_context() 
         assert_eq!(disk["observed"][key], logged_gate["observed"][key], "{key}");
     }
     let ds = &logged_gate["observed"]["dataset"];
-    assert_eq!(ds["path"], json!("s3://logged/eval/holdout.parquet"), "{ds}");
+    assert_eq!(
+        ds["path"],
+        json!("s3://logged/eval/holdout.parquet"),
+        "{ds}"
+    );
     assert_eq!(ds["context"], json!("holdout"));
     let digest = logged[0]["digest"].as_str().unwrap();
     let identity = ds["identity"].as_str().unwrap();

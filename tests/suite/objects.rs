@@ -447,12 +447,18 @@ fn objects_models_in_an_s3_artifact_store_proxied_or_not_are_judged_by_every_gat
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn objects_a_stalled_store_is_a_named_timeout_and_nothing_waits_forever() {
+async fn objects_a_stalled_store_is_a_named_timeout_and_a_server_refusing_head_is_read_all_the_same()
+ {
     let s3 = tokio::task::spawn_blocking(|| {
         let s3 = S3::start(None);
         s3.create_bucket("stall");
         s3.put("stall", "head.csv", b"target,f0\n1,0.5\n".to_vec());
         s3.put("stall", "body.csv", b"target,f0\n1,0.5\n".to_vec());
+        let dir = tempfile::tempdir().unwrap();
+        holdouts(dir.path());
+        let csv = std::fs::read(dir.path().join("holdout.csv")).unwrap();
+        s3.put("stall", "nohead.csv", csv);
+        s3.make_public("stall", "nohead.csv");
         s3
     })
     .await
@@ -471,12 +477,21 @@ async fn objects_a_stalled_store_is_a_named_timeout_and_nothing_waits_forever() 
         stall(),
         0,
     ));
+    // A web server that refuses HEAD (as a presigned URL does: it is signed for GET alone).
+    proxy.add(common::proxy::Rule::new(
+        Some("HEAD"),
+        "/stall/nohead.csv",
+        common::proxy::Fault::Status(403),
+        0,
+    ));
     let m = unique("objects-stall");
+    let nohead = format!("{}/stall/nohead.csv", proxy.url);
     let w = tokio::task::spawn_blocking(move || {
         let w = workdir(
             &[
                 dataset_gate("stalled-head", "s3://stall/head.csv"),
                 dataset_gate("stalled-body", "s3://stall/body.csv"),
+                dataset_gate("no-head", &nohead),
             ]
             .concat(),
             "",
@@ -510,5 +525,13 @@ async fn objects_a_stalled_store_is_a_named_timeout_and_nothing_waits_forever() 
     assert!(
         proxy.count("HEAD", "/stall/head.csv") >= 2,
         "the request was tried again"
+    );
+    let g = gate(&doc, "no-head");
+    assert_eq!(g["outcome"], json!("pass"), "{g}");
+    let ds = &g["observed"]["dataset"];
+    assert_eq!(ds["rows"], json!(600), "{ds}");
+    assert!(
+        ds["identity"].as_str().unwrap().starts_with("etag:"),
+        "{ds}"
     );
 }

@@ -222,7 +222,7 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
                 let body = format!(
                     r#"{{"error_code": "INJECTED_{code}", "message": "fault injected by the test proxy"}}"#
                 );
-                if respond(&mut conn, code, "application/json", body.as_bytes())
+                if respond(&mut conn, code, "application/json", &[], body.as_bytes())
                     .await
                     .is_err()
                 {
@@ -251,7 +251,7 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
             .request(method, format!("{}{}", state.upstream, req.path))
             .body(req.body);
         for (k, v) in &req.headers {
-            if k == "content-type" || k == "authorization" {
+            if FORWARDED.contains(&k.as_str()) {
                 up = up.header(k.as_str(), v.as_str());
             }
         }
@@ -263,23 +263,43 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_string();
+        // What a reader of an object needs to see: its identity and which bytes came.
+        let kept: Vec<(String, String)> = ["etag", "last-modified", "content-range"]
+            .iter()
+            .filter_map(|k| {
+                let v = resp.headers().get(*k)?.to_str().ok()?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect();
         let Ok(bytes) = resp.bytes().await else {
             return;
         };
-        if respond(&mut conn, status, &ctype, &bytes).await.is_err() {
+        if respond(&mut conn, status, &ctype, &kept, &bytes)
+            .await
+            .is_err()
+        {
             return;
         }
     }
 }
 
+/// The request headers passed on: what MLflow and an object store need (a range, and the
+/// identity a read is pinned to).
+const FORWARDED: &[&str] = &["content-type", "authorization", "range", "if-match"];
+
 async fn respond(
     conn: &mut TcpStream,
     status: u16,
     ctype: &str,
+    headers: &[(String, String)],
     body: &[u8],
 ) -> std::io::Result<()> {
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n",
+        "HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\n{extra}content-length: {}\r\n\r\n",
         body.len()
     );
     conn.write_all(head.as_bytes()).await?;

@@ -17,6 +17,12 @@ use super::{block, eventually, venv};
 pub const KEY_ID: &str = "testing";
 pub const SECRET: &str = "sg-canary-9f3k2";
 
+const PUBLIC_READ: &str = r#"
+import os, sys, boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+s3.put_object_acl(Bucket=sys.argv[1], Key=sys.argv[2], ACL="public-read")
+"#;
+
 pub struct S3 {
     child: Child,
     pub port: u16,
@@ -79,6 +85,21 @@ impl S3 {
             .send()
             .unwrap();
         assert!(r.status().is_success(), "create bucket {bucket}: {r:?}");
+    }
+
+    /// Let anyone read `key` (a canned `public-read` ACL, set with the AWS SDK), as a plain web
+    /// URL.
+    pub fn make_public(&self, bucket: &str, key: &str) {
+        let out = std::process::Command::new(venv().join("bin/python"))
+            .args(["-c", PUBLIC_READ, bucket, key])
+            .envs(self.env())
+            .output()
+            .expect("the venv's python");
+        assert!(
+            out.status.success(),
+            "public-read {bucket}/{key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
