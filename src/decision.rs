@@ -5,7 +5,7 @@
 //! brain: given a model's whole state it names the single next step towards convergence,
 //! never told why it was called.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Mode, OnBypass, OnFail, Policy, Target};
@@ -142,6 +142,9 @@ pub struct PlanInput<'a> {
     pub settle: Duration,
     /// What each gate's input file is now (gate → identity; `None`: cannot be told now).
     pub data: &'a inputs::Files,
+    /// What each candidate's run logged for the gates that read it (`context`), by version:
+    /// per candidate, over `data`.
+    pub logged: &'a BTreeMap<String, inputs::Files>,
 }
 
 /// The next step for a model, from what the registry says now. Level-triggered: a verdict
@@ -230,7 +233,14 @@ fn candidates_step(input: &PlanInput, state: &ModelState) -> Step {
                 None => continue,
             }
         }
-        let data = inputs::data_now(names, c, input.data);
+        let data = match input.logged.get(&c.version) {
+            Some(logged) => {
+                let mut now = input.data.clone();
+                now.extend(logged.clone());
+                inputs::data_now(names, c, &now)
+            }
+            None => inputs::data_now(names, c, input.data),
+        };
         let now_inputs =
             inputs::fingerprint(names, digest, c, state.compared_with(policy, c), &data);
         let Some(verdict) = inputs::current_verdict(names, c, &now_inputs) else {

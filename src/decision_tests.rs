@@ -105,6 +105,7 @@ pub(super) fn plan_at(
             now,
             settle: SETTLE,
             data: &BTreeMap::new(),
+            logged: &BTreeMap::new(),
         },
         &sealed(s.clone()),
     )
@@ -455,6 +456,7 @@ fn plan_on(p: &Policy, s: &ModelState, now: Option<&str>) -> Step {
             now: UNIX_EPOCH,
             settle: SETTLE,
             data: &data,
+            logged: &BTreeMap::new(),
         },
         &sealed(s.clone()),
     )

@@ -1,6 +1,7 @@
 //! The evaluate-and-act path shared by `stagegate evaluate` and the daemon's reconciler:
 //! read the model, evaluate one version, record the result, decide, act.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::actions::{ActError, Actor};
@@ -12,6 +13,7 @@ use crate::evaluation::{self, EvalError, Evaluation};
 use crate::inputs::{self, Files};
 use crate::mlflow::{Client, MlflowError, ModelVersion};
 use crate::model_state::{Depth, ModelState};
+use crate::objects::logged_identity;
 use crate::objects::{Identities, Limits};
 use crate::report;
 use crate::serving::Environment;
@@ -122,7 +124,7 @@ impl Engine {
 
     /// What each of `policy`'s gates' input files is now (gate → identity; `None` where it
     /// cannot be told at the moment). Candidates judged on other files are stale. A dataset
-    /// logged on the candidate's run (`context`) is not looked at here: it stands as judged.
+    /// logged on a candidate's run (`context`) is each candidate's own: [`Engine::logged_now`].
     pub async fn files_now(&self, policy: &Policy) -> Files {
         let mut inputs = Vec::new();
         let mut logged = Vec::new();
@@ -142,6 +144,53 @@ impl Engine {
             .await;
         now.extend(logged.into_iter().map(|gate| (gate, None)));
         now
+    }
+
+    /// What the datasets `v`'s run logged are now, for `policy`'s gates that read one by its
+    /// `context` (gate → identity, as the gate records it: the file's and MLflow's digest;
+    /// `None` where it cannot be told now, a run with no such dataset included). Nothing is
+    /// read for a policy without such a gate.
+    pub async fn logged_now(&self, policy: &Policy, v: &ModelVersion) -> Files {
+        let mut now = Files::new();
+        let workdir = policy.workdir_in(&self.base_dir);
+        for (gate, context) in logged_gates(policy) {
+            let id = match crate::gates::dataset::logged_dataset(&self.client, v, &context).await {
+                Ok(ds) => match ds.location() {
+                    Ok(loc) => self
+                        .identities
+                        .of(vec![(gate.clone(), loc)], &workdir, &self.client)
+                        .await
+                        .into_values()
+                        .next()
+                        .flatten()
+                        .map(|file| logged_identity(&file, &ds.digest)),
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            };
+            now.insert(gate, id);
+        }
+        now
+    }
+
+    /// [`Engine::logged_now`] for each of `state`'s candidates but the champion (judged on
+    /// what its report records); empty, and nothing read, for a policy without such a gate.
+    pub async fn logged_for(&self, policy: &Policy, state: &ModelState) -> BTreeMap<String, Files> {
+        if logged_gates(policy).is_empty() {
+            return BTreeMap::new();
+        }
+        let champion = state.champion_version(policy);
+        let candidates = state
+            .candidates(policy)
+            .into_iter()
+            .filter(|v| Some(v.version.as_str()) != champion);
+        futures::future::join_all(
+            candidates
+                .map(|v| async move { (v.version.clone(), self.logged_now(policy, v).await) }),
+        )
+        .await
+        .into_iter()
+        .collect()
     }
 
     /// Where a policy's command gates run and its relative paths resolve.
@@ -236,7 +285,8 @@ impl Engine {
         opts: Options,
     ) -> Result<Outcome, EngineError> {
         let before = state.placement(policy, &self.names, &candidate.version);
-        let files = self.files_now(policy).await;
+        let mut files = self.files_now(policy).await;
+        files.extend(self.logged_now(policy, candidate).await);
         let (evaluation, decision) = self
             .evaluate_recorded(policy, state, candidate, &files, opts)
             .await?;
@@ -363,4 +413,18 @@ pub fn exit_code(outcome: &Outcome) -> u8 {
         Verdict::Failed => 1,
         Verdict::Error => 2,
     }
+}
+
+/// `policy`'s gates that read a dataset logged on the candidate's run: (gate, context).
+fn logged_gates(policy: &Policy) -> Vec<(String, String)> {
+    policy
+        .gates
+        .iter()
+        .filter_map(|g| {
+            let crate::config::GateKind::Dataset(d) = &g.kind else {
+                return None;
+            };
+            d.context.clone().map(|c| (g.name.clone(), c))
+        })
+        .collect()
 }

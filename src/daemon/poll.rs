@@ -296,6 +296,9 @@ async fn enqueue_work(
         } else {
             BTreeSet::new()
         };
+        // What each candidate's run logged (`context` gates): nothing announces a source
+        // replaced under it either.
+        let logged = live.engine.logged_for(policy, state).await;
         let input = PlanInput {
             policy,
             digest: &digests[*pi],
@@ -305,6 +308,7 @@ async fn enqueue_work(
             now,
             settle: config.workers.settle,
             data: &files[pi],
+            logged: &logged,
         };
         let settled = !unjudged.contains(&si) && !unrecorded_rollback;
         match plan(&input, state) {

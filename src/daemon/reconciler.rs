@@ -147,6 +147,8 @@ async fn converge(
         let Some(state) = state? else {
             return Ok(Outcome::Done);
         };
+        // And what each candidate's run logged, for gates that read that (`context`).
+        let logged = engine.logged_for(policy, &state).await;
         let requested: BTreeSet<String> = requests.keys().cloned().collect();
         let paused = paused?;
         let input = PlanInput {
@@ -158,6 +160,7 @@ async fn converge(
             now: SystemTime::now(),
             settle: config.workers.settle,
             data: &files,
+            logged: &logged,
         };
         let step = plan(&input, &state);
         tracing::debug!(model, ?step, "plan");
@@ -173,6 +176,8 @@ async fn converge(
                 return Ok(Outcome::After(after));
             }
             Step::Evaluate(version) => {
+                let mut files = files.clone();
+                files.extend(logged.get(&version).cloned().unwrap_or_default());
                 if !run.evaluate(&state, &files, &requests, version).await? {
                     return Ok(Outcome::Done);
                 }

@@ -186,3 +186,70 @@ fn holdouts_a_gate_reads_the_dataset_the_candidates_run_logged_by_its_context() 
         "{delta}"
     );
 }
+
+#[test]
+fn holdouts_a_dataset_logged_or_replaced_after_the_verdict_rejudges_the_candidate() {
+    let s3 = S3::start(None);
+    s3.create_bucket("logsrc");
+    let prefix = unique("holdout-logged");
+    let m = format!("{prefix}-m");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("holdout.csv");
+    let local_s = local.display().to_string();
+    fixtures(json!([{"op": "dataset", "path": local_s, "rows": 400}]));
+    let good = std::fs::read(&local).unwrap();
+    // The object the run will name holds the rows with every label flipped.
+    s3.put("logsrc", "holdout.csv", flipped(&good));
+    let body = format!(
+        "[poll]\nschedule = \"*/2 * * * * *\"\n\n[[policies]]\nname = \"logged\"\nmodels = [\"{prefix}*\"]\n{ALIAS_TARGETS}\n\n  [[policies.gates]]\n  name = \"holdout\"\n  type = \"dataset\"\n  context = \"holdout\"\n  label = \"target\"\n  metrics = {{ accuracy = 0.8 }}\n\n{}",
+        serving_section("")
+    );
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let d =
+        common::daemon::Daemon::start_env(&mlflow_uri(), common::daemon::free_port(), &body, &env);
+    register(&m, &[json!({"alias": "challenger"})]);
+    d.wait_for(
+        "v1 judged before its run logged a holdout",
+        Duration::from_secs(120),
+        || verdict(&m, "1").as_deref() == Some("error"),
+    );
+
+    // The run logs its holdout afterwards (no webhook says so): the poll judges v1 again, on
+    // the object the dataset names, which fails it.
+    let run = block(version(&m, "1")).run_id.unwrap();
+    fixtures(json!([{"op": "log_input", "run_id": run, "path": local_s,
+        "source": "s3://logsrc/holdout.csv", "context": "holdout", "name": m}]));
+    d.wait_for(
+        "v1 judged again on the logged holdout",
+        Duration::from_secs(120),
+        || verdict(&m, "1").as_deref() == Some("failed"),
+    );
+    let failed_on =
+        serde_json::from_str::<Value>(block(version(&m, "1")).tag("stagegate.report").unwrap())
+            .unwrap()["inputs"]["holdout"]
+            .clone();
+    assert!(
+        failed_on.as_str().unwrap().contains(" digest:"),
+        "{failed_on}"
+    );
+
+    // The object under the logged dataset is fixed: judged again, and promoted.
+    s3.put("logsrc", "holdout.csv", good);
+    d.wait_for(
+        "v1 judged on the fixed source and promoted",
+        Duration::from_secs(120),
+        || champion(&m).as_deref() == Some("1"),
+    );
+    let passed_on =
+        serde_json::from_str::<Value>(block(version(&m, "1")).tag("stagegate.report").unwrap())
+            .unwrap()["inputs"]["holdout"]
+            .clone();
+    assert_ne!(passed_on, failed_on);
+    let judged = d
+        .evaluations(&m)
+        .into_iter()
+        .filter(|e| e["version"] == json!("1"))
+        .count();
+    assert!(judged >= 3, "judged {judged} times");
+}
