@@ -35,6 +35,27 @@ fn champion(m: &str) -> Option<String> {
     alias_of(m, "champion")
 }
 
+/// The holdout identity `v`'s report says it was judged on.
+fn judged_on(m: &str, v: &str) -> Value {
+    let report = block(version(m, v))
+        .tag("stagegate.report")
+        .unwrap()
+        .to_string();
+    serde_json::from_str::<Value>(&report).unwrap()["inputs"]["holdout"].clone()
+}
+
+/// A daemon polling every 2 s, with one policy over `prefix*` whose one gate, `holdout`, is a
+/// dataset gate reading `source` (a `path = …` or `context = …` line), and `s3`'s environment.
+fn daemon(prefix: &str, source: &str, s3: &S3) -> common::daemon::Daemon {
+    let body = format!(
+        "[poll]\nschedule = \"*/2 * * * * *\"\n\n[[policies]]\nname = \"holdout\"\nmodels = [\"{prefix}*\"]\n{ALIAS_TARGETS}\n\n  [[policies.gates]]\n  name = \"holdout\"\n  type = \"dataset\"\n  {source}\n  label = \"target\"\n  metrics = {{ accuracy = 0.8 }}\n\n{}",
+        serving_section("")
+    );
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    common::daemon::Daemon::start_env(&mlflow_uri(), common::daemon::free_port(), &body, &env)
+}
+
 fn verdict(m: &str, v: &str) -> Option<String> {
     block(version(m, v))
         .tag("stagegate.verdict")
@@ -52,14 +73,7 @@ fn holdouts_a_replaced_holdout_rejudges_the_candidate_and_never_the_champion() {
     fixtures(json!([{"op": "dataset", "path": local.display().to_string(), "rows": 400}]));
     let good = std::fs::read(&local).unwrap();
     s3.put("replaced", "holdout.csv", good.clone());
-    let body = format!(
-        "[poll]\nschedule = \"*/2 * * * * *\"\n\n[[policies]]\nname = \"holdout\"\nmodels = [\"{prefix}*\"]\n{ALIAS_TARGETS}\n\n  [[policies.gates]]\n  name = \"holdout\"\n  type = \"dataset\"\n  path = \"s3://replaced/holdout.csv\"\n  label = \"target\"\n  metrics = {{ accuracy = 0.8 }}\n\n{}",
-        serving_section("")
-    );
-    let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let d =
-        common::daemon::Daemon::start_env(&mlflow_uri(), common::daemon::free_port(), &body, &env);
+    let d = daemon(&prefix, "path = \"s3://replaced/holdout.csv\"", &s3);
     register(&m, &[json!({"alias": "challenger"})]);
     d.wait_for(
         "v1 promoted on the good holdout",
@@ -76,10 +90,7 @@ fn holdouts_a_replaced_holdout_rejudges_the_candidate_and_never_the_champion() {
         Duration::from_secs(120),
         || verdict(&m, "2").as_deref() == Some("failed"),
     );
-    let failed_on =
-        serde_json::from_str::<Value>(block(version(&m, "2")).tag("stagegate.report").unwrap())
-            .unwrap()["inputs"]["holdout"]
-            .clone();
+    let failed_on = judged_on(&m, "2");
     assert!(
         failed_on.as_str().unwrap().starts_with("etag:"),
         "{failed_on}"
@@ -105,10 +116,7 @@ fn holdouts_a_replaced_holdout_rejudges_the_candidate_and_never_the_champion() {
         .filter(|e| e["version"] == json!("1"))
         .count();
     assert_eq!(v1, 1, "the champion is never judged again for its holdout");
-    let passed_on =
-        serde_json::from_str::<Value>(block(version(&m, "2")).tag("stagegate.report").unwrap())
-            .unwrap()["inputs"]["holdout"]
-            .clone();
+    let passed_on = judged_on(&m, "2");
     assert_ne!(passed_on, failed_on);
 }
 
@@ -200,14 +208,7 @@ fn holdouts_a_dataset_logged_or_replaced_after_the_verdict_rejudges_the_candidat
     let good = std::fs::read(&local).unwrap();
     // The object the run will name holds the rows with every label flipped.
     s3.put("logsrc", "holdout.csv", flipped(&good));
-    let body = format!(
-        "[poll]\nschedule = \"*/2 * * * * *\"\n\n[[policies]]\nname = \"logged\"\nmodels = [\"{prefix}*\"]\n{ALIAS_TARGETS}\n\n  [[policies.gates]]\n  name = \"holdout\"\n  type = \"dataset\"\n  context = \"holdout\"\n  label = \"target\"\n  metrics = {{ accuracy = 0.8 }}\n\n{}",
-        serving_section("")
-    );
-    let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let d =
-        common::daemon::Daemon::start_env(&mlflow_uri(), common::daemon::free_port(), &body, &env);
+    let d = daemon(&prefix, "context = \"holdout\"", &s3);
     register(&m, &[json!({"alias": "challenger"})]);
     d.wait_for(
         "v1 judged before its run logged a holdout",
@@ -225,10 +226,7 @@ fn holdouts_a_dataset_logged_or_replaced_after_the_verdict_rejudges_the_candidat
         Duration::from_secs(120),
         || verdict(&m, "1").as_deref() == Some("failed"),
     );
-    let failed_on =
-        serde_json::from_str::<Value>(block(version(&m, "1")).tag("stagegate.report").unwrap())
-            .unwrap()["inputs"]["holdout"]
-            .clone();
+    let failed_on = judged_on(&m, "1");
     assert!(
         failed_on.as_str().unwrap().contains(" digest:"),
         "{failed_on}"
@@ -241,10 +239,7 @@ fn holdouts_a_dataset_logged_or_replaced_after_the_verdict_rejudges_the_candidat
         Duration::from_secs(120),
         || champion(&m).as_deref() == Some("1"),
     );
-    let passed_on =
-        serde_json::from_str::<Value>(block(version(&m, "1")).tag("stagegate.report").unwrap())
-            .unwrap()["inputs"]["holdout"]
-            .clone();
+    let passed_on = judged_on(&m, "1");
     assert_ne!(passed_on, failed_on);
     let judged = d
         .evaluations(&m)
