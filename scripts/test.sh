@@ -30,9 +30,10 @@ fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-# Debian's Chromium for the status page's browser test (tests/suite/status_page), and PostgreSQL's
-# server for the throwaway clusters of tests/suite/common/postgres.rs, when missing.
-export STAGEGATE_APT_PACKAGES="chromium postgresql ${STAGEGATE_APT_PACKAGES:-}"
+# Debian's Chromium for the status page's browser test (tests/suite/status_page), PostgreSQL's
+# server for the throwaway clusters of tests/suite/common/postgres.rs, and Prometheus for the
+# post-promotion analysis tests (tests/suite/common/prometheus.rs), when missing.
+export STAGEGATE_APT_PACKAGES="chromium postgresql prometheus ${STAGEGATE_APT_PACKAGES:-}"
 # (Assigned, then exported: `export X=$(…)` would hide a failed setup from `set -e`.)
 STAGEGATE_VENV=$(scripts/setup.sh)
 # MLflow 2.22's own venv for tests/suite/compat_mlflow2.rs (which fails without it). A clean machine
@@ -42,6 +43,8 @@ export STAGEGATE_VENV STAGEGATE_MLFLOW2_VENV
 # Azurite, the Azure Storage emulator, for the tests of holdouts in Azure Blob Storage.
 STAGEGATE_AZURITE=$(scripts/azurite.sh)
 export STAGEGATE_AZURITE
+# Debian's package puts prometheus on PATH; the tests start their own, never the service.
+if STAGEGATE_PROMETHEUS=$(command -v prometheus); then export STAGEGATE_PROMETHEUS; fi
 # Debian keeps initdb and pg_ctl off PATH: point the tests at them (scripts/postgres.sh looks
 # where tests/suite/common/postgres.rs would). If none is found the PostgreSQL tests say so.
 if STAGEGATE_PG_BIN=$(scripts/postgres.sh bindir); then export STAGEGATE_PG_BIN; fi

@@ -82,13 +82,20 @@ pub async fn evaluate(
 ) -> Result<Evaluation, EvalError> {
     let started = Instant::now();
     let evaluated_at = now_rfc3339();
-    let facts = Facts::fetch(client, &policy.gates, candidate, champion).await?;
     let session = Session::new(
         client.clone(),
         env.clone(),
         candidate.clone(),
         champion.cloned(),
     );
+    // The candidate's model loads while the registry facts are read: both are on the way to
+    // the first served gate.
+    let served = policy.gates.iter().any(|g| g.kind.served());
+    let (facts, ()) = tokio::join!(
+        Facts::fetch(client, &policy.gates, candidate, champion),
+        session.preload(served)
+    );
+    let facts = facts?;
     let subject = Subject {
         candidate,
         champion,

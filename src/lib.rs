@@ -1,6 +1,7 @@
 //! stagegate: a daemon that guards the MLflow Model Registry. See ARCHITECTURE.md.
 
 pub mod actions;
+pub mod analysis;
 pub mod backoff;
 pub mod config;
 pub mod daemon;

@@ -74,6 +74,9 @@ pub struct Session {
     used: std::sync::Mutex<Used>,
     files: Mutex<Option<Result<Arc<ModelFiles>, String>>>,
     example: Mutex<Option<Result<Option<Arc<Value>>, String>>>,
+    /// A failed [`Session::preload`], for the first gate that asks for the candidate: that
+    /// gate reports it instead of loading the model a second time.
+    preload_failed: std::sync::Mutex<Option<String>>,
     started: std::time::Instant,
 }
 
@@ -124,6 +127,7 @@ impl Session {
             used: std::sync::Mutex::new(Used::default()),
             files: Mutex::new(None),
             example: Mutex::new(None),
+            preload_failed: std::sync::Mutex::new(None),
             started: std::time::Instant::now(),
         }
     }
@@ -168,9 +172,32 @@ impl Session {
         self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// In `host` mode, when the policy has `served` gates: load the candidate's model now, so
+    /// that the first served gate finds it loaded. A failure is kept for that gate to report.
+    pub async fn preload(&self, served: bool) {
+        if !served || self.env.host.is_none() {
+            return;
+        }
+        if let Err(e) = self.hosted(Which::Candidate).await {
+            *self
+                .preload_failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+    }
+
     /// The model loaded in the warm host (`host` mode), loaded on first use and again if its
     /// process died (a retry after a crash gets a fresh one).
     async fn hosted(&self, which: Which) -> Result<Arc<HostModel>, String> {
+        if which == Which::Candidate
+            && let Some(e) = self
+                .preload_failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+        {
+            return Err(e);
+        }
         let version = self.version(which)?;
         let host = self
             .env

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod analysis;
 mod approval;
 mod churn;
 mod ci_output;

@@ -7,6 +7,7 @@ pub mod azure;
 pub mod daemon;
 mod fixtures;
 pub mod postgres;
+pub mod prometheus;
 pub mod proxy;
 pub mod replicas;
 pub mod s3;
