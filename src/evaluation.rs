@@ -89,13 +89,17 @@ pub async fn evaluate(
         champion.cloned(),
     );
     // The candidate's model loads while the registry facts are read: both are on the way to
-    // the first served gate.
+    // the first served gate. Facts that cannot be read end the evaluation at once, and the
+    // load with it (a dropped load kills its process).
     let served = policy.gates.iter().any(|g| g.kind.served());
-    let (facts, ()) = tokio::join!(
+    let preload = async {
+        session.preload(served).await;
+        Ok::<(), MlflowError>(())
+    };
+    let (facts, ()) = tokio::try_join!(
         Facts::fetch(client, &policy.gates, candidate, champion),
-        session.preload(served)
-    );
-    let facts = facts?;
+        preload
+    )?;
     let subject = Subject {
         candidate,
         champion,
