@@ -157,17 +157,13 @@ fn inconclusive(why: String) -> Measurement {
     Measurement::Inconclusive(why)
 }
 
+/// The error down to its root cause, without the URL (shown redacted beside it).
 fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(u) = e.url() {
-        s = s.replace(u.as_str(), "");
+    let text = crate::objects::chain(e);
+    match e.url() {
+        Some(u) => text.replace(u.as_str(), ""),
+        None => text,
     }
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        s = format!("{s}: {c}");
-        cause = c.source();
-    }
-    s
 }
 
 /// A value for a PromQL double-quoted string literal: backslash, double quote and newline

@@ -75,7 +75,7 @@ impl ObjectsError {
 
 /// `e` and each error under it, as far down as the root cause (an HTTP client's "error
 /// sending request" says why only in its sources: timed out, refused…).
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
