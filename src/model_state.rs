@@ -269,6 +269,7 @@ pub(crate) mod tests {
             on_bypass: Default::default(),
             workdir: None,
             gates: vec![],
+            analysis: None,
             matcher: Default::default(),
         }
     }

@@ -6,6 +6,7 @@
 //! checks that serde cannot express (duplicate gate names, cron syntax, targets) in
 //! [`validate`]; the gate tables in [`gate`].
 
+pub mod analysis;
 mod gate;
 mod load;
 mod required_tags;
@@ -205,6 +206,10 @@ pub struct Policy {
     pub workdir: Option<PathBuf>,
     #[serde(default)]
     pub gates: Vec<Gate>,
+    /// What to watch after each promotion this policy makes. Not part of the digest: it
+    /// judges the champion in production, not the candidate.
+    #[serde(default, skip_serializing)]
+    pub analysis: Option<analysis::Analysis>,
     /// `models` compiled (lazily, once).
     #[serde(skip)]
     pub matcher: std::sync::OnceLock<globset::GlobSet>,

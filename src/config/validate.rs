@@ -198,6 +198,16 @@ fn policies(c: &mut Config) -> Result<(), Problem> {
             ));
         }
         gates(p, &at, prefix_len)?;
+        if let Some(a) = &p.analysis {
+            a.check().map_err(|(k, r)| {
+                (
+                    format!("{at}.analysis.{k}")
+                        .trim_end_matches('.')
+                        .to_string(),
+                    r,
+                )
+            })?;
+        }
     }
     Ok(())
 }

@@ -315,3 +315,51 @@ fn unusable_state_urls_and_leases_are_refused_without_the_password() {
         &["state.lease", "from 1s to 10m"],
     );
 }
+
+#[test]
+fn a_bad_analysis_names_its_key() {
+    let analysis = |body: &str| {
+        format!("{POLICY}\n  [policies.analysis]\n  interval = \"5s\"\n  count = 3\n{body}\n")
+    };
+    let prom = "  [[policies.analysis.metrics]]\n  name = \"errors\"\n  provider = \"prometheus\"\n  address = \"http://127.0.0.1:9090\"\n  query = \"up\"\n";
+    refused(
+        &analysis(""),
+        &["policies[0].analysis.metrics", "required key is missing"],
+    );
+    refused(
+        &analysis(prom),
+        &[
+            "policies[0].analysis.metrics[0]",
+            "set `min`, `max` or both",
+        ],
+    );
+    refused(
+        &analysis(&format!("{prom}  max = 0.01\n  url = \"http://x\"\n")),
+        &[
+            "policies[0].analysis.metrics[0].url",
+            "not a key of provider = \"prometheus\"",
+        ],
+    );
+    refused(
+        &analysis(&format!("{prom}  min = 2.0\n  max = 1.0\n")),
+        &["policies[0].analysis.metrics[0].min", "above max"],
+    );
+    refused(
+        &analysis(
+            "  [[policies.analysis.metrics]]\n  name = \"p99\"\n  provider = \"web\"\n  url = \"ftp://x\"\n  pointer = \"/p99\"\n  max = 1.0\n",
+        ),
+        &["policies[0].analysis.metrics[0].url", "not an http(s) URL"],
+    );
+    refused(
+        &analysis(&format!("{prom}  max = 0.01\n  username_env = \"U\"\n")),
+        &["policies[0].analysis.metrics[0].username_env", "both"],
+    );
+    refused(
+        &format!("{POLICY}\n  [policies.analysis]\n  interval = \"soon\"\n  count = 3\n"),
+        &["interval", "unparsable duration"],
+    );
+    refused(
+        &analysis(&format!("  on_failure = \"page\"\n{prom}  max = 0.01\n")),
+        &["on_failure"],
+    );
+}
