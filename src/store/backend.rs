@@ -13,7 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AuditRow, EvaluationRow, FinishedEvaluation, ModelRow, ReplicaRow, StoreError, Totals,
+    AnalysisRow, AuditRow, EvaluationRow, FinishedEvaluation, ModelRow, NewAnalysis, ReplicaRow,
+    StoreError, Totals,
 };
 
 /// What a lease guards: one model's reconcile, or a cluster-wide singleton (the poll).
@@ -143,6 +144,38 @@ pub trait Backend: Send + Sync {
         model: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditRow>, StoreError>;
+
+    // ---- post-promotion analyses ----------------------------------------------------------
+
+    /// Start watching a promotion; `None` when an analysis of the model is running already
+    /// (one per model at a time: the caller ends the old one first, with its reason).
+    async fn begin_analysis(&self, a: &NewAnalysis) -> Result<Option<i64>, StoreError>;
+    /// Running analyses, the soonest due first: what a restart or a takeover resumes.
+    async fn running_analyses(&self) -> Result<Vec<AnalysisRow>, StoreError>;
+    async fn analysis(&self, id: i64) -> Result<Option<AnalysisRow>, StoreError>;
+    /// History newest first.
+    async fn analyses(
+        &self,
+        model: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AnalysisRow>, StoreError>;
+    /// Record round `step`'s measurements (all of them, as JSON) and the next round's time;
+    /// `false` if the round was recorded already or the analysis ended (compare and set: a
+    /// round is recorded once, whoever measured it).
+    async fn record_round(
+        &self,
+        id: i64,
+        step: i64,
+        measurements: &str,
+        next_in: Duration,
+    ) -> Result<bool, StoreError>;
+    /// End a running analysis; `false` if it had ended: one outcome per analysis.
+    async fn finish_analysis(
+        &self,
+        id: i64,
+        status: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
 
     // ---- the shared queue and re-evaluation requests ------------------------------------
 

@@ -192,6 +192,43 @@ pub struct AuditRow {
     pub detail: Option<String>,
 }
 
+/// A post-promotion analysis: one per promotion, its measurements so far and how it ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnalysisRow {
+    pub id: i64,
+    pub model: String,
+    /// The promoted version being watched.
+    pub version: String,
+    /// The champion it replaced (what a rollback restores).
+    pub previous: Option<String>,
+    /// `alias:<name>` or `stage:<name>`.
+    pub target: String,
+    pub policy: String,
+    /// `running`, `passed`, `failed`, `inconclusive` or `ended`.
+    pub status: String,
+    pub reason: Option<String>,
+    /// Measurement rounds recorded.
+    pub step: i64,
+    /// Per metric, the judged measurements (JSON), as the runner wrote them.
+    pub measurements: serde_json::Value,
+    pub started_at: String,
+    /// When the next round is due, unix ms by the store's clock.
+    pub due_at: i64,
+    pub finished_at: Option<String>,
+}
+
+/// A new analysis, as the step that promoted asks for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAnalysis {
+    pub model: String,
+    pub version: String,
+    pub previous: Option<String>,
+    pub target: String,
+    pub policy: String,
+    /// From now to the first round (`initial_delay`).
+    pub first_in: Duration,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Totals {
     pub evaluations: i64,

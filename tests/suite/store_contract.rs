@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::postgres::PgCluster;
-use stagegate::store::{FinishedEvaluation, LeaseKind, Store, Target};
+use stagegate::store::{FinishedEvaluation, LeaseKind, NewAnalysis, Store, Target};
 use stagegate::verdict::Verdict;
 
 /// How long a case waits for the store's clock to pass a lease's expiry (or a record's time):
@@ -31,6 +31,7 @@ const CASES: &[(&str, Case)] = &[
     ("leases", |s, o| Box::pin(leases(s, o))),
     ("orphans", |s, _| Box::pin(orphans(s))),
     ("replicas", |s, _| Box::pin(replicas(s))),
+    ("analyses", |s, o| Box::pin(analyses(s, o))),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,7 +489,7 @@ fn check_reports_the_store_and_its_schema_without_changing_it() {
         .unwrap();
     let r = w.run_at(&common::mlflow_uri(), &["check"]);
     r.expect_code(0);
-    assert!(r.stdout.contains("schema 1 (current)"), "{}", r.stdout);
+    assert!(r.stdout.contains("schema 2 (current)"), "{}", r.stdout);
 
     pg.psql("checked", "UPDATE stagegate_schema SET version = 99");
     let r = w.run_at(&common::mlflow_uri(), &["check"]);
@@ -625,4 +626,69 @@ fn a_password_from_pgpassword_or_the_url_is_checked_and_never_shown() {
     );
     assert!(!r.stderr.contains("cannot be reached yet"), "{}", r.stderr);
     never_shown(&r);
+}
+
+/// One running analysis per model; a round is recorded once and an analysis ends once, even
+/// when two replicas try at the same time; what a restart resumes is what is running.
+async fn analyses(s: Store, other: Option<Store>) {
+    let other = other.unwrap_or_else(|| s.clone());
+    let new = |version: &str| NewAnalysis {
+        model: "m".into(),
+        version: version.into(),
+        previous: Some("1".into()),
+        target: "alias:champion".into(),
+        policy: "p".into(),
+        first_in: Duration::from_secs(60),
+    };
+    let id = s
+        .begin_analysis(&new("2"))
+        .await
+        .unwrap()
+        .expect("the first one starts");
+    assert_eq!(
+        other.begin_analysis(&new("3")).await.unwrap(),
+        None,
+        "one running per model"
+    );
+    let a = s.analysis(id).await.unwrap().unwrap();
+    assert_eq!(
+        (a.status.as_str(), a.step, a.previous.as_deref()),
+        ("running", 0, Some("1"))
+    );
+    assert!(a.due_at > 0);
+
+    // Two replicas record round 0: one of them does.
+    let (x, y) = tokio::join!(
+        s.record_round(id, 0, r#"{"errors":[0.1]}"#, Duration::from_secs(5)),
+        other.record_round(id, 0, r#"{"errors":[0.2]}"#, Duration::from_secs(5))
+    );
+    assert!(x.unwrap() ^ y.unwrap(), "exactly one records a round");
+    let a = other.analysis(id).await.unwrap().unwrap();
+    assert_eq!(a.step, 1);
+    assert!(a.measurements["errors"].is_array(), "{}", a.measurements);
+    assert_eq!(other.running_analyses().await.unwrap().len(), 1);
+
+    // Two replicas end it: one outcome.
+    let (x, y) = tokio::join!(
+        s.finish_analysis(id, "failed", "errors 0.2 > max 0.01"),
+        other.finish_analysis(id, "passed", "")
+    );
+    assert!(x.unwrap() ^ y.unwrap(), "exactly one ends it");
+    assert!(
+        !s.record_round(id, 1, "{}", Duration::ZERO).await.unwrap(),
+        "an ended analysis takes no round"
+    );
+    let a = s.analysis(id).await.unwrap().unwrap();
+    assert!(a.finished_at.is_some() && a.status != "running", "{a:?}");
+    assert!(s.running_analyses().await.unwrap().is_empty());
+
+    // The next promotion's analysis can start now; history is newest first.
+    let next = other
+        .begin_analysis(&new("3"))
+        .await
+        .unwrap()
+        .expect("starts once the first ended");
+    let all = s.analyses(Some("m"), 10).await.unwrap();
+    assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), vec![next, id]);
+    assert!(s.analyses(Some("other"), 10).await.unwrap().is_empty());
 }

@@ -8,7 +8,8 @@ const MIGRATION_LOCK: i64 = 0x5747_6761_7465;
 
 /// Migration `i` takes the database from version `i` to `i + 1`. Times are unix ms by the
 /// server's clock; ids are identities, so that history pages by id as on SQLite.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE evaluations (
         id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         model       TEXT NOT NULL,
@@ -78,7 +79,28 @@ pub(super) const MIGRATIONS: &[&str] = &[r#"
         queue_depth BIGINT NOT NULL,
         in_flight   BIGINT NOT NULL
     );
-"#];
+"#,
+    // Post-promotion analyses: one running per model at a time.
+    r#"
+    CREATE TABLE analyses (
+        id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        model        TEXT NOT NULL,
+        version      TEXT NOT NULL,
+        previous     TEXT,
+        target       TEXT NOT NULL,
+        policy       TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        reason       TEXT,
+        step         BIGINT NOT NULL,
+        measurements TEXT NOT NULL,
+        started_at   BIGINT NOT NULL,
+        due_at       BIGINT NOT NULL,
+        finished_at  BIGINT
+    );
+    CREATE UNIQUE INDEX analyses_one_running ON analyses (model) WHERE status = 'running';
+    CREATE INDEX analyses_by_model ON analyses (model, id);
+"#,
+];
 
 /// The version the database is at (0: a database stagegate never used).
 pub(super) async fn current(c: &Client) -> Result<i64, tokio_postgres::Error> {

@@ -8,7 +8,9 @@ mod statements;
 
 use async_trait::async_trait;
 
-use super::{AuditRow, EvaluationRow, ModelRow, ReplicaRow, StoreError, Totals, rfc3339};
+use super::{
+    AnalysisRow, AuditRow, EvaluationRow, ModelRow, ReplicaRow, StoreError, Totals, rfc3339,
+};
 
 /// A SQL database the store can run on.
 #[async_trait]
@@ -132,6 +134,24 @@ fn audit_row(r: &dyn Columns) -> Result<AuditRow, StoreError> {
         version: r.opt_text(3)?,
         action: r.text(4)?,
         detail: r.opt_text(5)?,
+    })
+}
+
+fn analysis_row(r: &dyn Columns) -> Result<AnalysisRow, StoreError> {
+    Ok(AnalysisRow {
+        id: r.int(0)?,
+        model: r.text(1)?,
+        version: r.text(2)?,
+        previous: r.opt_text(3)?,
+        target: r.text(4)?,
+        policy: r.text(5)?,
+        status: r.text(6)?,
+        reason: r.opt_text(7)?,
+        step: r.int(8)?,
+        measurements: serde_json::from_str(&r.text(9)?).unwrap_or(serde_json::Value::Null),
+        started_at: rfc3339(r.int(10)?),
+        due_at: r.int(11)?,
+        finished_at: r.opt_int(12)?.map(rfc3339),
     })
 }
 

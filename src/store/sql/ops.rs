@@ -8,11 +8,12 @@ use async_trait::async_trait;
 
 use super::statements as st;
 use super::{
-    Columns, Param, Sql, audit_row, evaluation_row, int, model_row, replica_row, text, totals_row,
+    Columns, Param, Sql, analysis_row, audit_row, evaluation_row, int, model_row, replica_row,
+    text, totals_row,
 };
 use crate::store::{
-    AuditRow, Backend, EvaluationRow, FinishedEvaluation, LeaseId, LeaseKind, ModelRow, ReplicaRow,
-    StoreError, Totals, ms, unix_ms,
+    AnalysisRow, AuditRow, Backend, EvaluationRow, FinishedEvaluation, LeaseId, LeaseKind,
+    ModelRow, NewAnalysis, ReplicaRow, StoreError, Totals, ms, unix_ms,
 };
 
 /// The first row, if any.
@@ -220,6 +221,66 @@ impl<D: Sql> Backend for D {
     ) -> Result<Vec<AuditRow>, StoreError> {
         let params = vec![model.into(), (limit as i64).into()];
         self.query(st::AUDIT_LOG, params, audit_row).await
+    }
+
+    // ---- post-promotion analyses ----------------------------------------------------------
+
+    async fn begin_analysis(&self, a: &NewAnalysis) -> Result<Option<i64>, StoreError> {
+        let params = vec![
+            (&a.model).into(),
+            (&a.version).into(),
+            a.previous.clone().into(),
+            (&a.target).into(),
+            (&a.policy).into(),
+            ms(a.first_in).into(),
+        ];
+        Ok(first(self.query(st::BEGIN_ANALYSIS, params, int).await?))
+    }
+
+    async fn running_analyses(&self) -> Result<Vec<AnalysisRow>, StoreError> {
+        self.query(st::RUNNING_ANALYSES, vec![], analysis_row).await
+    }
+
+    async fn analysis(&self, id: i64) -> Result<Option<AnalysisRow>, StoreError> {
+        Ok(first(
+            self.query(st::ANALYSIS, vec![id.into()], analysis_row)
+                .await?,
+        ))
+    }
+
+    async fn analyses(
+        &self,
+        model: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AnalysisRow>, StoreError> {
+        let params = vec![model.into(), (limit as i64).into()];
+        self.query(st::ANALYSES, params, analysis_row).await
+    }
+
+    async fn record_round(
+        &self,
+        id: i64,
+        step: i64,
+        measurements: &str,
+        next_in: Duration,
+    ) -> Result<bool, StoreError> {
+        let params = vec![
+            id.into(),
+            step.into(),
+            measurements.into(),
+            ms(next_in).into(),
+        ];
+        Ok(self.execute(st::RECORD_ROUND, params).await? == 1)
+    }
+
+    async fn finish_analysis(
+        &self,
+        id: i64,
+        status: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let params = vec![id.into(), status.into(), reason.into()];
+        Ok(self.execute(st::FINISH_ANALYSIS, params).await? == 1)
     }
 
     // ---- the queue and re-evaluation requests --------------------------------------------

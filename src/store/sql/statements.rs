@@ -93,6 +93,41 @@ pub const LAST_AUDIT_ID: &str = "SELECT COALESCE(MAX(id), 0) FROM audit";
 pub const AUDIT_LOG: &str = "SELECT id, at, model, version, action, detail FROM audit
      WHERE (CAST($1 AS TEXT) IS NULL OR model = $1) ORDER BY id DESC LIMIT $2";
 
+// ---- post-promotion analyses ---------------------------------------------------------------
+
+/// The columns [`super::analysis_row`] reads, in its order.
+macro_rules! analysis_columns {
+    () => {
+        "id, model, version, previous, target, policy, status, reason, step, measurements, \
+         started_at, due_at, finished_at"
+    };
+}
+
+/// Nothing when one is running for the model (its partial unique index).
+pub const BEGIN_ANALYSIS: &str = "INSERT INTO analyses
+     (model, version, previous, target, policy, status, step, measurements, started_at, due_at)
+     VALUES ($1, $2, $3, $4, $5, 'running', 0, '{}', {now}, {now} + $6)
+     ON CONFLICT DO NOTHING RETURNING id";
+pub const RUNNING_ANALYSES: &str = concat!(
+    "SELECT ",
+    analysis_columns!(),
+    " FROM analyses WHERE status = 'running' ORDER BY due_at"
+);
+pub const ANALYSIS: &str = concat!(
+    "SELECT ",
+    analysis_columns!(),
+    " FROM analyses WHERE id = $1"
+);
+pub const ANALYSES: &str = concat!(
+    "SELECT ",
+    analysis_columns!(),
+    " FROM analyses WHERE (CAST($1 AS TEXT) IS NULL OR model = $1) ORDER BY id DESC LIMIT $2"
+);
+pub const RECORD_ROUND: &str = "UPDATE analyses SET step = step + 1, measurements = $3,
+     due_at = {now} + $4 WHERE id = $1 AND step = $2 AND status = 'running'";
+pub const FINISH_ANALYSIS: &str = "UPDATE analyses SET status = $2, reason = $3,
+     finished_at = {now} WHERE id = $1 AND status = 'running'";
+
 // ---- the queue and re-evaluation requests ------------------------------------------------
 
 pub const QUEUE_PUSH: &str = "INSERT INTO queue (model, queued_at) VALUES ($1, {now})

@@ -111,6 +111,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX evaluations_running ON evaluations (model) WHERE status = 'running';
 "#,
+    // Post-promotion analyses: one running per model at a time.
+    r#"
+    CREATE TABLE analyses (
+        id           INTEGER PRIMARY KEY,
+        model        TEXT NOT NULL,
+        version      TEXT NOT NULL,
+        previous     TEXT,
+        target       TEXT NOT NULL,     -- alias:<name> | stage:<name>
+        policy       TEXT NOT NULL,
+        status       TEXT NOT NULL,     -- running | passed | failed | inconclusive | ended
+        reason       TEXT,
+        step         INTEGER NOT NULL,  -- rounds recorded
+        measurements TEXT NOT NULL,     -- JSON
+        started_at   INTEGER NOT NULL,  -- unix ms
+        due_at       INTEGER NOT NULL,
+        finished_at  INTEGER
+    );
+    CREATE UNIQUE INDEX analyses_one_running ON analyses (model) WHERE status = 'running';
+    CREATE INDEX analyses_by_model ON analyses (model, id);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
