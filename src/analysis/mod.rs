@@ -10,6 +10,7 @@
 
 pub mod judge;
 pub mod provider;
+pub mod step;
 
 use crate::config::analysis::{Analysis, Metric, ProviderKind};
 use crate::secret::Secret;

@@ -140,17 +140,17 @@ impl Metric {
         {
             return Err(("".into(), "`min` and `max` must be finite numbers".into()));
         }
-        let (needs, refuses): (&[(&str, &Option<String>)], &[(&str, &Option<String>)]) =
-            match self.provider {
-                ProviderKind::Prometheus => (
-                    &[("address", &self.address), ("query", &self.query)],
-                    &[("url", &self.url), ("pointer", &self.pointer)],
-                ),
-                ProviderKind::Web => (
-                    &[("url", &self.url), ("pointer", &self.pointer)],
-                    &[("address", &self.address), ("query", &self.query)],
-                ),
-            };
+        type Keys<'a> = &'a [(&'a str, &'a Option<String>)];
+        let (needs, refuses): (Keys, Keys) = match self.provider {
+            ProviderKind::Prometheus => (
+                &[("address", &self.address), ("query", &self.query)],
+                &[("url", &self.url), ("pointer", &self.pointer)],
+            ),
+            ProviderKind::Web => (
+                &[("url", &self.url), ("pointer", &self.pointer)],
+                &[("address", &self.address), ("query", &self.query)],
+            ),
+        };
         let provider = format!("{:?}", self.provider).to_lowercase();
         for (key, v) in needs {
             if v.as_deref().is_none_or(|s| s.trim().is_empty()) {
