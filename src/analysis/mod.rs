@@ -10,6 +10,7 @@
 
 pub mod judge;
 pub mod provider;
+pub mod round;
 pub mod step;
 
 use crate::config::analysis::{Analysis, Metric, ProviderKind};
