@@ -274,7 +274,32 @@ impl Actor<'_> {
     /// Restore the version recorded in the champion's `replaced_version`. Returns
     /// `(rolled back, restored)`.
     pub async fn rollback(&self, model: &str) -> Result<(String, String), ActError> {
+        self.rollback_checked(model, None, "").await
+    }
+
+    /// [`Actor::rollback`] of `bad` only: refused, with nothing written, unless the registry,
+    /// read now, still names `bad` the champion (an analysis that failed must not move a
+    /// champion that changed while it measured). `why` is appended to the `rolled_back` note.
+    pub async fn rollback_checked(
+        &self,
+        model: &str,
+        bad: Option<&str>,
+        why: &str,
+    ) -> Result<(String, String), ActError> {
         let state = ModelState::read(self.client, model, self.policy, Depth::Summary, &[]).await?;
+        let champion_now = state.champion_version(self.policy);
+        if let Some(bad) = bad
+            && champion_now != Some(bad)
+        {
+            return Err(ActError::Changed {
+                model: model.into(),
+                version: bad.into(),
+                why: format!(
+                    "the champion is now {}",
+                    champion_now.map_or("none".into(), |v| format!("v{v}"))
+                ),
+            });
+        }
         let champion = state.champion(self.policy).ok_or_else(|| {
             ActError::Refused(format!(
                 "nothing to roll back: {model} has no promoted version at {}",
@@ -293,7 +318,7 @@ impl Actor<'_> {
                     self.names.replaced_version()
                 ))
             })?;
-        let note = format!("{}: rolled back to v{restore}", now_rfc3339());
+        let note = format!("{}: rolled back to v{restore}{why}", now_rfc3339());
         // Mark the bad version first so that no reconcile promotes it again.
         self.client
             .set_version_tag(model, &bad, &self.names.rolled_back(), &note)

@@ -59,6 +59,11 @@ impl TagNames {
     pub fn restored_at(&self) -> String {
         self.key("restored_at")
     }
+    /// The post-promotion analysis of a promoted version: `running`, `passed`,
+    /// `failed: <metric> <value> vs <threshold>`, `inconclusive: …` or `ended: <why>`.
+    pub fn analysis(&self) -> String {
+        self.key("analysis")
+    }
 
     /// The inputs fingerprint that marks the verdict current (see `inputs`).
     pub fn fingerprint(&self) -> String {

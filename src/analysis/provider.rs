@@ -110,6 +110,29 @@ pub async fn measure(
     credentials: &Credentials,
     timeout: Duration,
 ) -> Measurement {
+    match ask(http, q, vars, credentials, timeout).await {
+        Ok(answer) => value(&answer, q),
+        Err(why) => inconclusive(why),
+    }
+}
+
+/// The value in a provider's JSON answer to `q`.
+pub fn value(answer: &Value, q: &Query) -> Measurement {
+    match q {
+        Query::Prometheus { .. } => prometheus_value(answer),
+        Query::Web { pointer, .. } => pointed_value(answer, pointer),
+    }
+}
+
+/// The provider's JSON answer; an error says why there is none (no connection, a non-2xx
+/// answer with the provider's own message, an answer that is not JSON).
+pub async fn ask(
+    http: &reqwest::Client,
+    q: &Query,
+    vars: &Vars,
+    credentials: &Credentials,
+    timeout: Duration,
+) -> Result<Value, String> {
     let url = match q {
         Query::Prometheus { address, query } => {
             let promql = vars.fill(query, promql_string);
@@ -117,7 +140,7 @@ pub async fn measure(
             match url::Url::parse_with_params(&format!("{base}/api/v1/query"), [("query", promql)])
             {
                 Ok(u) => u.to_string(),
-                Err(e) => return inconclusive(format!("bad Prometheus address {address}: {e}")),
+                Err(e) => return Err(format!("bad Prometheus address {address}: {e}")),
             }
         }
         Query::Web { url, .. } => vars.fill(url, url_part),
@@ -129,12 +152,12 @@ pub async fn measure(
     let shown = crate::location::redact_str(&url);
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => return inconclusive(format!("{shown}: {}", without_url(&e))),
+        Err(e) => return Err(format!("{shown}: {}", without_url(&e))),
     };
     let status = resp.status();
     let body = match resp.bytes().await {
         Ok(b) => b,
-        Err(e) => return inconclusive(format!("{shown}: reading the answer: {}", without_url(&e))),
+        Err(e) => return Err(format!("{shown}: reading the answer: {}", without_url(&e))),
     };
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     if !status.is_success() {
@@ -144,13 +167,9 @@ pub async fn measure(
             .and_then(|j| j["error"].as_str())
             .map(str::to_string)
             .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
-        return inconclusive(format!("{shown}: HTTP {status}: {why}"));
+        return Err(format!("{shown}: HTTP {status}: {why}"));
     }
-    match (json, q) {
-        (Some(j), Query::Prometheus { .. }) => prometheus_value(&j),
-        (Some(j), Query::Web { pointer, .. }) => pointed_value(&j, pointer),
-        (None, _) => inconclusive(format!("{shown}: the answer is not JSON")),
-    }
+    json.ok_or_else(|| format!("{shown}: the answer is not JSON"))
 }
 
 fn inconclusive(why: String) -> Measurement {

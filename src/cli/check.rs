@@ -68,11 +68,19 @@ pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
     for line in object_lines(&loaded, &client).await {
         outln!("{line}")?;
     }
-    let models = client.all_registered_models().await?;
+    let models: Vec<ModelState> = client
+        .all_registered_models()
+        .await?
+        .into_iter()
+        .map(ModelState::from_registered)
+        .collect();
+    let (lines, answered) = super::check_analysis::lines(&loaded, &models).await;
+    for line in lines {
+        outln!("{line}")?;
+    }
     let mut rows = Vec::new();
     let mut unmatched = Vec::new();
-    for rm in models {
-        let state = ModelState::from_registered(rm);
+    for state in models {
         match loaded.config.policy_for(&state.name) {
             Some(p) => rows.push(vec![
                 p.name.clone(),
@@ -106,7 +114,7 @@ pub async fn run(config: Option<&Path>, offline: bool) -> anyhow::Result<u8> {
             unmatched.join(", ")
         )?;
     }
-    Ok(0)
+    Ok(if answered { 0 } else { 2 })
 }
 
 /// How candidates are served. In `host` mode the host is started, so the line says whether

@@ -1,7 +1,9 @@
 //! The command-line surface (docs/reference.md). Each subcommand lives in its own file; this one parses
 //! arguments, sets up logging (stderr) and maps errors to exit code 2.
 
+mod analysis;
 mod check;
+mod check_analysis;
 mod ci_files;
 mod docs;
 mod evaluate;
@@ -115,6 +117,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A running daemon's post-promotion analyses: list them, show one, or end one by hand.
+    Analysis {
+        #[command(subcommand)]
+        action: AnalysisAction,
+        /// The daemon's base URL; default: $STAGEGATE_URL, else http://<server.listen> of the
+        /// config, else http://127.0.0.1:8080.
+        #[arg(long, global = true)]
+        url: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Restore the version that the current champion replaced.
     Rollback {
         /// Registered model name.
@@ -139,6 +152,41 @@ enum Command {
         /// Write stagegate.1 and one stagegate-<command>.1 per subcommand into DIR instead.
         #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AnalysisAction {
+    /// Analyses, newest first: model, version, rounds measured, outcome.
+    List {
+        /// Only this model's.
+        #[arg(long)]
+        model: Option<String>,
+        /// At most this many (1–1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One analysis with every measurement.
+    Show {
+        id: i64,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a running analysis now as passed or failed. `failed` is handled as a failed
+    /// measurement would be: with on_failure = "rollback", the replaced champion is restored.
+    /// Sends server.api_token (or $STAGEGATE_SERVER__API_TOKEN) as the bearer token.
+    End {
+        id: i64,
+        /// passed or failed.
+        #[arg(long, value_parser = ["passed", "failed"])]
+        outcome: String,
+        /// Why, recorded in the tag, the audit log and the notification.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -205,6 +253,31 @@ pub fn main() -> ExitCode {
             } => webhook::register(config.config.as_deref(), &url, &name).await,
             Command::Status { url, config, json } => {
                 status::run(&status_url(url, config.config.as_deref()), json).await
+            }
+            Command::Analysis {
+                action,
+                url,
+                config,
+            } => {
+                let path = config.config.as_deref();
+                let token = config::load(path)
+                    .ok()
+                    .and_then(|l| l.config.server.api_token.map(|t| t.expose().to_string()));
+                let daemon = analysis::Daemon {
+                    url: status_url(url, path),
+                    token,
+                };
+                match action {
+                    AnalysisAction::List { model, limit, json } => {
+                        analysis::list(&daemon, model.as_deref(), limit, json).await
+                    }
+                    AnalysisAction::Show { id, json } => analysis::show(&daemon, id, json).await,
+                    AnalysisAction::End {
+                        id,
+                        outcome,
+                        reason,
+                    } => analysis::end(&daemon, id, &outcome, reason.as_deref()).await,
+                }
             }
             Command::Rollback { model, config } => {
                 rollback::run(config.config.as_deref(), &model).await

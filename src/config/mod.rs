@@ -208,7 +208,7 @@ pub struct Policy {
     pub gates: Vec<Gate>,
     /// What to watch after each promotion this policy makes. Not part of the digest: it
     /// judges the champion in production, not the candidate.
-    #[serde(default, skip_serializing)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<analysis::Analysis>,
     /// `models` compiled (lazily, once).
     #[serde(skip)]
@@ -334,6 +334,9 @@ pub enum NotifyEvent {
     Superseded,
     Bypass,
     Rollback,
+    /// A post-promotion analysis ended: passed, failed (and what was done), inconclusive, or
+    /// ended early.
+    Analysis,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -514,8 +517,14 @@ impl Policy {
     /// with every verdict: a changed policy re-evaluates.
     pub fn digest(&self) -> String {
         use sha2::Digest;
-        // Serialising a struct is deterministic: field order is declaration order.
-        let canonical = serde_json::to_string(self).unwrap_or_default();
+        // Serialising a struct is deterministic: field order is declaration order. The
+        // analysis is left out (it watches the champion, it does not judge candidates), and so
+        // is absent exactly as a policy without one is: adding one changes no digest.
+        let judged = Policy {
+            analysis: None,
+            ..self.clone()
+        };
+        let canonical = serde_json::to_string(&judged).unwrap_or_default();
         let hash = sha2::Sha256::digest(canonical.as_bytes());
         hash[..6].iter().map(|b| format!("{b:02x}")).collect()
     }

@@ -58,6 +58,8 @@ pub struct RequestLabel {
 /// Every outcome of a notification (see `notify.rs`). Their series are exported from the
 /// start, at 0: "none finished yet" reads as 0, not as a series that is missing.
 const NOTIFICATION_OUTCOMES: [&str; 3] = ["sent", "failed", "dropped"];
+/// `running` counts analyses begun; the others, how they ended.
+const ANALYSIS_OUTCOMES: [&str; 5] = ["running", "passed", "failed", "inconclusive", "ended"];
 
 fn latency_histogram() -> Histogram {
     // 1 ms … ~33 s.
@@ -77,6 +79,7 @@ pub struct Metrics {
     pub promotions: Counter,
     pub deliveries: Family<DeliveryLabel, Counter>,
     pub notifications: Family<OutcomeLabel, Counter>,
+    pub analyses: Family<OutcomeLabel, Counter>,
     pub mlflow_requests: Family<RequestLabel, Histogram, fn() -> Histogram>,
     pub poll_duration: Histogram,
     pub poll_models: Gauge<i64, AtomicI64>,
@@ -107,6 +110,7 @@ impl Metrics {
             promotions: Counter::default(),
             deliveries: Family::default(),
             notifications: Family::default(),
+            analyses: Family::default(),
             mlflow_requests: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             poll_duration: latency_histogram(),
             poll_models: Gauge::default(),
@@ -152,6 +156,11 @@ impl Metrics {
             m.notifications.clone(),
         );
         registry.register(
+            "analyses",
+            "Post-promotion analyses begun (running) and ended, by outcome",
+            m.analyses.clone(),
+        );
+        registry.register(
             "mlflow_request_duration_seconds",
             "MLflow REST request latency",
             m.mlflow_requests.clone(),
@@ -186,6 +195,11 @@ impl Metrics {
             "Resident memory of each model version's process in the scoring host",
             m.host_model_memory.clone(),
         );
+        for outcome in ANALYSIS_OUTCOMES {
+            let _ = m.analyses.get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            });
+        }
         for outcome in NOTIFICATION_OUTCOMES {
             let _ = m.notifications.get_or_create(&OutcomeLabel {
                 outcome: outcome.into(),
@@ -243,6 +257,15 @@ impl Metrics {
     pub fn notification(&self, outcome: &str) {
         debug_assert!(NOTIFICATION_OUTCOMES.contains(&outcome), "{outcome}");
         self.notifications
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn analysis(&self, outcome: &str) {
+        debug_assert!(ANALYSIS_OUTCOMES.contains(&outcome), "{outcome}");
+        self.analyses
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.into(),
             })

@@ -14,6 +14,7 @@ mod poll;
 pub mod reconciler;
 pub mod scheduler;
 mod seen;
+mod analyses;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -90,6 +91,8 @@ pub struct App {
     pub listen: SocketAddr,
     /// Each model's champion and candidates as last read, for the status page.
     pub seen: Seen,
+    /// One connection pool for every analysis query (Prometheus, web endpoints).
+    pub probes: reqwest::Client,
 }
 
 impl App {
@@ -267,6 +270,7 @@ pub async fn prepare(loaded: Loaded, listen: SocketAddr) -> Result<Arc<App>, Dae
         notifier: notify::Notifier::new(notify::Retry::default()),
         listen,
         seen: Seen::default(),
+        probes: reqwest::Client::new(),
     }))
 }
 
@@ -369,8 +373,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Queue the work a crash left (this replica's or another's): models whose holder died, and
-/// the persisted queue. The leases decide who takes each.
+/// Queue the work a crash left (this replica's or another's): models whose holder died, the
+/// persisted queue, and running analyses. The leases decide who takes each.
 async fn requeue_left_work(app: &App) -> Result<(), StoreError> {
     for model in app.store.orphans().await? {
         tracing::info!(model, "redoing work a stopped replica left unfinished");
@@ -378,6 +382,9 @@ async fn requeue_left_work(app: &App) -> Result<(), StoreError> {
     }
     for model in app.store.queued(i64::MAX).await? {
         app.scheduler.enqueue(&model, "restart");
+    }
+    for a in app.store.running_analyses().await? {
+        app.scheduler.enqueue(&a.model, "analysis");
     }
     Ok(())
 }

@@ -81,6 +81,23 @@ pub fn rollback(app: &App, model: &str, version: &str, note: &str) {
     );
 }
 
+/// An analysis ended: `status` is its outcome, `outcome` the words of the tag.
+pub fn analysis(
+    app: &App,
+    model: &str,
+    version: &str,
+    status: &str,
+    outcome: &str,
+    measurements: &serde_json::Value,
+) {
+    send(
+        app,
+        NotifyEvent::Analysis,
+        format!("stagegate: {model} v{version} analysis {outcome}"),
+        json!({"model": model, "version": version, "analysis": status, "outcome": outcome, "measurements": measurements}),
+    );
+}
+
 fn send(app: &App, event: NotifyEvent, text: String, fields: serde_json::Value) {
     let live = app.live();
     let targets: Vec<(usize, String)> = live

@@ -10,6 +10,7 @@ use crate::actions::{ActError, Actor, rollbacks};
 use crate::config::{Mode, Policy};
 use crate::daemon::App;
 use crate::daemon::notify;
+use crate::daemon::analyses::{self, Watch};
 use crate::daemon::scheduler::{Attempt, Outcome};
 use crate::decision::{Decision, Options, PROMOTED, PlanInput, Step, plan};
 use crate::engine::{Engine, EngineError};
@@ -30,7 +31,7 @@ const MAX_STEPS: usize = 32;
 const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
-enum ReconcileError {
+pub(super) enum ReconcileError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -164,8 +165,20 @@ async fn converge(
         };
         let step = plan(&input, &state);
         tracing::debug!(model, ?step, "plan");
+        // Once the plan has nothing to do now, the champion's analysis takes its step.
+        let watching = Watch {
+            app,
+            engine,
+            policy,
+            model,
+            paused,
+        };
         match step {
-            Step::Idle => return Ok(Outcome::Done),
+            Step::Idle => match watching.step(&state).await? {
+                analyses::Next::Idle => return Ok(Outcome::Done),
+                analyses::Next::After(d) => return Ok(Outcome::After(d)),
+                analyses::Next::Again => {}
+            },
             Step::Wait { version, after } => {
                 tracing::debug!(
                     model,
@@ -173,7 +186,11 @@ async fn converge(
                     ?after,
                     "waiting for the candidate to settle"
                 );
-                return Ok(Outcome::After(after));
+                match watching.step(&state).await? {
+                    analyses::Next::Idle => return Ok(Outcome::After(after)),
+                    analyses::Next::After(d) => return Ok(Outcome::After(after.min(d))),
+                    analyses::Next::Again => {}
+                }
             }
             Step::Evaluate(version) => {
                 let mut files = files.clone();

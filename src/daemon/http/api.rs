@@ -45,7 +45,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 /// A store that cannot answer: 503 when it may come back (MLflow-style clients retry), else 500.
-fn store_failure(e: crate::store::StoreError) -> Response {
+pub(super) fn store_failure(e: crate::store::StoreError) -> Response {
     let code = if e.is_transient() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -131,8 +131,24 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
 
 #[derive(Deserialize)]
 pub struct ListQuery {
-    model: Option<String>,
+    pub model: Option<String>,
     limit: Option<u64>,
+}
+
+impl ListQuery {
+    /// The page size asked for, refused rather than clamped: the documented range is the
+    /// contract, and a client asking for 5000 rows should learn it gets at most 1000, not
+    /// silently fewer.
+    pub fn limit(&self) -> Result<usize, Response> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
+            ));
+        }
+        Ok(limit as usize)
+    }
 }
 
 /// Most rows one page of history returns (and the default page size).
@@ -140,19 +156,11 @@ pub const MAX_LIMIT: u64 = 1000;
 const DEFAULT_LIMIT: u64 = 50;
 
 pub async fn list_evaluations(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    // Refused rather than clamped: the documented range is the contract, and a client asking
-    // for 5000 rows should learn it gets at most 1000, not silently fewer.
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
-        );
-    }
-    match app
-        .store
-        .evaluations(q.model.as_deref(), limit as usize)
-        .await
+    let limit = match q.limit() {
+        Ok(l) => l,
+        Err(resp) => return resp,
+    };
+    match app.store.evaluations(q.model.as_deref(), limit).await
     {
         Ok(rows) => Json(json!({"evaluations": rows})).into_response(),
         Err(e) => store_failure(e),
@@ -287,7 +295,12 @@ pub async fn resume(State(app): State<Arc<App>>) -> Response {
     if let Err(e) = app.set_paused(false).await {
         return store_failure(e);
     }
-    // Work held back while paused is picked up now (by this replica), not at the next poll.
+    // Work held back while paused is picked up now (by this replica), not at the next poll:
+    // candidates, analyses that waited to measure, and failed ones that waited to roll back.
+    let analyses = app.store.analyses(None, 100).await.unwrap_or_default();
+    for a in analyses.iter().filter(|a| matches!(a.status.as_str(), "running" | "failed")) {
+        app.enqueue(&a.model, "resume").await;
+    }
     let recent = app.store.evaluations(None, 1000).await.unwrap_or_default();
     for row in recent {
         if row

@@ -3,6 +3,7 @@
 //! Every API error is a JSON body with the right 4xx/5xx status; the status page's routes
 //! (`pages`) answer HTML.
 
+mod analyses;
 mod api;
 mod openapi;
 mod pages;
@@ -53,6 +54,11 @@ fn routes(app: &Arc<App>) -> Vec<(String, MethodRouter<Arc<App>>)> {
             get(api::list_evaluations).merge(post(api::request_evaluation).route_layer(token())),
         ),
         ("/v1/evaluations/{id}", get(api::get_evaluation)),
+        ("/v1/analyses", get(analyses::list)),
+        (
+            "/v1/analyses/{id}",
+            get(analyses::get).merge(post(analyses::end).route_layer(token())),
+        ),
         ("/v1/pause", post(api::pause).route_layer(token())),
         ("/v1/resume", post(api::resume).route_layer(token())),
         ("/metrics", get(api::metrics)),

@@ -103,7 +103,32 @@ fn schemas() -> Value {
         }),
         &[],
     );
+    let measurement = object(
+        json!({"at": {"type": "string", "format": "date-time"},
+               "outcome": {"type": "string", "enum": ["pass", "fail", "inconclusive"]},
+               "value": {"type": "number"},
+               "note": {"type": "string", "description": "the broken threshold, or why there is no value"}}),
+        &[],
+    );
+    let analysis = object(
+        json!({"id": {"type": "integer", "format": "int64"}, "model": {"type": "string"},
+               "version": {"type": "string", "description": "the promoted version watched"},
+               "previous": nullable("string"), "target": {"type": "string", "description": "alias:<name> or stage:<name>"},
+               "policy": {"type": "string"},
+               "status": {"type": "string", "enum": ["running", "passed", "failed", "inconclusive", "ended"]},
+               "reason": nullable("string"), "step": {"type": "integer", "description": "rounds measured"},
+               "measurements": {"type": "object", "description": "per metric, its measurements in order",
+                                "additionalProperties": {"type": "array", "items": measurement}},
+               "started_at": {"type": "string", "format": "date-time"},
+               "due_at": {"type": "integer", "format": "int64", "description": "the next round, unix ms"},
+               "finished_at": {"type": "string", "format": "date-time", "nullable": true}}),
+        &[],
+    );
     json!({
+        "Analysis": analysis,
+        "AnalysisEnd": {"type": "object", "required": ["outcome"], "additionalProperties": false,
+            "properties": {"outcome": {"type": "string", "enum": ["passed", "failed"]},
+                           "reason": {"type": "string", "nullable": true}}},
         "Error": object(json!({"error": {"type": "string"}}), &[]),
         "GateResult": gate,
         "Evaluation": evaluation,
@@ -289,6 +314,25 @@ pub fn spec() -> Value {
             "/v1/evaluations/{id}": {"get": {"summary": "One evaluation", "parameters": [id],
                 "responses": responses(&[("200", response("evaluation", schema_ref("Evaluation")))],
                                        &[("400", "the id is not a number"), ("404", "no such evaluation"), ("500", "the store failed")])}},
+            "/v1/analyses": {"get": {"summary": "Post-promotion analyses, newest first",
+                "parameters": [{"name": "model", "in": "query", "schema": {"type": "string"}},
+                               {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}}],
+                "responses": responses(
+                    &[("200", response("analyses", object(json!({"analyses": {"type": "array", "items": schema_ref("Analysis")}}), &[])))],
+                    &[("400", "bad query"), ("500", "the store failed")])}},
+            "/v1/analyses/{id}": {
+                "get": {"summary": "One analysis, with every measurement", "parameters": [id],
+                    "responses": responses(&[("200", response("analysis", schema_ref("Analysis")))],
+                                           &[("400", "the id is not a number"), ("404", "no such analysis"), ("500", "the store failed")])},
+                "post": {"summary": "End a running analysis by hand as passed or failed",
+                    "description": "`failed` is handled as a failed measurement would be: under `on_failure = \"rollback\"` the replaced champion is restored.",
+                    "parameters": [id], "security": token,
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("AnalysisEnd")}}},
+                    "responses": responses(
+                        &[("200", response("ended", object(json!({"id": {"type": "integer"}, "model": {"type": "string"},
+                            "version": {"type": "string"}, "status": {"type": "string"}, "reason": {"type": "string"}}), &[])))],
+                        &[("400", "malformed request"), ("401", "missing or wrong token"), ("404", "no such analysis"),
+                          ("409", "the analysis has already ended"), ("500", "the store failed")])}},
             "/v1/pause": {"post": {"summary": "Stop acting (evaluation goes on)", "security": token,
                 "responses": responses(&[("200", response("paused", object(json!({"paused": {"type": "boolean", "enum": [true]}}), &[])))],
                                        &[("401", "missing or wrong token")])}},
