@@ -32,8 +32,9 @@ pub fn next(a: &AnalysisRow, now: &Now) -> Next {
         return Next::End(gone(a, now));
     }
     if now.paused {
-        // Nothing is measured, and so nothing is rolled back, while paused: the rounds wait.
-        return Next::Wait(1_000);
+        // Nothing is measured, and so nothing is rolled back, while paused: the rounds wait
+        // (a resume queues the model at once).
+        return Next::Wait(5_000);
     }
     match a.due_at - now.at_ms {
         wait if wait > 0 => Next::Wait(wait),

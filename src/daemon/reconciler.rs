@@ -165,7 +165,8 @@ async fn converge(
         };
         let step = plan(&input, &state);
         tracing::debug!(model, ?step, "plan");
-        // Once the plan has nothing to do now, the champion's analysis takes its step.
+        // The champion's analysis goes first: a round that is due, or a failed analysis's
+        // rollback, is not held back behind a candidate's evaluation.
         let watching = Watch {
             app,
             engine,
@@ -173,12 +174,13 @@ async fn converge(
             model,
             paused,
         };
+        let wake = match watching.step(&state).await? {
+            analyses::Next::Again => continue,
+            analyses::Next::After(d) => Some(d),
+            analyses::Next::Idle => None,
+        };
         match step {
-            Step::Idle => match watching.step(&state).await? {
-                analyses::Next::Idle => return Ok(Outcome::Done),
-                analyses::Next::After(d) => return Ok(Outcome::After(d)),
-                analyses::Next::Again => {}
-            },
+            Step::Idle => return Ok(wake.map_or(Outcome::Done, Outcome::After)),
             Step::Wait { version, after } => {
                 tracing::debug!(
                     model,
@@ -186,11 +188,7 @@ async fn converge(
                     ?after,
                     "waiting for the candidate to settle"
                 );
-                match watching.step(&state).await? {
-                    analyses::Next::Idle => return Ok(Outcome::After(after)),
-                    analyses::Next::After(d) => return Ok(Outcome::After(after.min(d))),
-                    analyses::Next::Again => {}
-                }
+                return Ok(Outcome::After(wake.map_or(after, |d| d.min(after))));
             }
             Step::Evaluate(version) => {
                 let mut files = files.clone();

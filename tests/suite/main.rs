@@ -5,6 +5,7 @@
 
 mod common;
 
+mod after_promotion;
 mod analysis;
 mod approval;
 mod churn;

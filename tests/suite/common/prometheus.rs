@@ -25,6 +25,8 @@ struct Shown {
     json: Value,
     /// A bearer token `/json` asks for, if any.
     token: Option<String>,
+    /// Every JSON body posted to `/notify` (stagegate's `[[notify]]`), in order.
+    posted: Vec<Value>,
 }
 
 /// A Prometheus exporter and JSON endpoint whose answers the test sets.
@@ -51,6 +53,7 @@ impl Exporter {
                 let app = axum::Router::new()
                     .route("/metrics", get(metrics))
                     .route("/json", get(json))
+                    .route("/notify", axum::routing::post(notify))
                     .with_state(state);
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let _ = axum::serve(listener, app)
@@ -101,6 +104,21 @@ impl Exporter {
         s.token = token.map(str::to_string);
     }
 
+    /// Where a `[[notify]]` posts for [`Exporter::posted`] to see.
+    pub fn notify_url(&self) -> String {
+        format!("http://127.0.0.1:{}/notify", self.port)
+    }
+
+    /// The notifications posted so far whose `event` is `event`.
+    pub fn posted(&self, event: &str) -> Vec<Value> {
+        let s = self.shown.lock().unwrap();
+        s.posted
+            .iter()
+            .filter(|b| b["event"] == event)
+            .cloned()
+            .collect()
+    }
+
     pub fn json_url(&self) -> String {
         format!("http://127.0.0.1:{}/json", self.port)
     }
@@ -109,6 +127,16 @@ impl Exporter {
 async fn metrics(State(s): State<Arc<Mutex<Shown>>>) -> Response {
     let text = s.lock().unwrap().metrics.clone();
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn notify(State(s): State<Arc<Mutex<Shown>>>, body: axum::body::Bytes) -> StatusCode {
+    match serde_json::from_slice(&body) {
+        Ok(v) => {
+            s.lock().unwrap().posted.push(v);
+            StatusCode::OK
+        }
+        Err(_) => StatusCode::BAD_REQUEST,
+    }
 }
 
 async fn json(State(s): State<Arc<Mutex<Shown>>>, headers: HeaderMap) -> Response {
