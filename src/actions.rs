@@ -274,16 +274,19 @@ impl Actor<'_> {
     /// Restore the version recorded in the champion's `replaced_version`. Returns
     /// `(rolled back, restored)`.
     pub async fn rollback(&self, model: &str) -> Result<(String, String), ActError> {
-        self.rollback_checked(model, None, "").await
+        self.rollback_checked(model, None, None, "").await
     }
 
     /// [`Actor::rollback`] of `bad` only: refused, with nothing written, unless the registry,
     /// read now, still names `bad` the champion (an analysis that failed must not move a
-    /// champion that changed while it measured). `why` is appended to the `rolled_back` note.
+    /// champion that changed while it measured). `restore` names the version to put back when
+    /// the caller knows it (a champion promoted by hand records none); `why` is appended to
+    /// the `rolled_back` note.
     pub async fn rollback_checked(
         &self,
         model: &str,
         bad: Option<&str>,
+        restore: Option<&str>,
         why: &str,
     ) -> Result<(String, String), ActError> {
         let state = ModelState::read(self.client, model, self.policy, Depth::Summary, &[]).await?;
@@ -307,8 +310,8 @@ impl Actor<'_> {
             ))
         })?;
         let bad = champion.version.clone();
-        let restore = champion
-            .tag(&self.names.replaced_version())
+        let restore = restore
+            .or_else(|| champion.tag(&self.names.replaced_version()))
             .filter(|r| *r != REPLACED_NOTHING)
             .map(str::to_string)
             .ok_or_else(|| {

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use crate::actions::ActError;
 use crate::analysis::judge::Outcome as Judged;
 use crate::analysis::provider::Vars;
 use crate::analysis::{round, step};
@@ -170,6 +171,11 @@ impl Watch<'_> {
             tracing::warn!(model = self.model, version = %row.version, "analysis failed; not rolled back (dry-run)");
             return Ok(Next::Idle);
         }
+        if row.previous.is_none() {
+            // The first promotion replaced nothing: there is nothing to restore, and the
+            // version stays for a person to move.
+            return self.not_rolled_back(row, "it replaced no version").await;
+        }
         if self.paused {
             tracing::info!(model = self.model, version = %row.version, "analysis failed; the rollback waits for resume");
             return Ok(Next::After(PAUSED_RETRY));
@@ -179,11 +185,34 @@ impl Watch<'_> {
             row.reason.as_deref().unwrap_or("")
         );
         let actor = self.engine.actor(self.policy);
-        let (from, to) = actor
-            .rollback_checked(self.model, Some(&row.version), &why)
+        match actor
+            .rollback_checked(self.model, Some(&row.version), row.previous.as_deref(), &why)
+            .await
+        {
+            Ok((from, to)) => {
+                tracing::warn!(model = self.model, from, to, "analysis failed: rolled back");
+                Ok(Next::Again)
+            }
+            // Nothing to restore (the replaced version was deleted): said once in the audit
+            // log; every later look finds the same and adds nothing.
+            Err(ActError::Refused(why)) => self.not_rolled_back(row, &why).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A failed analysis that cannot be rolled back: said once in the audit log (every later
+    /// look finds the same and adds nothing).
+    async fn not_rolled_back(&self, row: &AnalysisRow, why: &str) -> Result<Next, ReconcileError> {
+        let note = format!("analysis of v{} failed; not rolled back: {why}", row.version);
+        let added = self
+            .app
+            .store
+            .audit_once(self.model, &row.version, "analysis", &note)
             .await?;
-        tracing::warn!(model = self.model, from, to, "analysis failed: rolled back");
-        Ok(Next::Again)
+        if added {
+            tracing::error!(model = self.model, version = %row.version, why, "analysis failed; cannot roll back");
+        }
+        Ok(Next::Idle)
     }
 
     /// Write the row's outcome as the version's `analysis` tag unless it says so already;
@@ -201,7 +230,7 @@ impl Watch<'_> {
             .client
             .set_version_tag(self.model, &row.version, &key, &crate::tags::clip(&want, 5_000))
             .await
-            .map_err(crate::actions::ActError::from)?;
+            .map_err(ActError::from)?;
         Ok(true)
     }
 
@@ -230,10 +259,25 @@ impl Watch<'_> {
             tracing::debug!(model = self.model, version = %champion.version, "champion promoted before its analysis window; not analysed");
             return Ok(Next::Idle);
         }
-        let previous = champion
-            .tag(&names.replaced_version())
-            .filter(|p| *p != crate::decision::REPLACED_NOTHING)
-            .map(str::to_string);
+        // What a rollback restores: the champion this promotion replaced, as recorded; for a
+        // promotion by hand, the last version stagegate promoted (as a bypass revert would).
+        let previous = if ours {
+            champion
+                .tag(&names.replaced_version())
+                .filter(|p| *p != crate::decision::REPLACED_NOTHING)
+                .map(str::to_string)
+        } else {
+            state
+                .versions
+                .values()
+                .rev()
+                .find(|o| {
+                    o.version != champion.version
+                        && o.tag(&names.action()) == Some(PROMOTED)
+                        && o.tag(&names.rolled_back()).is_none()
+                })
+                .map(|o| o.version.clone())
+        };
         let new = NewAnalysis {
             model: self.model.into(),
             version: champion.version.clone(),

@@ -103,8 +103,12 @@ impl World {
 
     /// Register a version (really trained, `form` mlflow3 or mlflow2) with `alias`; its number.
     fn register(&self, alias: &str, form: &str) -> String {
-        let r = fixtures(json!([{"op": "register", "name": self.model, "form": form,
-            "metrics": {"val_accuracy": 0.95}, "alias": alias}]));
+        let mut op = json!({"op": "register", "name": self.model, "form": form,
+            "metrics": {"val_accuracy": 0.95}});
+        if !alias.is_empty() {
+            op["alias"] = json!(alias);
+        }
+        let r = fixtures(json!([op]));
         r[0]["version"].as_str().unwrap().to_string()
     }
 
@@ -260,6 +264,15 @@ fn an_error_rate_that_breaches_after_two_rounds_is_rolled_back_at_the_next_round
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["analysis"], "failed");
     assert!(sent[0]["text"].as_str().unwrap().contains("error-rate 0.3"));
+    // The status page charts the rounds against the threshold, and says how it ended.
+    let page = reqwest::blocking::get(format!("{}/models/{}", w.d.url(), w.model))
+        .and_then(|r| r.text())
+        .unwrap();
+    assert!(page.contains(r#"id="analyses""#), "{page}");
+    assert_eq!(page.matches(r#"data-outcome="fail""#).count(), 1);
+    assert!(page.contains(r#"data-limit="max""#) && page.contains("max 0.05"));
+    let home = reqwest::blocking::get(w.d.url()).and_then(|r| r.text()).unwrap();
+    assert!(home.contains("failed: error-rate 0.3 vs &gt; max 0.05"), "{home}");
     // The failed version is never promoted again, though it still holds `challenger`.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(w.champion().as_deref(), Some(v1.as_str()));
@@ -468,4 +481,41 @@ fn three_replicas_on_postgres_run_one_analysis_with_one_outcome_through_a_kill_9
     r.wait_for("the tag", WAIT, || {
         block(common::version(&model, "2")).tag("stagegate.analysis") == Some("passed")
     });
+}
+
+#[test]
+fn a_failed_first_promotion_has_nothing_to_restore_and_stays_for_a_person() {
+    let w = World::start("an-first", 5, "");
+    w.error_rate("1", 0.3);
+    let v1 = w.register("challenger", "mlflow3");
+    let a = w.wait_status(&v1, "failed");
+    assert_eq!(a["previous"], Value::Null);
+    w.d.wait_for("the audit log to say why nothing moved", WAIT, || {
+        w.audit("analysis")
+            .iter()
+            .any(|(_, d)| d.contains("not rolled back: it replaced no version"))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(w.champion().as_deref(), Some(v1.as_str()));
+    assert_eq!(w.tag(&v1, "stagegate.rolled_back"), None);
+    assert_eq!(w.audit("analysis").len(), 2, "the outcome, and once why nothing moved");
+}
+
+#[test]
+fn with_after_bypass_a_champion_moved_by_hand_is_watched_and_rolled_back_to_the_last_promoted() {
+    let w = World::start("an-bypass", 2, "after_bypass = true");
+    w.error_rate("1", 0.01);
+    let v1 = w.register("challenger", "mlflow3");
+    w.wait_status(&v1, "passed");
+    w.error_rate("2", 0.3);
+    // A person moves the champion alias to a version stagegate never judged.
+    let v2 = w.register("", "mlflow3");
+    fixtures(json!([{"op": "alias", "name": w.model, "alias": "champion", "version": v2}]));
+    let a = w.wait_status(&v2, "failed");
+    assert_eq!(a["previous"], json!(v1), "the last version stagegate promoted");
+    w.d.wait_for("the bypass to be rolled back", WAIT, || {
+        w.champion().as_deref() == Some(v1.as_str())
+    });
+    assert!(w.tag(&v2, "stagegate.bypass").is_some());
+    assert!(w.tag(&v2, "stagegate.rolled_back").unwrap().contains("rolled back to v1"));
 }

@@ -146,7 +146,8 @@ fn analysis_row(r: &dyn Columns) -> Result<AnalysisRow, StoreError> {
         target: r.text(4)?,
         policy: r.text(5)?,
         status: r.text(6)?,
-        reason: r.opt_text(7)?,
+        // An outcome without words (`passed`) is stored as ''; the API says null.
+        reason: r.opt_text(7)?.filter(|s| !s.is_empty()),
         step: r.int(8)?,
         measurements: serde_json::from_str(&r.text(9)?).unwrap_or(serde_json::Value::Null),
         started_at: rfc3339(r.int(10)?),

@@ -18,21 +18,21 @@ const TOP: f64 = 12.0;
 const BOTTOM: f64 = 34.0;
 
 /// A linear map from data to pixels.
-struct Scale {
-    d0: f64,
-    d1: f64,
-    r0: f64,
-    r1: f64,
+pub(super) struct Scale {
+    pub d0: f64,
+    pub d1: f64,
+    pub r0: f64,
+    pub r1: f64,
 }
 
 impl Scale {
-    fn at(&self, v: f64) -> f64 {
+    pub(super) fn at(&self, v: f64) -> f64 {
         self.r0 + (v - self.d0) / (self.d1 - self.d0) * (self.r1 - self.r0)
     }
 }
 
 /// The y range: every value and threshold, padded; a flat series gets room around it.
-fn domain(values: impl Iterator<Item = f64>) -> (f64, f64) {
+pub(super) fn domain(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite()) {
         lo = lo.min(v);
@@ -50,7 +50,7 @@ fn domain(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// Four round tick values across `[lo, hi]`.
-fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+pub(super) fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     let raw = (hi - lo) / 4.0;
     let mag = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0]
@@ -139,7 +139,7 @@ pub fn chart(s: &Series) -> Markup {
 }
 
 /// Tick and limit labels: a few significant digits are enough to read a chart.
-fn round(v: f64) -> f64 {
+pub(super) fn round(v: f64) -> f64 {
     if v == 0.0 || !v.is_finite() {
         return v;
     }
@@ -176,7 +176,7 @@ fn threshold_path(
 }
 
 /// A marker per state: the shape alone tells them apart.
-fn marker(state: PointState, cx: f64, cy: f64) -> Markup {
+pub(super) fn marker(state: PointState, cx: f64, cy: f64) -> Markup {
     let r = 5.5;
     let d = match state {
         PointState::Promoted | PointState::Superseded => {

@@ -1,5 +1,5 @@
-//! `GET /`: every model at a glance (champion, candidates, newest verdict), the recent
-//! evaluations with their gate chips, and the threshold charts of the most recently evaluated
+//! `GET /`: every model at a glance (champion, candidates, newest verdict), the analyses after
+//! promotion, the recent evaluations with their gate chips, and the threshold charts of the most recently evaluated
 //! models.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use super::chart::chart;
 use super::layout::{self, evaluation_href, model_href, verdict};
 use super::series::Series;
 use crate::daemon::Glance;
-use crate::store::{EvaluationRow, ModelRow, Totals};
+use crate::store::{AnalysisRow, EvaluationRow, ModelRow, Totals};
 
 pub struct Home {
     pub models: Vec<ModelRow>,
@@ -23,6 +23,8 @@ pub struct Home {
     pub charts: Vec<(String, Vec<Series>)>,
     /// How many versions each of those charts shows at most.
     pub chart_versions: usize,
+    /// Running analyses and the most recent ended ones.
+    pub analyses: Vec<AnalysisRow>,
 }
 
 pub fn render(h: &Home) -> Markup {
@@ -68,6 +70,7 @@ pub fn render(h: &Home) -> Markup {
             }
             @if names.is_empty() { p.muted { "No model seen yet: the first poll or webhook brings them." } }
         }
+        @if !h.analyses.is_empty() { (super::analyses::table(&h.analyses)) }
         section {
             h2 { "Recent evaluations" }
             (layout::history(&h.recent, true))

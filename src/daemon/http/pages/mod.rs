@@ -5,6 +5,7 @@
 //! drawn here; `status.js` only refreshes what is shown. Each answer carries a strict
 //! Content-Security-Policy, so the browser loads nothing from anywhere but the daemon.
 
+mod analyses;
 mod chart;
 mod evaluation;
 mod home;
@@ -52,6 +53,9 @@ const AUDIT_ROWS: usize = 100;
 /// than its content: a change that lands in between makes the next `/status` poll see a
 /// newer stamp and reload, instead of being vouched for and missed.
 const RECENT: usize = 20;
+/// Analyses on the home page; a model's page shows its last [`MODEL_ANALYSES`].
+const RECENT_ANALYSES: usize = 10;
+const MODEL_ANALYSES: usize = 20;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -100,6 +104,7 @@ pub async fn home(State(app): State<Arc<App>>) -> Response {
             totals: s.totals().await?,
             charts: Vec::new(),
             chart_versions: HOME_CHART_VERSIONS,
+            analyses: s.analyses(None, RECENT_ANALYSES).await?,
         };
         Ok((home, charted, fresh))
     }
@@ -172,11 +177,12 @@ pub async fn model(
             s.evaluation_count(m).await?,
             s.latest_per_version(m, CHART_VERSIONS).await?,
             s.audit_log(Some(m), AUDIT_ROWS).await?,
+            s.analyses(Some(m), MODEL_ANALYSES).await?,
             fresh,
         ))
     }
     .await;
-    let (history, more, total, per_version, audit, fresh) = match data {
+    let (history, more, total, per_version, audit, analyses, fresh) = match data {
         Ok(d) => d,
         Err(e) => return store_failed(e),
     };
@@ -199,6 +205,8 @@ pub async fn model(
         paged: before.is_some(),
         more,
         audit,
+        analyses,
+        analysis: policy.and_then(|p| p.analysis.clone()),
     };
     let header = header(&app, &fresh);
     html_page(

@@ -1,5 +1,5 @@
-//! `GET /models/{name}`: a chart per threshold gate across versions, the evaluation history a
-//! page at a time, and the audit log.
+//! `GET /models/{name}`: a chart per threshold gate across versions, the post-promotion
+//! analyses with a chart per metric, the evaluation history a page at a time, and the audit log.
 
 use maud::{Markup, html};
 
@@ -8,7 +8,8 @@ use super::home::{candidates, champion};
 use super::layout::{self, model_href, seg, when};
 use super::series::Series;
 use crate::daemon::Glance;
-use crate::store::{AuditRow, EvaluationRow};
+use crate::config::analysis::Analysis;
+use crate::store::{AnalysisRow, AuditRow, EvaluationRow};
 
 pub struct ModelPage {
     pub name: String,
@@ -25,6 +26,9 @@ pub struct ModelPage {
     /// Whether older rows exist beyond this page.
     pub more: bool,
     pub audit: Vec<AuditRow>,
+    /// Its post-promotion analyses, newest first, and the policy's analysis now.
+    pub analyses: Vec<AnalysisRow>,
+    pub analysis: Option<Analysis>,
     /// The MLflow UI page of the model, when the tracking URI is a web address.
     pub mlflow_link: Option<String>,
 }
@@ -50,6 +54,9 @@ pub fn render(p: &ModelPage) -> Markup {
                 p.muted { "The newest " (p.charted_at_most) " versions; the history below has them all." }
             }
             div.charts { @for s in &p.series { (chart(s)) } }
+        }
+        @if !p.analyses.is_empty() || p.analysis.is_some() {
+            (super::analyses::section(&p.analyses, p.analysis.as_ref()))
         }
         section #history {
             h2 { "History" }
