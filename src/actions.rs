@@ -352,6 +352,13 @@ impl Actor<'_> {
             }
             Target::Alias(alias) => self.client.set_alias(model, &alias, good).await?,
         }
+        self.mark_restored(model, bad, good).await
+    }
+
+    /// The bookkeeping tags of a restore whose move is made: `bad` replaced by `good`, `good`
+    /// restored. Idempotent, and moves nothing, so a restore cut short after its move is
+    /// finished by calling it again.
+    pub async fn mark_restored(&self, model: &str, bad: &str, good: &str) -> Result<(), ActError> {
         self.mark_replaced(model, bad, good).await?;
         self.client
             .set_version_tag(model, good, &self.names.restored_at(), &now_rfc3339())

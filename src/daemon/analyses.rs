@@ -154,17 +154,24 @@ impl Watch<'_> {
         if self.tag(state, row).await? {
             return Ok(Next::Again);
         }
-        let names = &self.engine.names;
-        let still_champion = state.champion_version(self.policy) == Some(row.version.as_str());
-        let rolled_back = state
-            .version(&row.version)
-            .is_some_and(|v| v.tag(&names.rolled_back()).is_some());
+        let champion = state.champion_version(self.policy);
+        let still_champion = champion == Some(row.version.as_str());
         let rolls_back = self
             .policy
             .analysis
             .as_ref()
             .is_some_and(|a| a.on_failure == OnFailure::Rollback);
-        if row.status != "failed" || !still_champion || rolled_back || !rolls_back {
+        if row.status != "failed" || !rolls_back {
+            return Ok(Next::Idle);
+        }
+        if !still_champion {
+            return self.finish_rollback(state, row, champion).await;
+        }
+        // Not the `rolled_back` tag: it is written before the move, so a crash between the
+        // two leaves it on a champion whose rollback is still to be made. What says the
+        // rollback was made is our audit row after it; a champion carrying one was put back
+        // by a person, and stays.
+        if self.rolled_back_before(row).await? {
             return Ok(Next::Idle);
         }
         if self.policy.mode != Mode::Enforce {
@@ -191,6 +198,11 @@ impl Watch<'_> {
         {
             Ok((from, to)) => {
                 tracing::warn!(model = self.model, from, to, "analysis failed: rolled back");
+                let note = format!("{}{to}", rolled_back_note(&from));
+                self.app
+                    .store
+                    .audit_once(self.model, &from, "analysis", &note)
+                    .await?;
                 Ok(Next::Again)
             }
             // Nothing to restore (the replaced version was deleted): said once in the audit
@@ -198,6 +210,47 @@ impl Watch<'_> {
             Err(ActError::Refused(why)) => self.not_rolled_back(row, &why).await,
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A rollback cut short after its move (a lost lease, a crash): the previous champion is
+    /// back and the failed version carries our `rolled_back`, but the restore's tags and our
+    /// audit row are missing. They are written now; nothing is moved.
+    async fn finish_rollback(
+        &self,
+        state: &ModelState,
+        row: &AnalysisRow,
+        champion: Option<&str>,
+    ) -> Result<Next, ReconcileError> {
+        let names = &self.engine.names;
+        let ours = state
+            .version(&row.version)
+            .and_then(|v| v.tag(&names.rolled_back()))
+            .is_some_and(|note| note.contains("(analysis failed: "));
+        let Some(good) = row.previous.as_deref().filter(|p| champion == Some(*p)) else {
+            return Ok(Next::Idle);
+        };
+        if !ours || self.rolled_back_before(row).await? {
+            return Ok(Next::Idle);
+        }
+        let actor = self.engine.actor(self.policy);
+        actor.mark_restored(self.model, &row.version, good).await?;
+        let note = format!("{}{good}", rolled_back_note(&row.version));
+        self.app
+            .store
+            .audit_once(self.model, &row.version, "analysis", &note)
+            .await?;
+        Ok(Next::Again)
+    }
+
+    /// Whether stagegate completed a rollback of `row`'s version before (its audit row).
+    async fn rolled_back_before(&self, row: &AnalysisRow) -> Result<bool, ReconcileError> {
+        let prefix = rolled_back_note(&row.version);
+        let log = self.app.store.audit_log(Some(self.model), 1000).await?;
+        Ok(log.iter().any(|r| {
+            r.action == "analysis"
+                && r.version.as_deref() == Some(row.version.as_str())
+                && r.detail.as_deref().is_some_and(|d| d.starts_with(&prefix))
+        }))
     }
 
     /// A failed analysis that cannot be rolled back: said once in the audit log (every later
@@ -322,6 +375,11 @@ pub async fn announce(
         .await?;
     notify::analysis(app, model, version, status, &outcome, &row.measurements);
     Ok(())
+}
+
+/// The audit note of a rollback made after a failed analysis, up to the restored version.
+fn rolled_back_note(version: &str) -> String {
+    format!("analysis of v{version}: rolled back to v")
 }
 
 /// `passed`, or `failed: <why>`: the tag's value and the audit's words.

@@ -22,6 +22,8 @@ struct World {
     prom: Prometheus,
     d: Daemon,
     model: String,
+    /// The error rate the exporter shows per version (every version's, each time).
+    rates: std::cell::RefCell<std::collections::BTreeMap<String, f64>>,
 }
 
 /// The daemon's config: alias targets, one gate, an analysis of `count` rounds 1 s apart
@@ -89,15 +91,24 @@ impl World {
             prom,
             d,
             model: format!("{prefix}-m"),
+            rates: Default::default(),
         }
     }
 
     /// Set the error rate Prometheus reports for `version` of the model, and wait until a
     /// query sees it.
     fn error_rate(&self, version: &str, value: f64) {
-        let labels = format!("model=\"{}\",version=\"{version}\"", self.model);
-        self.exporter.set(GAUGE, &[(labels.as_str(), value)]);
-        let q = format!("{GAUGE}{{{labels}}}");
+        let labels = |v: &str| format!("model=\"{}\",version=\"{v}\"", self.model);
+        self.rates.borrow_mut().insert(version.to_string(), value);
+        let all: Vec<(String, f64)> = self
+            .rates
+            .borrow()
+            .iter()
+            .map(|(v, x)| (labels(v), *x))
+            .collect();
+        let samples: Vec<(&str, f64)> = all.iter().map(|(l, x)| (l.as_str(), *x)).collect();
+        self.exporter.set(GAUGE, &samples);
+        let q = format!("{GAUGE}{{{}}}", labels(version));
         self.prom.wait_for(&q, value);
     }
 
@@ -163,17 +174,24 @@ impl World {
             .map(str::to_string)
     }
 
-    /// The audit rows of `action` for the model, from the store itself.
+    /// The audit rows of `action` for the model, read from the store itself, read-only (a
+    /// `Store` opened here would take the running daemon's leases as a crash's leftovers).
     fn audit(&self, action: &str) -> Vec<(Option<String>, String)> {
-        let target = self.d.store_target();
-        block(async {
-            let store = stagegate::store::Store::open(&target).await.unwrap();
-            store.audit_log(Some(&self.model), 1000).await.unwrap()
-        })
-        .into_iter()
-        .filter(|r| r.action == action)
-        .map(|r| (r.version, r.detail.unwrap_or_default()))
-        .collect()
+        let stagegate::store::Target::Sqlite(path) = self.d.store_target() else {
+            panic!("these tests run on SQLite");
+        };
+        let db = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut q = db
+            .prepare("SELECT version, coalesce(detail, '') FROM audit WHERE model = ?1 AND action = ?2 ORDER BY id")
+            .unwrap();
+        q.query_map([self.model.as_str(), action], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 }
 
@@ -256,9 +274,10 @@ fn an_error_rate_that_breaches_after_two_rounds_is_rolled_back_at_the_next_round
     w.d.wait_for("the rollback's audit row and notification", WAIT, || {
         !w.audit("rollback").is_empty() && !w.exporter.posted("rollback").is_empty()
     });
+    w.d.wait_for("the rollback's audit row", WAIT, || w.audit("analysis").len() == 2);
     let audit = w.audit("analysis");
-    assert_eq!(audit.len(), 1, "{audit:?}");
-    assert!(audit[0].1.contains("failed: error-rate 0.3"), "{audit:?}");
+    assert!(audit.iter().any(|(_, d)| d.contains("failed: error-rate 0.3")), "{audit:?}");
+    assert!(audit.iter().any(|(_, d)| d.contains("rolled back to v1")), "{audit:?}");
     assert_eq!(w.audit("rollback").len(), 1);
     let sent = w.exporter.posted("analysis");
     assert_eq!(sent.len(), 1, "{sent:?}");
@@ -276,6 +295,11 @@ fn an_error_rate_that_breaches_after_two_rounds_is_rolled_back_at_the_next_round
     // The failed version is never promoted again, though it still holds `challenger`.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(w.champion().as_deref(), Some(v1.as_str()));
+    assert_eq!(w.audit("rollback").len(), 1);
+    // A person puts it back on purpose: it was rolled back once, and stays.
+    fixtures(json!([{"op": "alias", "name": w.model, "alias": "champion", "version": v2}]));
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(w.champion().as_deref(), Some(v2.as_str()));
     assert_eq!(w.audit("rollback").len(), 1);
 }
 
@@ -430,13 +454,19 @@ fn a_person_fails_an_analysis_while_paused_and_the_rollback_waits_for_resume() {
     assert_eq!(w.champion().as_deref(), Some(v2.as_str()), "paused: nothing moves");
     assert_eq!(w.tag(&v2, "stagegate.rolled_back"), None);
 
+    // As if a replica died between the rollback's first write (the tag) and the move: the
+    // tag is there, the champion has not moved. The rollback is still to be made.
+    fixtures(json!([{"op": "tag", "name": w.model, "version": v2, "key": "stagegate.rolled_back",
+                     "value": "2026-12-07T00:00:00Z: rolled back to v1 (analysis failed: ended by hand)"}]));
     assert_eq!(w.d.post("/v1/resume", "", None).0, 200);
     w.d.wait_for("the rollback after resume", WAIT, || {
         w.champion().as_deref() == Some(v1.as_str())
     });
     let rolled = w.tag(&v2, "stagegate.rolled_back").unwrap();
     assert!(rolled.contains("ended by hand: complaints from support"), "{rolled}");
-    assert_eq!(w.audit("analysis").len(), 1);
+    w.d.wait_for("the rollback's audit row", WAIT, || w.audit("analysis").len() == 2);
+    let audit = w.audit("analysis");
+    assert!(audit.iter().any(|(_, d)| d.contains("rolled back to v1")), "{audit:?}");
 }
 
 #[test]
@@ -518,4 +548,32 @@ fn with_after_bypass_a_champion_moved_by_hand_is_watched_and_rolled_back_to_the_
     });
     assert!(w.tag(&v2, "stagegate.bypass").is_some());
     assert!(w.tag(&v2, "stagegate.rolled_back").unwrap().contains("rolled back to v1"));
+}
+
+#[test]
+fn a_rollback_cut_short_after_its_move_gets_its_tags_and_audit_row_and_moves_nothing() {
+    let w = World::start("an-cut", 60, "");
+    let (v1, v2) = w.promote_second(0.01);
+    let id = w.wait_status(&v2, "running")["id"].as_i64().unwrap();
+    assert_eq!(w.d.post("/v1/pause", "", None).0, 200);
+    let (code, doc) = w.d.post(&format!("/v1/analyses/{id}"), r#"{"outcome": "failed"}"#, None);
+    assert_eq!(code, 200, "{doc}");
+    // As if the replica rolling back died right after the move: the tag and the alias are
+    // there, the restore's own tags and the audit row are not.
+    fixtures(json!([
+        {"op": "tag", "name": w.model, "version": v2, "key": "stagegate.rolled_back",
+         "value": "2026-12-07T00:00:00Z: rolled back to v1 (analysis failed: ended by hand)"},
+        {"op": "alias", "name": w.model, "alias": "champion", "version": v1},
+    ]));
+    assert_eq!(w.d.post("/v1/resume", "", None).0, 200);
+    w.d.wait_for("the restore's tags", WAIT, || {
+        w.tag(&v1, "stagegate.restored_at").is_some()
+            && w.tag(&v2, "stagegate.replaced_by").as_deref() == Some(v1.as_str())
+    });
+    w.d.wait_for("the rollback's audit row", WAIT, || {
+        w.audit("analysis").iter().any(|(_, d)| d.contains("rolled back to v1"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(w.champion().as_deref(), Some(v1.as_str()));
+    assert_eq!(w.audit("analysis").len(), 2, "the outcome, and the rollback once");
 }
