@@ -63,27 +63,30 @@ fn newer(a: &str, b: &str) -> bool {
     }
 }
 
+/// A running analysis row, for tests.
+#[cfg(test)]
+pub(crate) fn test_row(version: &str, previous: Option<&str>, due_at: i64) -> AnalysisRow {
+    AnalysisRow {
+        id: 1,
+        model: "m".into(),
+        version: version.into(),
+        previous: previous.map(str::to_string),
+        target: "alias:champion".into(),
+        policy: "p".into(),
+        status: "running".into(),
+        reason: None,
+        step: 0,
+        measurements: serde_json::json!({}),
+        started_at: String::new(),
+        due_at,
+        finished_at: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_row as row;
     use super::*;
-
-    fn row(version: &str, previous: Option<&str>, due_at: i64) -> AnalysisRow {
-        AnalysisRow {
-            id: 1,
-            model: "m".into(),
-            version: version.into(),
-            previous: previous.map(str::to_string),
-            target: "alias:champion".into(),
-            policy: "p".into(),
-            status: "running".into(),
-            reason: None,
-            step: 0,
-            measurements: serde_json::json!({}),
-            started_at: String::new(),
-            due_at,
-            finished_at: None,
-        }
-    }
 
     fn now(champion: Option<&str>) -> Now<'_> {
         Now {

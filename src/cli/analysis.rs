@@ -1,5 +1,6 @@
 //! `stagegate analysis list|show|end`: a running daemon's post-promotion analyses, through its
-//! API (`/v1/analyses`), and a person's way to end one early as passed or failed.
+//! API (`/v1/analyses`), and a person's way to end one early as passed or failed. [`Daemon`]
+//! is how every command that talks to a running daemon calls it (`status` too).
 
 use super::output::table;
 use super::stdout::{out, outln};
@@ -38,7 +39,9 @@ impl Daemon {
             .await
             .with_context(|| format!("{url} did not answer JSON"))?;
         if !status.is_success() {
-            let msg = doc["error"].as_str().map_or(doc.to_string(), str::to_string);
+            let msg = doc["error"]
+                .as_str()
+                .map_or(doc.to_string(), str::to_string);
             anyhow::bail!("{url} answered {status}: {msg}");
         }
         Ok(doc)
@@ -46,6 +49,12 @@ impl Daemon {
 
     fn route(&self, path: &str) -> String {
         format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+
+    /// `GET path`'s JSON.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let url = self.route(path);
+        self.call(Daemon::http()?.get(&url), &url).await
     }
 }
 
@@ -55,7 +64,9 @@ pub async fn list(d: &Daemon, model: Option<&str>, limit: u32, json: bool) -> an
     if let Some(m) = model {
         query.push(("model", m.to_string()));
     }
-    let doc = d.call(Daemon::http()?.get(&url).query(&query), &url).await?;
+    let doc = d
+        .call(Daemon::http()?.get(&url).query(&query), &url)
+        .await?;
     if json {
         outln!("{doc}")?;
         return Ok(0);
@@ -80,15 +91,16 @@ pub async fn list(d: &Daemon, model: Option<&str>, limit: u32, json: bool) -> an
     if rows.is_empty() {
         outln!("no analyses")?;
     } else {
-        let header = ["ID", "MODEL", "VERSION", "TARGET", "ROUNDS", "STARTED", "OUTCOME"];
+        let header = [
+            "ID", "MODEL", "VERSION", "TARGET", "ROUNDS", "STARTED", "OUTCOME",
+        ];
         out!("{}", table(&header, &rows))?;
     }
     Ok(0)
 }
 
 pub async fn show(d: &Daemon, id: i64, json: bool) -> anyhow::Result<u8> {
-    let url = d.route(&format!("/v1/analyses/{id}"));
-    let a = d.call(Daemon::http()?.get(&url), &url).await?;
+    let a = d.get(&format!("/v1/analyses/{id}")).await?;
     if json {
         outln!("{a}")?;
         return Ok(0);
@@ -98,7 +110,9 @@ pub async fn show(d: &Daemon, id: i64, json: bool) -> anyhow::Result<u8> {
         s(&a["model"]),
         s(&a["version"]),
         s(&a["target"]),
-        a["previous"].as_str().map_or("nothing".into(), |p| format!("v{p}")),
+        a["previous"]
+            .as_str()
+            .map_or("nothing".into(), |p| format!("v{p}")),
         outcome(&a)
     )?;
     let mut rows = Vec::new();
@@ -115,7 +129,10 @@ pub async fn show(d: &Daemon, id: i64, json: bool) -> anyhow::Result<u8> {
             }
         }
     }
-    out!("{}", table(&["METRIC", "AT", "OUTCOME", "VALUE", "NOTE"], &rows))?;
+    out!(
+        "{}",
+        table(&["METRIC", "AT", "OUTCOME", "VALUE", "NOTE"], &rows)
+    )?;
     Ok(0)
 }
 

@@ -4,9 +4,9 @@
 //! that runs but finds no series is a warning (the model may not be serving yet); a provider
 //! that does not answer, or refuses the query, fails the check.
 
+use stagegate::analysis::judge::Point;
 use stagegate::analysis::provider::{Vars, ask, value};
 use stagegate::analysis::{credentials, query, thresholds};
-use stagegate::analysis::judge::Point;
 use stagegate::config::{Loaded, Policy, Target};
 use stagegate::model_state::ModelState;
 
@@ -58,7 +58,10 @@ impl Ask<'_> {
             }
             Ask::Query(p, m, v, t) => (p, m, v, *t),
         };
-        let head = format!("analysis {}/{} for {} v{}", p.name, m.name, v.model, v.version);
+        let head = format!(
+            "analysis {}/{} for {} v{}",
+            p.name, m.name, v.model, v.version
+        );
         let creds = match credentials(m) {
             Ok(c) => c,
             Err(e) => return (format!("{head}: error: {e}"), false),
@@ -69,9 +72,10 @@ impl Ask<'_> {
             Ok(answer) => match thresholds(m).judge(&value(&answer, &q)) {
                 Point::Pass(x) => (format!("{head}: {x} (within its thresholds)"), true),
                 Point::Fail(x, t) => (format!("{head}: {x} (outside: {t})"), true),
-                Point::Inconclusive(why) => {
-                    (format!("{head}: warning: the query ran, no value: {why}"), true)
-                }
+                Point::Inconclusive(why) => (
+                    format!("{head}: warning: the query ran, no value: {why}"),
+                    true,
+                ),
             },
         }
     }

@@ -3,29 +3,16 @@
 use super::stdout::{out, outln};
 use std::time::Duration;
 
-use anyhow::Context;
 use serde_json::Value;
 
 use super::output::table;
 
 pub async fn run(url: &str, json: bool) -> anyhow::Result<u8> {
-    let url = format!("{}/status", url.trim_end_matches('/'));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("no stagegate answering at {url}"))?;
-    let status = resp.status();
-    let doc: Value = resp
-        .json()
-        .await
-        .with_context(|| format!("{url} did not answer JSON"))?;
-    if !status.is_success() {
-        anyhow::bail!("{url} answered {status}: {doc}");
-    }
+    let daemon = super::analysis::Daemon {
+        url: url.to_string(),
+        token: None,
+    };
+    let doc = daemon.get("/status").await?;
     if json {
         outln!("{doc}")?;
     } else {

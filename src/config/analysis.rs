@@ -202,3 +202,38 @@ impl Metric {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::config::Policy;
+
+    fn policy(analysis: Option<serde_json::Value>) -> Policy {
+        let mut p = json!({
+            "name": "p",
+            "candidate": {"alias": "challenger"},
+            "promote": {"alias": "champion"},
+            "gates": [{"name": "acc", "type": "metric", "metric": "acc", "min": 0.8}],
+        });
+        if let Some(a) = analysis {
+            p["analysis"] = a;
+        }
+        serde_json::from_value(p).unwrap()
+    }
+
+    #[test]
+    fn an_analysis_changes_no_digest_and_is_still_serialised() {
+        let a = json!({"interval": "5s", "count": 3, "metrics": [
+            {"name": "e", "provider": "prometheus", "address": "http://p:9090", "query": "up", "max": 0.1}]});
+        let with = policy(Some(a));
+        let without = policy(None);
+        // Candidates judged before an analysis was added (or changed) stay current.
+        assert_eq!(with.digest(), without.digest());
+        assert_eq!(
+            serde_json::to_value(&with).unwrap()["analysis"]["count"],
+            json!(3)
+        );
+        assert!(serde_json::to_value(&without).unwrap().get("analysis").is_none());
+    }
+}

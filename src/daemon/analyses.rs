@@ -142,7 +142,12 @@ impl Watch<'_> {
         status: &str,
         reason: &str,
     ) -> Result<Next, ReconcileError> {
-        if self.app.store.finish_analysis(row.id, status, reason).await? {
+        if self
+            .app
+            .store
+            .finish_analysis(row.id, status, reason)
+            .await?
+        {
             announce(self.app, row, status, reason).await?;
         }
         Ok(Next::Again)
@@ -193,7 +198,12 @@ impl Watch<'_> {
         );
         let actor = self.engine.actor(self.policy);
         match actor
-            .rollback_checked(self.model, Some(&row.version), row.previous.as_deref(), &why)
+            .rollback_checked(
+                self.model,
+                Some(&row.version),
+                row.previous.as_deref(),
+                &why,
+            )
             .await
         {
             Ok((from, to)) => {
@@ -256,7 +266,10 @@ impl Watch<'_> {
     /// A failed analysis that cannot be rolled back: said once in the audit log (every later
     /// look finds the same and adds nothing).
     async fn not_rolled_back(&self, row: &AnalysisRow, why: &str) -> Result<Next, ReconcileError> {
-        let note = format!("analysis of v{} failed; not rolled back: {why}", row.version);
+        let note = format!(
+            "analysis of v{} failed; not rolled back: {why}",
+            row.version
+        );
         let added = self
             .app
             .store
@@ -281,7 +294,12 @@ impl Watch<'_> {
         }
         self.engine
             .client
-            .set_version_tag(self.model, &row.version, &key, &crate::tags::clip(&want, 5_000))
+            .set_version_tag(
+                self.model,
+                &row.version,
+                &key,
+                &crate::tags::clip(&want, 5_000),
+            )
             .await
             .map_err(ActError::from)?;
         Ok(true)
@@ -397,8 +415,16 @@ fn vars(row: &AnalysisRow) -> Vars {
         model: row.model.clone(),
         version: row.version.clone(),
         previous: row.previous.clone().unwrap_or_default(),
-        alias: if kind == "alias" { name.into() } else { String::new() },
-        stage: if kind == "stage" { name.into() } else { String::new() },
+        alias: if kind == "alias" {
+            name.into()
+        } else {
+            String::new()
+        },
+        stage: if kind == "stage" {
+            name.into()
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -416,27 +442,17 @@ mod tests {
 
     #[test]
     fn the_row_target_fills_the_alias_or_the_stage() {
-        let mut row = AnalysisRow {
-            id: 1,
-            model: "m".into(),
-            version: "5".into(),
-            previous: Some("4".into()),
-            target: "stage:Production".into(),
-            policy: "p".into(),
-            status: "running".into(),
-            reason: None,
-            step: 0,
-            measurements: serde_json::json!({}),
-            started_at: String::new(),
-            due_at: 0,
-            finished_at: None,
-        };
+        let mut row = crate::analysis::step::test_row("5", Some("4"), 0);
+        row.target = "stage:Production".into();
         let v = vars(&row);
         assert_eq!((v.alias.as_str(), v.stage.as_str()), ("", "Production"));
         row.target = "alias:champion".into();
         let v = vars(&row);
         assert_eq!((v.alias.as_str(), v.stage.as_str()), ("champion", ""));
         assert_eq!(outcome("passed", ""), "passed");
-        assert_eq!(outcome("failed", "e 0.3 vs > max 0.01"), "failed: e 0.3 vs > max 0.01");
+        assert_eq!(
+            outcome("failed", "e 0.3 vs > max 0.01"),
+            "failed: e 0.3 vs > max 0.01"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! Triggers (webhooks, the poll, API requests, retries) only enqueue model names; the
 //! [`scheduler`] runs [`reconciler::reconcile`] for them on a worker pool.
 
+mod analyses;
 mod cluster;
 mod health;
 pub mod http;
@@ -14,7 +15,6 @@ mod poll;
 pub mod reconciler;
 pub mod scheduler;
 mod seen;
-mod analyses;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -83,7 +83,13 @@ impl World {
         let prefix = unique(prefix);
         let exporter = Exporter::start();
         let prom = Prometheus::start(&exporter);
-        let text = body(&prefix, &prom.address(), &exporter.notify_url(), count, analysis);
+        let text = body(
+            &prefix,
+            &prom.address(),
+            &exporter.notify_url(),
+            count,
+            analysis,
+        );
         let mut d = Daemon::start(&mlflow_uri(), &text);
         d.register_webhook();
         World {
@@ -157,10 +163,14 @@ impl World {
     }
 
     fn wait_status(&self, version: &str, status: &str) -> Value {
-        self.d
-            .wait_for(&format!("v{version}'s analysis to be {status}"), WAIT, || {
-                self.analysis(version).is_some_and(|a| a["status"] == status)
-            });
+        self.d.wait_for(
+            &format!("v{version}'s analysis to be {status}"),
+            WAIT,
+            || {
+                self.analysis(version)
+                    .is_some_and(|a| a["status"] == status)
+            },
+        );
         self.analysis(version).unwrap()
     }
 
@@ -180,24 +190,27 @@ impl World {
         let stagegate::store::Target::Sqlite(path) = self.d.store_target() else {
             panic!("these tests run on SQLite");
         };
-        let db = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
+        let db =
+            rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
         let mut q = db
             .prepare("SELECT version, coalesce(detail, '') FROM audit WHERE model = ?1 AND action = ?2 ORDER BY id")
             .unwrap();
-        q.query_map([self.model.as_str(), action], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        q.query_map([self.model.as_str(), action], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
     }
 }
 
 /// The measurements of `metric` in an analysis, in order.
 fn points(a: &Value, metric: &str) -> Vec<Value> {
-    a["measurements"][metric].as_array().cloned().unwrap_or_default()
+    a["measurements"][metric]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn outcomes(a: &Value) -> Vec<String> {
@@ -260,7 +273,10 @@ fn an_error_rate_that_breaches_after_two_rounds_is_rolled_back_at_the_next_round
         .into_iter()
         .filter(|p| p["at"].as_str().unwrap_or_default() > seen.as_str())
         .collect();
-    assert!(after.len() <= 1, "rounds after the breach was visible: {after:?}");
+    assert!(
+        after.len() <= 1,
+        "rounds after the breach was visible: {after:?}"
+    );
     assert_eq!(a["reason"], "error-rate 0.3 vs > max 0.05");
 
     w.d.wait_for("the failure tags", WAIT, || {
@@ -274,10 +290,20 @@ fn an_error_rate_that_breaches_after_two_rounds_is_rolled_back_at_the_next_round
     w.d.wait_for("the rollback's audit row and notification", WAIT, || {
         !w.audit("rollback").is_empty() && !w.exporter.posted("rollback").is_empty()
     });
-    w.d.wait_for("the rollback's audit row", WAIT, || w.audit("analysis").len() == 2);
+    w.d.wait_for("the rollback's audit row", WAIT, || {
+        w.audit("analysis").len() == 2
+    });
     let audit = w.audit("analysis");
-    assert!(audit.iter().any(|(_, d)| d.contains("failed: error-rate 0.3")), "{audit:?}");
-    assert!(audit.iter().any(|(_, d)| d.contains("rolled back to v1")), "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|(_, d)| d.contains("failed: error-rate 0.3")),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|(_, d)| d.contains("rolled back to v1")),
+        "{audit:?}"
+    );
     assert_eq!(w.audit("rollback").len(), 1);
     let sent = w.exporter.posted("analysis");
     assert_eq!(sent.len(), 1, "{sent:?}");
@@ -290,8 +316,13 @@ fn an_error_rate_that_breaches_after_two_rounds_is_rolled_back_at_the_next_round
     assert!(page.contains(r#"id="analyses""#), "{page}");
     assert_eq!(page.matches(r#"data-outcome="fail""#).count(), 1);
     assert!(page.contains(r#"data-limit="max""#) && page.contains("max 0.05"));
-    let home = reqwest::blocking::get(w.d.url()).and_then(|r| r.text()).unwrap();
-    assert!(home.contains("failed: error-rate 0.3 vs &gt; max 0.05"), "{home}");
+    let home = reqwest::blocking::get(w.d.url())
+        .and_then(|r| r.text())
+        .unwrap();
+    assert!(
+        home.contains("failed: error-rate 0.3 vs &gt; max 0.05"),
+        "{home}"
+    );
     // The failed version is never promoted again, though it still holds `challenger`.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(w.champion().as_deref(), Some(v1.as_str()));
@@ -377,7 +408,11 @@ fn a_manual_rollback_ends_the_analysis_and_nothing_is_rolled_back_twice() {
         .env("MLFLOW_TRACKING_URI", mlflow_uri())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     w.error_rate(&v2, 0.9);
     let a = w.wait_status(&v2, "ended");
     assert_eq!(a["reason"], format!("v{v2} was rolled back"));
@@ -387,7 +422,10 @@ fn a_manual_rollback_ends_the_analysis_and_nothing_is_rolled_back_twice() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(w.champion().as_deref(), Some(v1.as_str()));
     assert_eq!(w.audit("rollback").len(), 1, "one rollback: the person's");
-    assert!(w.analysis(&v1).is_none(), "the restored champion is not analysed");
+    assert!(
+        w.analysis(&v1).is_none(),
+        "the restored champion is not analysed"
+    );
 }
 
 #[test]
@@ -431,8 +469,16 @@ fn a_person_fails_an_analysis_while_paused_and_the_rollback_waits_for_resume() {
         assert_eq!(code, want, "{body}: {doc}");
         assert!(doc["error"].is_string(), "{doc}");
     }
-    assert_eq!(w.d.post("/v1/analyses/999999", r#"{"outcome": "passed"}"#, None).0, 404);
-    assert_eq!(w.d.post("/v1/analyses/x", r#"{"outcome": "passed"}"#, None).0, 400);
+    assert_eq!(
+        w.d.post("/v1/analyses/999999", r#"{"outcome": "passed"}"#, None)
+            .0,
+        404
+    );
+    assert_eq!(
+        w.d.post("/v1/analyses/x", r#"{"outcome": "passed"}"#, None)
+            .0,
+        400
+    );
     assert_eq!(w.analysis(&v2).unwrap()["status"], "running");
 
     let (code, doc) = w.d.post(
@@ -441,7 +487,11 @@ fn a_person_fails_an_analysis_while_paused_and_the_rollback_waits_for_resume() {
         None,
     );
     assert_eq!(code, 200, "{doc}");
-    let (code, doc) = w.d.post(&format!("/v1/analyses/{id}"), r#"{"outcome": "passed"}"#, None);
+    let (code, doc) = w.d.post(
+        &format!("/v1/analyses/{id}"),
+        r#"{"outcome": "passed"}"#,
+        None,
+    );
     assert_eq!(code, 409, "one outcome: {doc}");
     let a = w.analysis(&v2).unwrap();
     assert_eq!(a["status"], "failed");
@@ -451,22 +501,36 @@ fn a_person_fails_an_analysis_while_paused_and_the_rollback_waits_for_resume() {
             == Some("failed: ended by hand: complaints from support")
     });
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(w.champion().as_deref(), Some(v2.as_str()), "paused: nothing moves");
+    assert_eq!(
+        w.champion().as_deref(),
+        Some(v2.as_str()),
+        "paused: nothing moves"
+    );
     assert_eq!(w.tag(&v2, "stagegate.rolled_back"), None);
 
     // As if a replica died between the rollback's first write (the tag) and the move: the
     // tag is there, the champion has not moved. The rollback is still to be made.
-    fixtures(json!([{"op": "tag", "name": w.model, "version": v2, "key": "stagegate.rolled_back",
-                     "value": "2026-12-07T00:00:00Z: rolled back to v1 (analysis failed: ended by hand)"}]));
+    fixtures(
+        json!([{"op": "tag", "name": w.model, "version": v2, "key": "stagegate.rolled_back",
+                     "value": "2026-12-07T00:00:00Z: rolled back to v1 (analysis failed: ended by hand)"}]),
+    );
     assert_eq!(w.d.post("/v1/resume", "", None).0, 200);
     w.d.wait_for("the rollback after resume", WAIT, || {
         w.champion().as_deref() == Some(v1.as_str())
     });
     let rolled = w.tag(&v2, "stagegate.rolled_back").unwrap();
-    assert!(rolled.contains("ended by hand: complaints from support"), "{rolled}");
-    w.d.wait_for("the rollback's audit row", WAIT, || w.audit("analysis").len() == 2);
+    assert!(
+        rolled.contains("ended by hand: complaints from support"),
+        "{rolled}"
+    );
+    w.d.wait_for("the rollback's audit row", WAIT, || {
+        w.audit("analysis").len() == 2
+    });
     let audit = w.audit("analysis");
-    assert!(audit.iter().any(|(_, d)| d.contains("rolled back to v1")), "{audit:?}");
+    assert!(
+        audit.iter().any(|(_, d)| d.contains("rolled back to v1")),
+        "{audit:?}"
+    );
 }
 
 #[test]
@@ -497,7 +561,11 @@ fn three_replicas_on_postgres_run_one_analysis_with_one_outcome_through_a_kill_9
         r.count(&format!("SELECT count(*) {of_model} AND status = 'passed'")) == 1
     });
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(r.count(&format!("SELECT count(*) {of_model}")), 1, "one analysis");
+    assert_eq!(
+        r.count(&format!("SELECT count(*) {of_model}")),
+        1,
+        "one analysis"
+    );
     assert_eq!(r.count(&format!("SELECT max(step) {of_model}")), 8);
     assert_eq!(
         r.count(&format!(
@@ -528,7 +596,11 @@ fn a_failed_first_promotion_has_nothing_to_restore_and_stays_for_a_person() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(w.champion().as_deref(), Some(v1.as_str()));
     assert_eq!(w.tag(&v1, "stagegate.rolled_back"), None);
-    assert_eq!(w.audit("analysis").len(), 2, "the outcome, and once why nothing moved");
+    assert_eq!(
+        w.audit("analysis").len(),
+        2,
+        "the outcome, and once why nothing moved"
+    );
 }
 
 #[test]
@@ -542,12 +614,20 @@ fn with_after_bypass_a_champion_moved_by_hand_is_watched_and_rolled_back_to_the_
     let v2 = w.register("", "mlflow3");
     fixtures(json!([{"op": "alias", "name": w.model, "alias": "champion", "version": v2}]));
     let a = w.wait_status(&v2, "failed");
-    assert_eq!(a["previous"], json!(v1), "the last version stagegate promoted");
+    assert_eq!(
+        a["previous"],
+        json!(v1),
+        "the last version stagegate promoted"
+    );
     w.d.wait_for("the bypass to be rolled back", WAIT, || {
         w.champion().as_deref() == Some(v1.as_str())
     });
     assert!(w.tag(&v2, "stagegate.bypass").is_some());
-    assert!(w.tag(&v2, "stagegate.rolled_back").unwrap().contains("rolled back to v1"));
+    assert!(
+        w.tag(&v2, "stagegate.rolled_back")
+            .unwrap()
+            .contains("rolled back to v1")
+    );
 }
 
 #[test]
@@ -556,7 +636,11 @@ fn a_rollback_cut_short_after_its_move_gets_its_tags_and_audit_row_and_moves_not
     let (v1, v2) = w.promote_second(0.01);
     let id = w.wait_status(&v2, "running")["id"].as_i64().unwrap();
     assert_eq!(w.d.post("/v1/pause", "", None).0, 200);
-    let (code, doc) = w.d.post(&format!("/v1/analyses/{id}"), r#"{"outcome": "failed"}"#, None);
+    let (code, doc) = w.d.post(
+        &format!("/v1/analyses/{id}"),
+        r#"{"outcome": "failed"}"#,
+        None,
+    );
     assert_eq!(code, 200, "{doc}");
     // As if the replica rolling back died right after the move: the tag and the alias are
     // there, the restore's own tags and the audit row are not.
@@ -571,9 +655,15 @@ fn a_rollback_cut_short_after_its_move_gets_its_tags_and_audit_row_and_moves_not
             && w.tag(&v2, "stagegate.replaced_by").as_deref() == Some(v1.as_str())
     });
     w.d.wait_for("the rollback's audit row", WAIT, || {
-        w.audit("analysis").iter().any(|(_, d)| d.contains("rolled back to v1"))
+        w.audit("analysis")
+            .iter()
+            .any(|(_, d)| d.contains("rolled back to v1"))
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(w.champion().as_deref(), Some(v1.as_str()));
-    assert_eq!(w.audit("analysis").len(), 2, "the outcome, and the rollback once");
+    assert_eq!(
+        w.audit("analysis").len(),
+        2,
+        "the outcome, and the rollback once"
+    );
 }

@@ -77,7 +77,9 @@ pub async fn end(State(app): State<Arc<App>>, Path(id): Path<String>, body: Byte
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("expected {{\"outcome\": \"passed\" or \"failed\", \"reason\": \"…\"}}: {e}"),
+                format!(
+                    "expected {{\"outcome\": \"passed\" or \"failed\", \"reason\": \"…\"}}: {e}"
+                ),
             );
         }
     };

@@ -160,8 +160,7 @@ pub async fn list_evaluations(State(app): State<Arc<App>>, Query(q): Query<ListQ
         Ok(l) => l,
         Err(resp) => return resp,
     };
-    match app.store.evaluations(q.model.as_deref(), limit).await
-    {
+    match app.store.evaluations(q.model.as_deref(), limit).await {
         Ok(rows) => Json(json!({"evaluations": rows})).into_response(),
         Err(e) => store_failure(e),
     }
@@ -298,7 +297,10 @@ pub async fn resume(State(app): State<Arc<App>>) -> Response {
     // Work held back while paused is picked up now (by this replica), not at the next poll:
     // candidates, analyses that waited to measure, and failed ones that waited to roll back.
     let analyses = app.store.analyses(None, 100).await.unwrap_or_default();
-    for a in analyses.iter().filter(|a| matches!(a.status.as_str(), "running" | "failed")) {
+    for a in analyses
+        .iter()
+        .filter(|a| matches!(a.status.as_str(), "running" | "failed"))
+    {
         app.enqueue(&a.model, "resume").await;
     }
     let recent = app.store.evaluations(None, 1000).await.unwrap_or_default();

@@ -5,7 +5,7 @@
 
 use maud::{Markup, html};
 
-use super::chart::{Scale, domain, marker, round, ticks};
+use super::chart::{Frame, marker, round};
 use super::layout::{model_href, when};
 use super::series::PointState;
 use crate::analysis::round::{Recorded, parse};
@@ -13,12 +13,7 @@ use crate::config::analysis::Analysis;
 use crate::gates::num;
 use crate::store::AnalysisRow;
 
-const W: f64 = 640.0;
 const H: f64 = 180.0;
-const LEFT: f64 = 58.0;
-const RIGHT: f64 = 16.0;
-const TOP: f64 = 12.0;
-const BOTTOM: f64 = 30.0;
 
 /// The outcome as the version's tag says it.
 fn outcome(a: &AnalysisRow) -> String {
@@ -90,26 +85,10 @@ pub fn table(rows: &[AnalysisRow]) -> Markup {
 /// One metric's rounds against its thresholds.
 pub fn chart(metric: &str, points: &[Recorded], min: Option<f64>, max: Option<f64>) -> Markup {
     let n = points.len();
-    let values = points
-        .iter()
-        .filter_map(|p| p.value)
-        .chain(min)
-        .chain(max);
-    let (lo, hi) = domain(values);
-    let y = Scale {
-        d0: lo,
-        d1: hi,
-        r0: H - BOTTOM,
-        r1: TOP,
-    };
-    let step = (W - LEFT - RIGHT) / n.max(1) as f64;
-    let x = |i: usize| LEFT + step * (i as f64 + 0.5);
-    let every = n.div_ceil(12).max(1);
-    let line: Vec<String> = points
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| Some(format!("{:.1},{:.1}", x(i), y.at(p.value?))))
-        .collect();
+    let values = points.iter().filter_map(|p| p.value).chain(min).chain(max);
+    let f = Frame::new(n, values, H);
+    let y = &f.y;
+    let line = f.line(points.iter().map(|p| p.value));
     let limits: Vec<(&str, f64)> = [("min", min), ("max", max)]
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
@@ -117,21 +96,18 @@ pub fn chart(metric: &str, points: &[Recorded], min: Option<f64>, max: Option<f6
     html! {
         figure.chart {
             figcaption { (metric) }
-            svg viewBox={ "0 0 " (W) " " (H) } role="img" aria-label={ (metric) ", " (n) " rounds" } {
-                @for t in ticks(lo, hi) {
-                    line.grid x1=(LEFT) x2=(W - RIGHT) y1=(y.at(t)) y2=(y.at(t)) {}
-                    text.tick x=(LEFT - 6.0) y=(y.at(t) + 4.0) text-anchor="end" { (num(round(t))) }
-                }
+            svg viewBox=(f.view_box()) role="img" aria-label={ (metric) ", " (n) " rounds" } {
+                (f.grid())
                 @for (i, _) in points.iter().enumerate() {
-                    @if i % every == 0 || i + 1 == n {
-                        text.tick x=(x(i)) y=(H - BOTTOM + 18.0) text-anchor="middle" { (i + 1) }
+                    @if i % f.every == 0 || i + 1 == n {
+                        text.tick x=(f.x(i)) y=(f.label_y()) text-anchor="middle" { (i + 1) }
                     }
                 }
                 @for (name, v) in &limits {
-                    path.threshold d={ "M" (LEFT) "," (format!("{:.1}", y.at(*v))) "H" (W - RIGHT) } data-limit=(name) {}
-                    text.limit x=(W - RIGHT) y=(y.at(*v) - 5.0) text-anchor="end" { (name) " " (num(round(*v))) }
+                    path.threshold d=(format!("M{:.1},{:.1}H{:.1}", f.x(0) - f.step / 2.0, y.at(*v), f.right())) data-limit=(name) {}
+                    text.limit x=(f.right()) y=(y.at(*v) - 5.0) text-anchor="end" { (name) " " (num(round(*v))) }
                 }
-                @if line.len() > 1 { polyline.trend points=(line.join(" ")) {} }
+                @if line.contains(' ') { polyline.trend points=(line) {} }
                 @for (i, p) in points.iter().enumerate() {
                     @let state = match p.outcome.as_str() {
                         "pass" => PointState::Passed,
@@ -145,9 +121,9 @@ pub fn chart(metric: &str, points: &[Recorded], min: Option<f64>, max: Option<f6
                             @if let Some(note) = &p.note { " · " (note) }
                             " · " (p.at)
                         }
-                        (marker(state, x(i), p.value.map(|v| y.at(v)).unwrap_or(H - BOTTOM)))
+                        (marker(state, f.x(i), p.value.map(|v| y.at(v)).unwrap_or(f.floor())))
                         @if p.value.is_none() {
-                            text.tick x=(x(i)) y=(H - BOTTOM - 9.0) text-anchor="middle" { "n/a" }
+                            text.tick x=(f.x(i)) y=(f.floor() - 9.0) text-anchor="middle" { "n/a" }
                         }
                     }
                 }

@@ -65,6 +65,80 @@ pub(super) fn ticks(lo: f64, hi: f64) -> Vec<f64> {
         .collect()
 }
 
+/// A plot's frame: `n` slots across, the y axis over `values` (padded), `h` pixels high.
+pub(super) struct Frame {
+    pub y: Scale,
+    pub step: f64,
+    /// Label every this many slots (at most 12 labels).
+    pub every: usize,
+    pub h: f64,
+    lo: f64,
+    hi: f64,
+}
+
+impl Frame {
+    pub(super) fn new(n: usize, values: impl Iterator<Item = f64>, h: f64) -> Frame {
+        let (lo, hi) = domain(values);
+        Frame {
+            y: Scale {
+                d0: lo,
+                d1: hi,
+                r0: h - BOTTOM,
+                r1: TOP,
+            },
+            step: (W - LEFT - RIGHT) / n.max(1) as f64,
+            every: n.div_ceil(12).max(1),
+            h,
+            lo,
+            hi,
+        }
+    }
+
+    /// The middle of slot `i`.
+    pub(super) fn x(&self, i: usize) -> f64 {
+        LEFT + self.step * (i as f64 + 0.5)
+    }
+
+    /// The trend line's points through the slots that have a value.
+    pub(super) fn line(&self, values: impl Iterator<Item = Option<f64>>) -> String {
+        values
+            .enumerate()
+            .filter_map(|(i, v)| Some(format!("{:.1},{:.1}", self.x(i), self.y.at(v?))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The view box, and the horizontal grid with its tick labels.
+    pub(super) fn view_box(&self) -> String {
+        format!("0 0 {W} {}", self.h)
+    }
+
+    pub(super) fn grid(&self) -> Markup {
+        let y = &self.y;
+        html! {
+            @for t in ticks(self.lo, self.hi) {
+                line.grid x1=(LEFT) x2=(W - RIGHT) y1=(y.at(t)) y2=(y.at(t)) {}
+                text.tick x=(LEFT - 6.0) y=(y.at(t) + 4.0) text-anchor="end" { (num(round(t))) }
+            }
+        }
+    }
+
+    /// Where a slot's label goes, under the plot.
+    pub(super) fn label_y(&self) -> f64 {
+        self.h - BOTTOM + 18.0
+    }
+
+    /// The bottom of the plot: where a slot without a value is drawn.
+    pub(super) fn floor(&self) -> f64 {
+        self.h - BOTTOM
+    }
+
+    /// The right edge of the plot, where limit labels end.
+    pub(super) fn right(&self) -> f64 {
+        W - RIGHT
+    }
+}
+
 pub fn chart(s: &Series) -> Markup {
     let n = s.points.len();
     let values = s.points.iter().flat_map(|p| {
@@ -73,44 +147,29 @@ pub fn chart(s: &Series) -> Markup {
             .chain(p.other)
             .chain(p.limits.iter().flatten().copied())
     });
-    let (lo, hi) = domain(values);
-    let y = Scale {
-        d0: lo,
-        d1: hi,
-        r0: H - BOTTOM,
-        r1: TOP,
-    };
-    let step = (W - LEFT - RIGHT) / n.max(1) as f64;
-    let x = |i: usize| LEFT + step * (i as f64 + 0.5);
-    let every = n.div_ceil(12).max(1);
-    let line: Vec<String> = s
-        .points
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| Some(format!("{:.1},{:.1}", x(i), y.at(p.value?))))
-        .collect();
+    let f = Frame::new(n, values, H);
+    let (y, step, every) = (&f.y, f.step, f.every);
+    let x = |i: usize| f.x(i);
+    let line = f.line(s.points.iter().map(|p| p.value));
     html! {
         figure.chart {
             figcaption { (s.title) }
-            svg viewBox={ "0 0 " (W) " " (H) } role="img" aria-label={ (s.title) ", " (n) " versions" } {
-                @for t in ticks(lo, hi) {
-                    line.grid x1=(LEFT) x2=(W - RIGHT) y1=(y.at(t)) y2=(y.at(t)) {}
-                    text.tick x=(LEFT - 6.0) y=(y.at(t) + 4.0) text-anchor="end" { (num(round(t))) }
-                }
+            svg viewBox=(f.view_box()) role="img" aria-label={ (s.title) ", " (n) " versions" } {
+                (f.grid())
                 @for (i, p) in s.points.iter().enumerate() {
                     @if i % every == 0 || i + 1 == n {
                         text.tick x=(x(i)) y=(H - BOTTOM + 18.0) text-anchor="middle" { "v" (p.version) }
                     }
                 }
                 @for (k, name) in s.limits.iter().enumerate() {
-                    @if let Some(path) = threshold_path(s, k, step, &x, &y) {
+                    @if let Some(path) = threshold_path(s, k, step, &x, y) {
                         path.threshold d=(path.0) data-limit=(name) {}
                         // Inside the plot, right-aligned above its line (below it when the
                         // line runs along the top), so a long name is never cut off.
                         text.limit x=(W - RIGHT) y=(if path.1 - 5.0 < 11.0 { path.1 + 13.0 } else { path.1 - 5.0 }) text-anchor="end" { (name) " " (num(round(path.2))) }
                     }
                 }
-                @if line.len() > 1 { polyline.trend points=(line.join(" ")) {} }
+                @if line.contains(' ') { polyline.trend points=(line) {} }
                 @for (i, p) in s.points.iter().enumerate() {
                     @if let Some(o) = p.other {
                         circle.other cx=(x(i)) cy=(y.at(o)) r="3" { title { "v" (p.version) ": champion " (num(o)) } }

@@ -7,8 +7,8 @@ use super::chart::chart;
 use super::home::{candidates, champion};
 use super::layout::{self, model_href, seg, when};
 use super::series::Series;
-use crate::daemon::Glance;
 use crate::config::analysis::Analysis;
+use crate::daemon::Glance;
 use crate::store::{AnalysisRow, AuditRow, EvaluationRow};
 
 pub struct ModelPage {
