@@ -321,27 +321,30 @@ impl Actor<'_> {
                     self.names.replaced_version()
                 ))
             })?;
-        let note = format!("{}: rolled back to v{restore}{why}", now_rfc3339());
-        // Mark the bad version first so that no reconcile promotes it again.
-        self.client
-            .set_version_tag(model, &bad, &self.names.rolled_back(), &note)
-            .await?;
-        self.restore(model, &bad, &restore).await?;
+        // Checked before anything is written: a version that cannot be restored leaves no
+        // `rolled_back` claiming a rollback that never happened.
+        self.restorable(model, &restore).await?;
+        // Mark the bad version first so that no reconcile promotes it again. A mark left by an
+        // attempt cut short stays as it was: it says when the rollback began.
+        if champion.tag(&self.names.rolled_back()).is_none() {
+            let note = format!("{}: rolled back to v{restore}{why}", now_rfc3339());
+            self.client
+                .set_version_tag(model, &bad, &self.names.rolled_back(), &note)
+                .await?;
+        }
+        self.move_back(model, &bad, &restore).await?;
         tracing::info!(model, from = %bad, to = %restore, "rolled back");
         Ok((bad, restore))
     }
 
     /// Put `good` back in the promote target in place of `bad` (rollback, bypass revert).
     async fn restore(&self, model: &str, bad: &str, good: &str) -> Result<(), ActError> {
-        match self.client.model_version(model, good).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {
-                return Err(ActError::Refused(format!(
-                    "cannot restore {model} v{good}: it no longer exists"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        self.restorable(model, good).await?;
+        self.move_back(model, bad, good).await
+    }
+
+    /// [`Actor::restore`] once `good` is known to exist.
+    async fn move_back(&self, model: &str, bad: &str, good: &str) -> Result<(), ActError> {
         match self.policy.promote.target() {
             // Archive whatever holds the stage, whatever the policy's archive_existing says:
             // the point is that the bad version stops serving.
@@ -353,6 +356,17 @@ impl Actor<'_> {
             Target::Alias(alias) => self.client.set_alias(model, &alias, good).await?,
         }
         self.mark_restored(model, bad, good).await
+    }
+
+    /// Refused unless `good` still exists.
+    async fn restorable(&self, model: &str, good: &str) -> Result<(), ActError> {
+        match self.client.model_version(model, good).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Err(ActError::Refused(format!(
+                "cannot restore {model} v{good}: it no longer exists"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The bookkeeping tags of a restore whose move is made: `bad` replaced by `good`, `good`

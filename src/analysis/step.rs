@@ -80,6 +80,7 @@ pub(crate) fn test_row(version: &str, previous: Option<&str>, due_at: i64) -> An
         started_at: String::new(),
         due_at,
         finished_at: None,
+        settled_at: None,
     }
 }
 

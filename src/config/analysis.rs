@@ -234,6 +234,11 @@ mod tests {
             serde_json::to_value(&with).unwrap()["analysis"]["count"],
             json!(3)
         );
-        assert!(serde_json::to_value(&without).unwrap().get("analysis").is_none());
+        assert!(
+            serde_json::to_value(&without)
+                .unwrap()
+                .get("analysis")
+                .is_none()
+        );
     }
 }

@@ -138,7 +138,7 @@ impl Cluster {
 
     /// One background round: announce this replica, and return the work others dropped
     /// (models of dead holders, queue entries nobody served for a lease period, analyses
-    /// whose next round is due).
+    /// with a round due or an outcome not yet acted on).
     pub async fn round(&self, queue_depth: usize, in_flight: usize) -> Vec<String> {
         let me = ReplicaRow {
             id: self.replica.clone(),
@@ -152,11 +152,9 @@ impl Cluster {
             self.store.heartbeat(&me).await?;
             let mut work = self.store.orphans().await?;
             work.extend(self.store.queued(old).await?);
-            // Analyses whose round is due: a timer that died with its replica, or was never
-            // set on this one, is not needed for a round to be taken.
-            let now = crate::store::now_ms();
-            let due = self.store.running_analyses().await?;
-            work.extend(due.into_iter().filter(|a| a.due_at <= now).map(|a| a.model));
+            // Analyses with a step to take (a round due, an outcome to act on): a timer that
+            // died with its replica, or a retry that gave up, is not needed for it to happen.
+            work.extend(self.store.analyses_due().await?);
             Ok::<_, StoreError>(work)
         }
         .await;

@@ -386,6 +386,9 @@ async fn requeue_left_work(app: &App) -> Result<(), StoreError> {
     for a in app.store.running_analyses().await? {
         app.scheduler.enqueue(&a.model, "analysis");
     }
+    for model in app.store.analyses_due().await? {
+        app.scheduler.enqueue(&model, "analysis");
+    }
     Ok(())
 }
 

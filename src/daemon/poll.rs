@@ -310,7 +310,9 @@ async fn enqueue_work(
             data: &files[pi],
             logged: &logged,
         };
-        let settled = !unjudged.contains(&si) && !unrecorded_rollback;
+        // A champion owed an analysis no event announced (a promotion by CI to a stage).
+        let unwatched = crate::daemon::analyses::begin_owed(policy, state, names);
+        let settled = !unjudged.contains(&si) && !unrecorded_rollback && !unwatched;
         match plan(&input, state) {
             // The reconcile that planned the wait also scheduled its wake-up; after a
             // restart, the poll acts once the wait is over.

@@ -121,6 +121,7 @@ async fn converge(
     let config = &live.loaded.config;
     let Some(policy) = config.policy_for(model) else {
         tracing::debug!(model, "no policy matches; nothing to do");
+        analyses::close(app, model, "no policy matches the model any more").await?;
         return Ok(Outcome::Done);
     };
     let run = Reconciling {
@@ -176,7 +177,11 @@ async fn converge(
         };
         let wake = match watching.step(&state).await? {
             analyses::Next::Again => continue,
-            analyses::Next::After(d) => Some(d),
+            // A round takes time: a step that acts reads the registry again first.
+            analyses::Next::Measured(_) if !matches!(step, Step::Idle | Step::Wait { .. }) => {
+                continue;
+            }
+            analyses::Next::After(d) | analyses::Next::Measured(d) => Some(d),
             analyses::Next::Idle => None,
         };
         match step {
@@ -220,6 +225,7 @@ impl Reconciling<'_> {
         let state = match self.engine.read(model, self.policy, Depth::Full, &[]).await {
             Err(EngineError::NoModel(_)) => {
                 tracing::info!(model, "model no longer exists");
+                analyses::close(app, model, "the model was deleted").await?;
                 app.seen.forget(model);
                 clear_requests(app, model, requests.clone()).await?;
                 return Ok(None);

@@ -176,6 +176,12 @@ pub trait Backend: Send + Sync {
         status: &str,
         reason: &str,
     ) -> Result<bool, StoreError>;
+    /// Note that an ended analysis's outcome was acted on; `false` if it was already (or the
+    /// analysis still runs).
+    async fn settle_analysis(&self, id: i64) -> Result<bool, StoreError>;
+    /// Models with an analysis step to take now (by the store's clock): a round due, or an
+    /// outcome not settled. What the background round queues, whatever timers were lost.
+    async fn analyses_due(&self) -> Result<Vec<String>, StoreError>;
 
     // ---- the shared queue and re-evaluation requests ------------------------------------
 

@@ -215,6 +215,9 @@ pub struct AnalysisRow {
     /// When the next round is due, unix ms by the store's clock.
     pub due_at: i64,
     pub finished_at: Option<String>,
+    /// When what the outcome asks for was done (its tag, audit row, notification, rollback);
+    /// `None` while it is owed.
+    pub settled_at: Option<String>,
 }
 
 /// A new analysis, as the step that promoted asks for it.

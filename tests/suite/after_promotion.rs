@@ -518,9 +518,10 @@ fn a_person_fails_an_analysis_while_paused_and_the_rollback_waits_for_resume() {
     w.d.wait_for("the rollback after resume", WAIT, || {
         w.champion().as_deref() == Some(v1.as_str())
     });
+    // The mark the cut-short attempt left stays: it says when the rollback began.
     let rolled = w.tag(&v2, "stagegate.rolled_back").unwrap();
     assert!(
-        rolled.contains("ended by hand: complaints from support"),
+        rolled.starts_with("2026-12-07T00:00:00Z: rolled back to v1"),
         "{rolled}"
     );
     w.d.wait_for("the rollback's audit row", WAIT, || {
@@ -666,4 +667,55 @@ fn a_rollback_cut_short_after_its_move_gets_its_tags_and_audit_row_and_moves_not
         2,
         "the outcome, and the rollback once"
     );
+}
+
+#[test]
+fn a_promotion_made_in_ci_to_a_stage_is_found_by_the_poll_and_timed_from_the_registry() {
+    let prefix = unique("an-ci");
+    let exporter = Exporter::start();
+    let prom = Prometheus::start(&exporter);
+    let text = body(&prefix, &prom.address(), &exporter.notify_url(), 3, "")
+        .replace(
+            "candidate = { alias = \"challenger\" }\npromote = { alias = \"champion\" }",
+            "candidate = { stage = \"Staging\" }\npromote = { stage = \"Production\" }",
+        )
+        .replace("*/10 * * * * *", "*/2 * * * * *");
+    let model = format!("{prefix}-m");
+    let labels = format!("model=\"{model}\",version=\"2\"");
+    exporter.set(GAUGE, &[(labels.as_str(), 0.01)]);
+    prom.wait_for(&format!("{GAUGE}{{{labels}}}"), 0.01);
+    fixtures(json!([
+        {"op": "register", "name": model, "metrics": {"val_accuracy": 0.95}, "stage": "Production"},
+        {"op": "register", "name": model, "form": "mlflow2", "metrics": {"val_accuracy": 0.95}, "stage": "Staging"},
+    ]));
+    // CI promotes, before any daemon runs; MLflow OSS sends no event for a stage transition.
+    let mut d = Daemon::prepared(&mlflow_uri(), common::daemon::free_port(), &text, &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
+        .args(["evaluate", &model, "2", "--promote", "--config"])
+        .arg(d.config())
+        .env("MLFLOW_TRACKING_URI", mlflow_uri())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.spawn();
+    let analysis = || {
+        d.get(&format!("/v1/analyses?model={model}"))
+            .map(|(_, doc)| doc["analyses"].as_array().cloned().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    d.wait_for("the analysis to pass", WAIT, || {
+        analysis().first().is_some_and(|a| a["status"] == "passed")
+    });
+    let all = analysis();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["version"], "2");
+    assert_eq!(all[0]["previous"], "1");
+    assert_eq!(all[0]["target"], "stage:Production");
+    d.wait_for("the tag", WAIT, || {
+        block(common::version(&model, "2")).tag("stagegate.analysis") == Some("passed")
+    });
 }

@@ -682,6 +682,13 @@ async fn analyses(s: Store, other: Option<Store>) {
     assert!(a.finished_at.is_some() && a.status != "running", "{a:?}");
     assert!(s.running_analyses().await.unwrap().is_empty());
 
+    // Its outcome is owed until settled, once.
+    assert_eq!(s.analyses_due().await.unwrap(), vec!["m".to_string()]);
+    let (x, y) = tokio::join!(s.settle_analysis(id), other.settle_analysis(id));
+    assert!(x.unwrap() ^ y.unwrap(), "exactly one settles it");
+    assert!(s.analysis(id).await.unwrap().unwrap().settled_at.is_some());
+    assert!(s.analyses_due().await.unwrap().is_empty());
+
     // The next promotion's analysis can start now; history is newest first.
     let next = other
         .begin_analysis(&new("3"))

@@ -13,7 +13,6 @@ use serde_json::json;
 use super::api::{ListQuery, store_failure};
 use super::error;
 use crate::daemon::App;
-use crate::daemon::analyses::announce;
 
 pub async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
     let limit = match q.limit() {
@@ -106,9 +105,8 @@ pub async fn end(State(app): State<Arc<App>>, Path(id): Path<String>, body: Byte
         }
         Err(e) => return store_failure(e),
     }
-    if let Err(e) = announce(&app, &row, status, &reason).await {
-        tracing::warn!(id, error = %e, "analysis ended by hand, but not audited");
-    }
+    // The model's reconcile settles it (audit row, notification, tag, rollback); the
+    // background round queues it too, should this process die before the next line.
     app.enqueue(&row.model, "api").await;
     Json(json!({"id": id, "model": row.model, "version": row.version, "status": status, "reason": reason}))
         .into_response()

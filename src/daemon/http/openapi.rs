@@ -121,7 +121,9 @@ fn schemas() -> Value {
                                 "additionalProperties": {"type": "array", "items": measurement}},
                "started_at": {"type": "string", "format": "date-time"},
                "due_at": {"type": "integer", "format": "int64", "description": "the next round, unix ms"},
-               "finished_at": {"type": "string", "format": "date-time", "nullable": true}}),
+               "finished_at": {"type": "string", "format": "date-time", "nullable": true},
+               "settled_at": {"type": "string", "format": "date-time", "nullable": true,
+                              "description": "when what the outcome asks for (tag, audit, rollback) was done"}}),
         &[],
     );
     json!({

@@ -95,9 +95,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         measurements TEXT NOT NULL,
         started_at   BIGINT NOT NULL,
         due_at       BIGINT NOT NULL,
-        finished_at  BIGINT
+        finished_at  BIGINT,
+        settled_at   BIGINT
     );
     CREATE UNIQUE INDEX analyses_one_running ON analyses (model) WHERE status = 'running';
+    CREATE INDEX analyses_unsettled ON analyses (model) WHERE settled_at IS NULL;
     CREATE INDEX analyses_by_model ON analyses (model, id);
 "#,
 ];

@@ -153,6 +153,7 @@ fn analysis_row(r: &dyn Columns) -> Result<AnalysisRow, StoreError> {
         started_at: rfc3339(r.int(10)?),
         due_at: r.int(11)?,
         finished_at: r.opt_int(12)?.map(rfc3339),
+        settled_at: r.opt_int(13)?.map(rfc3339),
     })
 }
 

@@ -283,6 +283,14 @@ impl<D: Sql> Backend for D {
         Ok(self.execute(st::FINISH_ANALYSIS, params).await? == 1)
     }
 
+    async fn settle_analysis(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.execute(st::SETTLE_ANALYSIS, vec![id.into()]).await? == 1)
+    }
+
+    async fn analyses_due(&self) -> Result<Vec<String>, StoreError> {
+        self.query(st::ANALYSES_DUE, vec![], text).await
+    }
+
     // ---- the queue and re-evaluation requests --------------------------------------------
 
     async fn queue_push(&self, model: &str) -> Result<(), StoreError> {

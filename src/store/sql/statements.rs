@@ -99,7 +99,7 @@ pub const AUDIT_LOG: &str = "SELECT id, at, model, version, action, detail FROM 
 macro_rules! analysis_columns {
     () => {
         "id, model, version, previous, target, policy, status, reason, step, measurements, \
-         started_at, due_at, finished_at"
+         started_at, due_at, finished_at, settled_at"
     };
 }
 
@@ -127,6 +127,11 @@ pub const RECORD_ROUND: &str = "UPDATE analyses SET step = step + 1, measurement
      due_at = {now} + $4 WHERE id = $1 AND step = $2 AND status = 'running'";
 pub const FINISH_ANALYSIS: &str = "UPDATE analyses SET status = $2, reason = $3,
      finished_at = {now} WHERE id = $1 AND status = 'running'";
+pub const SETTLE_ANALYSIS: &str = "UPDATE analyses SET settled_at = {now}
+     WHERE id = $1 AND status <> 'running' AND settled_at IS NULL";
+/// Models with an analysis to take a step on: a round due, or an outcome not yet settled.
+pub const ANALYSES_DUE: &str = "SELECT DISTINCT model FROM analyses WHERE settled_at IS NULL
+     AND (status <> 'running' OR due_at <= {now})";
 
 // ---- the queue and re-evaluation requests ------------------------------------------------
 

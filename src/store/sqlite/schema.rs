@@ -126,9 +126,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         measurements TEXT NOT NULL,     -- JSON
         started_at   INTEGER NOT NULL,  -- unix ms
         due_at       INTEGER NOT NULL,
-        finished_at  INTEGER
+        finished_at  INTEGER,
+        settled_at   INTEGER            -- its tag, audit row and rollback done (unix ms)
     );
     CREATE UNIQUE INDEX analyses_one_running ON analyses (model) WHERE status = 'running';
+    CREATE INDEX analyses_unsettled ON analyses (model) WHERE settled_at IS NULL;
     CREATE INDEX analyses_by_model ON analyses (model, id);
 "#,
 ];
