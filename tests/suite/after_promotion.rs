@@ -205,6 +205,22 @@ impl World {
     }
 }
 
+/// Run `stagegate ARGS --config <d's config>` as a person or CI would; it must succeed.
+fn stagegate(d: &Daemon, args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
+        .args(args)
+        .arg("--config")
+        .arg(d.config())
+        .env("MLFLOW_TRACKING_URI", mlflow_uri())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stagegate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The measurements of `metric` in an analysis, in order.
 fn points(a: &Value, metric: &str) -> Vec<Value> {
     a["measurements"][metric]
@@ -402,17 +418,7 @@ fn a_manual_rollback_ends_the_analysis_and_nothing_is_rolled_back_twice() {
     });
     // Then the metric breaches, and a person rolls back by hand before a round fails it
     // (or after: either way one rollback).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
-        .args(["rollback", &w.model, "--config"])
-        .arg(w.d.config())
-        .env("MLFLOW_TRACKING_URI", mlflow_uri())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stagegate(&w.d, &["rollback", &w.model]);
     w.error_rate(&v2, 0.9);
     let a = w.wait_status(&v2, "ended");
     assert_eq!(a["reason"], format!("v{v2} was rolled back"));
@@ -690,17 +696,7 @@ fn a_promotion_made_in_ci_to_a_stage_is_found_by_the_poll_and_timed_from_the_reg
     ]));
     // CI promotes, before any daemon runs; MLflow OSS sends no event for a stage transition.
     let mut d = Daemon::prepared(&mlflow_uri(), common::daemon::free_port(), &text, &[]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
-        .args(["evaluate", &model, "2", "--promote", "--config"])
-        .arg(d.config())
-        .env("MLFLOW_TRACKING_URI", mlflow_uri())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stagegate(&d, &["evaluate", &model, "2", "--promote"]);
     d.spawn();
     let analysis = || {
         d.get(&format!("/v1/analyses?model={model}"))
