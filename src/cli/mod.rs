@@ -59,7 +59,7 @@ struct ConfigArg {
     /// /etc/stagegate/stagegate.toml. A file named by --config or $STAGEGATE_CONFIG must exist
     /// (no fallback past it). Environment variables STAGEGATE_<SECTION>__<KEY> (e.g.
     /// STAGEGATE_POLL__SCHEDULE="*/30 * * * * *") override the file's keys.
-    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    #[arg(long, global = true, value_name = "FILE", value_hint = ValueHint::FilePath)]
     config: Option<PathBuf>,
 }
 

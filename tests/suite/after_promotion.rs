@@ -205,8 +205,9 @@ impl World {
     }
 }
 
-/// Run `stagegate ARGS --config <d's config>` as a person or CI would; it must succeed.
-fn stagegate(d: &Daemon, args: &[&str]) {
+/// Run `stagegate ARGS --config <d's config>` as a person or CI would; it must succeed. Its
+/// standard output.
+fn stagegate(d: &Daemon, args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
         .args(args)
         .arg("--config")
@@ -219,6 +220,7 @@ fn stagegate(d: &Daemon, args: &[&str]) {
         "stagegate {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The measurements of `metric` in an analysis, in order.
@@ -643,12 +645,18 @@ fn a_rollback_cut_short_after_its_move_gets_its_tags_and_audit_row_and_moves_not
     let (v1, v2) = w.promote_second(0.01);
     let id = w.wait_status(&v2, "running")["id"].as_i64().unwrap();
     assert_eq!(w.d.post("/v1/pause", "", None).0, 200);
-    let (code, doc) = w.d.post(
-        &format!("/v1/analyses/{id}"),
-        r#"{"outcome": "failed"}"#,
-        None,
+    // Ended by a person with the CLI, which finds the daemon through the config.
+    let said = stagegate(
+        &w.d,
+        &["analysis", "end", &id.to_string(), "--outcome", "failed"],
     );
-    assert_eq!(code, 200, "{doc}");
+    assert!(
+        said.contains(&format!(
+            "analysis {id} of {} v{v2}: failed: ended by hand",
+            w.model
+        )),
+        "{said}"
+    );
     // As if the replica rolling back died right after the move: the tag and the alias are
     // there, the restore's own tags and the audit row are not.
     fixtures(json!([

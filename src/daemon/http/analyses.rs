@@ -17,7 +17,7 @@ use crate::daemon::App;
 pub async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
     let limit = match q.limit() {
         Ok(l) => l,
-        Err(resp) => return resp,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     match app.store.analyses(q.model.as_deref(), limit).await {
         Ok(rows) => Json(json!({"analyses": rows})).into_response(),
@@ -25,19 +25,16 @@ pub async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Re
     }
 }
 
-fn parse_id(id: &str) -> Result<i64, Response> {
-    id.parse::<i64>().map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("analysis id {id:?} is not a number"),
-        )
-    })
+/// The id in the path, or a 400 saying it is not one.
+fn parse_id(id: &str) -> Result<i64, String> {
+    id.parse::<i64>()
+        .map_err(|_| format!("analysis id {id:?} is not a number"))
 }
 
 pub async fn get(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     match app.store.analysis(id).await {
         Ok(Some(row)) => Json(row).into_response(),
@@ -69,7 +66,7 @@ enum Ended {
 pub async fn end(State(app): State<Arc<App>>, Path(id): Path<String>, body: Bytes) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     let req: EndRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,

@@ -139,12 +139,11 @@ impl ListQuery {
     /// The page size asked for, refused rather than clamped: the documented range is the
     /// contract, and a client asking for 5000 rows should learn it gets at most 1000, not
     /// silently fewer.
-    pub fn limit(&self) -> Result<usize, Response> {
+    pub fn limit(&self) -> Result<usize, String> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
+            return Err(format!(
+                "limit must be between 1 and {MAX_LIMIT}, got {limit}"
             ));
         }
         Ok(limit as usize)
@@ -158,7 +157,7 @@ const DEFAULT_LIMIT: u64 = 50;
 pub async fn list_evaluations(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
     let limit = match q.limit() {
         Ok(l) => l,
-        Err(resp) => return resp,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     match app.store.evaluations(q.model.as_deref(), limit).await {
         Ok(rows) => Json(json!({"evaluations": rows})).into_response(),
