@@ -2,7 +2,7 @@
 //! API (`/v1/analyses`), and a person's way to end one early as passed or failed. [`Daemon`]
 //! is how every command that talks to a running daemon calls it (`status` too).
 
-use super::output::table;
+use super::output::{cell as s, table};
 use super::stdout::{out, outln};
 use std::time::Duration;
 
@@ -148,14 +148,6 @@ pub async fn end(d: &Daemon, id: i64, outcome: &str, reason: Option<&str>) -> an
         s(&doc["reason"])
     )?;
     Ok(0)
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// `running`, or `failed: <why>`, as the version's tag says it.

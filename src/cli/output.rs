@@ -4,6 +4,15 @@ use serde_json::{Value, json};
 
 use stagegate::engine::Outcome;
 
+/// A JSON value as a table cell: a string as it is, null as `-`, anything else as JSON.
+pub fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Left-aligned columns, two spaces apart; the last column is not padded.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::output::table;
+use super::output::{cell as s, table};
 
 pub async fn run(url: &str, json: bool) -> anyhow::Result<u8> {
     let daemon = super::analysis::Daemon {
@@ -19,14 +19,6 @@ pub async fn run(url: &str, json: bool) -> anyhow::Result<u8> {
         out!("{}", render(&doc))?;
     }
     Ok(0)
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// The whole document, one section a line or two, then the recent evaluations as a table.
